@@ -1,0 +1,125 @@
+"""Shared launcher checks for the Triton kernels.
+
+Every public kernel function validates its arguments here before anything is launched, so the
+error messages read the same across ops and always name the value the caller passed.
+
+Where kernels run:
+- CUDA tensors: compiled Triton kernels (autotuned over ``configs`` on sm_80/sm_90).
+- CPU tensors: only under Triton's interpreter, i.e. ``TRITON_INTERPRET=1`` set *before*
+  ``kernels`` is first imported (``@triton.jit`` reads it at decoration time).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import triton
+
+# Read once: @triton.jit decides at import time whether a kernel is interpreted.
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+TORCH_TO_TRITON = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+}
+
+
+def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    """An int or a pair of ints, as torch.nn.functional accepts them, as a checked pair."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def check_tensor(x: Any, name: str) -> torch.Tensor:
+    """Type, dtype and device checks shared by every launcher."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(
+            f"{name}.dtype={x.dtype} is not supported; use one of "
+            f"{', '.join(str(d) for d in SUPPORTED_DTYPES)}"
+        )
+    if x.device.type == "cuda":
+        if INTERPRET:
+            raise RuntimeError(
+                f"{name} is on {x.device} but TRITON_INTERPRET=1 is set: unset it to run the "
+                "compiled kernels on the GPU"
+            )
+    elif x.device.type == "cpu":
+        if not INTERPRET:
+            raise RuntimeError(
+                f"{name} is a CPU tensor: the Triton kernels run on CUDA tensors, or on CPU only "
+                "under the interpreter (set TRITON_INTERPRET=1 before importing kernels). "
+                "For a fast CPU path use lightning_alexnet's kernels='auto' or 'eager'."
+            )
+    else:
+        raise NotImplementedError(f"{name}.device={x.device} is not supported (cuda or cpu)")
+    return x
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listing}")
+
+
+def check_same_dtype(**tensors: torch.Tensor | None) -> None:
+    dtypes = {name: t.dtype for name, t in tensors.items() if t is not None}
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{n}.dtype={d}" for n, d in dtypes.items())
+        raise ValueError(f"all tensors must have one dtype, got {listing}")
+
+
+def device_context(x: torch.Tensor):
+    """Launch on the tensor's own GPU (Triton launches on the *current* device)."""
+    if x.device.type == "cuda":
+        return torch.cuda.device(x.device)
+    return _nullcontext()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def autotune_configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.Config]:
+    """Multi-config autotune fails without a GPU: the interpreter gets one configuration."""
+    return [interpret] if INTERPRET else gpu
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel in one configuration and dtype, for ahead-of-time compilation.
+
+    ``signature`` maps every argument of the ``@triton.jit`` function, in order, to a Triton type
+    string (``"*fp32"``, ``"i32"``, ``"fp32"``, or ``"constexpr"``); ``constexprs`` gives the value
+    of each ``constexpr`` argument; ``divisible`` names the pointer/int arguments the launcher
+    really sees as multiples of 16 (the JIT adds ``tt.divisibility=16`` for them).
+    """
+
+    name: str  # e.g. "conv2d_relu_fwd[conv2, BM=128 BN=128 BK=32, fp16]"
+    fn: Callable
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    divisible: tuple[str, ...] = ()
+    num_warps: int = 4
+    num_stages: int = 3
+    uses_dot: bool = False  # conv kernels: must compile to mma/wgmma
+    extra: dict[str, Any] = field(default_factory=dict)
