@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh clone: `make fit` and `make test`.
+# Each creates .venv (if missing) and installs the package into it. On a CPU machine torch
+# comes from the CPU wheel; with a GPU, install the CUDA build of torch into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: fit test test-slow bench-data compile-report clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_CPU)"
+	$(PY) -m pip install -e ".[test]"
+	touch $(STAMP)
+
+fit: $(STAMP)
+	$(PY) -m lightning_alexnet fit --config tiny
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+bench-data: $(STAMP)
+	$(PY) bench/bench_data.py
+
+compile-report: $(STAMP)
+	$(PY) -m kernels.compile_report
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -1,0 +1,123 @@
+"""``python -m lightning_alexnet fit|validate|test|predict|prepare`` (LightningCLI).
+
+``--config`` takes a YAML file or the name of a preset shipped in ``lightning_alexnet/configs``
+(``tiny``: the quick CPU run on the built-in data; ``paper``: the paper's recipe).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import ArgsType, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_alexnet.data import ImageFolderDataModule
+from lightning_alexnet.module import AlexNetModule
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PROG = "python -m lightning_alexnet"
+
+
+class FitSummary(Callback):
+    """At the end of ``fit``, one line: the best validation errors and the best checkpoint."""
+
+    def __init__(self) -> None:
+        self.history: list[tuple[float, float]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        m = trainer.callback_metrics
+        if not trainer.sanity_checking and "val/top1_error" in m:
+            self.history.append((float(m["val/top1_error"]), float(m.get("val/top5_error", float("nan")))))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not self.history:
+            rank_zero_info("fit finished without a validation epoch: no best val/top1_error")
+            return
+        top1, top5 = min(self.history, key=lambda e: e[0])  # first minimum, as ModelCheckpoint keeps
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        rank_zero_info(
+            f"best val/top1_error={top1:.4f} val/top5_error={top5:.4f} best checkpoint: {ckpt or '(none saved)'}"
+        )
+
+
+class AlexNetCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/top1_error",
+            "checkpoint.mode": "min",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "epoch{epoch:03d}-top1err{val/top1_error:.4f}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.crop_size", "model.image_size")
+
+
+def _trainer_defaults() -> dict:
+    loggers = [{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}]
+    try:
+        import tensorboard  # noqa: F401
+
+        loggers.append({"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                        "init_args": {"save_dir": "runs"}})
+    except ImportError:
+        pass
+    return {
+        "logger": loggers,
+        "callbacks": [LearningRateMonitor(logging_interval="epoch"), FitSummary()],
+        "max_epochs": 90,
+    }
+
+
+def _resolve_config_names(args: list[str]) -> list[str]:
+    """``--config tiny`` -> the shipped ``configs/tiny.yaml``; paths pass through."""
+    out = list(args)
+    for i, a in enumerate(out):
+        value = None
+        if a == "--config" and i + 1 < len(out):
+            i, value = i + 1, out[i + 1]
+        elif a.startswith("--config="):
+            value = a.split("=", 1)[1]
+            out[i] = "--config"
+            out.insert(i + 1, value)
+            i += 1
+        if value is not None and not Path(value).exists() and (CONFIG_DIR / f"{value}.yaml").exists():
+            out[i] = str(CONFIG_DIR / f"{value}.yaml")
+    return out
+
+
+def prepare(args: list[str]) -> None:
+    """``prepare``: compute and cache the training-set statistics (and optionally the crops)."""
+    parser = ArgumentParser(prog=f"{PROG} prepare", description=(
+        "Stream the training images once and cache next to the data the mean image and the "
+        "RGB covariance eigenpairs (used for mean subtraction and PCA colour noise)."))
+    parser.add_argument("--config", action="config", help="YAML file (its data: section is used)")
+    parser.add_class_arguments(ImageFolderDataModule, "data")
+    parser.add_argument("--cache", type=bool, default=False,
+                        help="also write the 256x256 central crops as a uint8 memory-mapped array")
+    for ignored in ("trainer", "model", "seed_everything", "checkpoint", "optimizer", "lr_scheduler", "ckpt_path"):
+        parser.add_argument(f"--{ignored}", type=object, default=None, help=f"(ignored by prepare)")
+    cfg = parser.parse_args(args)
+    datamodule = parser.instantiate_classes(cfg).data
+    datamodule.prepare(cache=cfg.cache)
+
+
+def main(args: ArgsType = None) -> AlexNetCLI | None:
+    argv = list(sys.argv[1:] if args is None else args)
+    argv = _resolve_config_names([str(a) for a in argv]) if isinstance(args, (list, type(None))) else args
+    if argv and argv[0] == "prepare":
+        prepare(argv[1:])
+        return None
+    return AlexNetCLI(
+        AlexNetModule,
+        ImageFolderDataModule,
+        seed_everything_default=0,
+        trainer_defaults=_trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": PROG, "description": __doc__},
+        args=argv,
+    )

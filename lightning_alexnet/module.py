@@ -1,0 +1,179 @@
+"""The paper's recipe as a LightningModule.
+
+SGD (momentum 0.9, weight decay 5e-4, lr 0.01 at batch 128), cross-entropy, the learning rate
+divided by 10 whenever validation top-1 error stops improving; top-1 and top-5 *error* rates
+(torchmetrics, micro-averaged) per stage, as the paper reports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_alexnet.model import AlexNet, AlexNetConfig
+
+
+class MulticlassError(MulticlassAccuracy):
+    """1 - accuracy: the paper reports error rates."""
+
+    def compute(self) -> torch.Tensor:
+        return 1.0 - super().compute()
+
+
+def error_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricCollection:
+    metrics = {
+        "top1_error": MulticlassError(num_classes, top_k=1, average="micro"),
+        "top5_error": MulticlassError(num_classes, top_k=min(5, num_classes), average="micro"),
+    }
+    return MetricCollection(metrics, prefix=prefix, postfix=suffix)
+
+
+class AlexNetModule(pl.LightningModule):
+    """AlexNet (Krizhevsky et al., 2012) trained with the paper's recipe.
+
+    Args:
+        preset: Network preset: ``paper`` (the exact network, 60,965,224 parameters with two
+            towers) or ``tiny`` (the same eight layers, narrow, for quick CPU runs).
+        num_classes: Number of classes; linked from the data when run from the command line.
+        towers: Override the preset: 2 = the paper's two towers (grouped conv2/4/5, LRN inside
+            a tower), 1 = one tower.
+        lrn: Override the preset: local response normalisation after conv1 and conv2.
+        bias_init: Override the preset: initial bias of conv2, conv4, conv5, fc6, fc7 (paper 1,
+            Caffe 0.1).
+        dropout: Override the preset: dropout probability on fc6 and fc7.
+        image_size: Side of the square input crop; linked from the data's crop size.
+        kernels: ``auto`` (Triton on CUDA, the fast CPU path on CPU), ``triton`` (the Triton
+            kernels everywhere; CPU needs TRITON_INTERPRET=1), or ``eager`` (plain PyTorch).
+        lr: Initial learning rate (paper 0.01 at batch 128).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay (paper 5e-4).
+        lr_factor: Factor applied to the learning rate when validation top-1 error plateaus.
+        lr_patience: Validation epochs without improvement before the learning rate drops.
+        ensemble: Extra checkpoints for ``test``: their softmax outputs are averaged with this
+            model's (the paper's ensembles of CNNs).
+    """
+
+    def __init__(
+        self,
+        preset: str = "paper",
+        num_classes: int = 1000,
+        towers: int | None = None,
+        lrn: bool | None = None,
+        bias_init: float | None = None,
+        dropout: float | None = None,
+        image_size: int = 224,
+        kernels: Literal["auto", "triton", "eager"] = "auto",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        lr_factor: float = 0.1,
+        lr_patience: int = 3,
+        ensemble: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        overrides = dict(towers=towers, lrn=lrn, bias_init=bias_init, dropout=dropout)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.config = AlexNetConfig.from_name(
+            preset, num_classes=num_classes, image_size=image_size, **overrides
+        )
+        self.model = AlexNet(self.config, kernels=kernels)
+        self.ensemble_models: list[AlexNet] = []
+
+        self.train_metrics = error_metrics(num_classes, "train/")
+        self.val_metrics = error_metrics(num_classes, "val/")
+        self.test_metrics = error_metrics(num_classes, "test/")
+        self.test_metrics_10crop = error_metrics(num_classes, "test/", "_10crop")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # --- training and validation ---------------------------------------------------------
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.val_metrics.update(logits, y)
+        self.log_dict(self.val_metrics, prog_bar=True)
+
+    # --- testing: single centre crop and the paper's ten crops, optionally an ensemble -----
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and self.hparams.ensemble and not self.ensemble_models:
+            for path in self.hparams.ensemble:
+                self.ensemble_models.append(self._load_member(path))
+
+    def _load_member(self, path: str) -> AlexNet:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"ensemble checkpoint {path!r} does not exist") from None
+        member = AlexNet(self.config, kernels=self.hparams.kernels)
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        try:
+            member.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"ensemble checkpoint {path!r} does not fit this network: {e}") from e
+        return member.to(self.device).eval()
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax averaged over this model and the ensemble members."""
+        probs = self(x).softmax(-1)
+        for member in self.ensemble_models:
+            probs = probs + member.to(x.device)(x).softmax(-1)
+        return probs / (1 + len(self.ensemble_models))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        if x.dim() == 5:  # (N, 10, 3, S, S): four corners + centre, then their mirrors
+            n, crops = x.shape[:2]
+            probs = self._probs(x.flatten(0, 1)).view(n, crops, -1)
+            self.test_metrics_10crop.update(probs.mean(1), y)
+            self.log_dict(self.test_metrics_10crop)
+            centre = probs[:, 4]
+        else:
+            centre = self._probs(x)
+        self.log("test/loss", F.nll_loss(centre.clamp_min(1e-12).log(), y), sync_dist=True)
+        self.test_metrics.update(centre, y)
+        self.log_dict(self.test_metrics)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
+        x, paths = batch
+        probs = self._probs(x)
+        top = probs.topk(min(5, probs.shape[-1]), dim=-1)
+        classes = getattr(self.trainer.datamodule, "classes", None) if self._trainer else None
+        out = []
+        for path, p, i in zip(paths, top.values.tolist(), top.indices.tolist()):
+            names = [classes[j] for j in i] if classes else i
+            out.append({"path": path, "top5": list(zip(names, p))})
+        return out
+
+    # --- the paper's optimiser ------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=hp.lr_factor, patience=hp.lr_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/top1_error", "interval": "epoch"},
+        }

@@ -1,0 +1,161 @@
+"""The one seam between the network and its kernels.
+
+Each layer of :class:`~lightning_alexnet.model.AlexNet` that the Triton kernels replace is a
+module here with a ``kernels`` attribute:
+
+- ``"triton"``: the ``kernels`` package (CUDA tensors, or CPU under ``TRITON_INTERPRET=1``);
+  an input it cannot take raises -- nothing falls back to eager.
+- ``"eager"``: the ``torch.nn.functional`` reference ops, exactly.
+- ``"auto"``: Triton on CUDA tensors; on CPU the CPU path below.
+
+CPU path: eager PyTorch's LRN is a chain of seven ops that dominates a CPU training step.
+:func:`cpu_local_response_norm` computes the same function as one autograd node with a
+hand-written backward (Caffe's formulation), saving only the input and the scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KERNEL_CHOICES = ("auto", "triton", "eager")
+
+
+def _use_triton(kernels: str, x: torch.Tensor) -> bool:
+    if kernels == "triton":
+        return True
+    if kernels == "auto":
+        return x.is_cuda
+    if kernels == "eager":
+        return False
+    raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+
+
+def _triton_kernels():
+    try:
+        import kernels
+    except ImportError as e:  # e.g. no triton on this platform
+        raise RuntimeError(
+            f"kernels='triton' needs the Triton kernels, which failed to import: {e}"
+        ) from e
+    return kernels
+
+
+# --- CPU path: LRN as one autograd node --------------------------------------------------
+
+
+def _window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
+    """Sum over a window of ``size`` channels (c - size//2 .. c + (size-1)//2), zero padded,
+    inside each of ``groups`` channel slices. (N, C, H, W) -> (N, C, H, W)."""
+    n, c, h, w = t.shape
+    t = t.reshape(n * groups, c // groups, h, w)
+    padded = F.pad(t, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    out = padded[:, 0 : c // groups].clone()
+    for i in range(1, size):
+        out += padded[:, i : i + c // groups]
+    return out.reshape(n, c, h, w)
+
+
+class _CPULocalResponseNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, size, alpha, beta, k, groups):
+        scale = _window_sum(x * x, size, groups).mul_(alpha / size).add_(k)  # k + a/n * sum x^2
+        y = x * scale.pow(-beta)
+        ctx.save_for_backward(x, scale)
+        ctx.params = (size, alpha, beta, groups)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, scale = ctx.saved_tensors
+        size, alpha, beta, groups = ctx.params
+        scale_pow = scale.pow(-beta)
+        # dx_c = dy_c s_c^-b - (2ab/n) x_c sum_{j: c in window(j)} dy_j x_j s_j^(-b-1)
+        t = dy * x * scale_pow / scale
+        # the window is symmetric for odd sizes; for even sizes the transpose window is mirrored
+        acc = _window_sum(t.flip(1), size, groups).flip(1) if size % 2 == 0 else _window_sum(t, size, groups)
+        dx = dy * scale_pow - (2.0 * alpha * beta / size) * x * acc
+        return dx, None, None, None, None, None
+
+
+def cpu_local_response_norm(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+) -> torch.Tensor:
+    """``F.local_response_norm`` per channel group, one autograd node (any device)."""
+    if x.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) input, got shape {tuple(x.shape)}")
+    if x.shape[1] % groups:
+        raise ValueError(f"groups={groups} does not divide the {x.shape[1]} channels")
+    return _CPULocalResponseNorm.apply(x, size, alpha, beta, k, groups)
+
+
+def eager_local_response_norm(
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+) -> torch.Tensor:
+    """The reference: ``F.local_response_norm`` on each of ``groups`` channel slices."""
+    if groups == 1:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    return torch.cat([F.local_response_norm(t, size, alpha, beta, k) for t in x.chunk(groups, 1)], 1)
+
+
+# --- the modules the network is built from ------------------------------------------------
+
+
+class Conv2dReLU(nn.Conv2d):
+    """``relu(conv2d(x))``; the Triton kernel fuses bias and ReLU into the GEMM epilogue."""
+
+    kernels: str = "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_triton(self.kernels, x):
+            return _triton_kernels().conv2d_relu(
+                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+            )
+        return F.relu(self._conv_forward(x, self.weight, self.bias), inplace=True)
+
+
+class LocalResponseNormMaxPool2d(nn.Module):
+    """LRN (windows inside each of ``groups`` towers) then overlapping max-pool, fused in Triton."""
+
+    kernels: str = "auto"
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int,
+                 kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lrn = (self.size, self.alpha, self.beta, self.k, self.groups)
+        if _use_triton(self.kernels, x):
+            return _triton_kernels().lrn_max_pool2d(
+                x, *lrn, kernel_size=self.kernel_size, stride=self.stride
+            )
+        if self.kernels == "eager":
+            x = eager_local_response_norm(x, *lrn)
+        else:
+            x = cpu_local_response_norm(x, *lrn)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+                f"groups={self.groups}, kernel_size={self.kernel_size}, stride={self.stride}")
+
+
+class MaxPool2d(nn.Module):
+    """Overlapping max-pool (3x3, stride 2 in AlexNet)."""
+
+    kernels: str = "auto"
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_triton(self.kernels, x):
+            return _triton_kernels().max_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
