@@ -10,7 +10,10 @@ module here with a ``kernels`` attribute:
 
 CPU path: eager PyTorch's LRN is a chain of seven ops that dominates a CPU training step.
 :func:`cpu_local_response_norm` computes the same function as one autograd node with a
-hand-written backward (Caffe's formulation), saving only the input and the scale.
+hand-written backward (Caffe's formulation), saving only the input and the scale, and the
+paper's beta = 3/4 power as sqrt/rsqrt. Measured on 2 CPU cores (batch 32, paper model): eager
+LRN ~29 img/s, this path ~35 img/s, no LRN at all ~41 img/s. (``torch.compile`` of the same
+formulas was slower inside the full training step here: ~21 img/s.)
 """
 
 from __future__ import annotations
@@ -49,19 +52,41 @@ def _window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
     """Sum over a window of ``size`` channels (c - size//2 .. c + (size-1)//2), zero padded,
     inside each of ``groups`` channel slices. (N, C, H, W) -> (N, C, H, W)."""
     n, c, h, w = t.shape
-    t = t.reshape(n * groups, c // groups, h, w)
-    padded = F.pad(t, (0, 0, 0, 0, size // 2, (size - 1) // 2))
-    out = padded[:, 0 : c // groups].clone()
+    cg = c // groups
+    padded = F.pad(t.reshape(n * groups, cg, h, w), (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    out = padded[:, 0:cg]
     for i in range(1, size):
-        out += padded[:, i : i + c // groups]
+        out = out + padded[:, i : i + cg]
     return out.reshape(n, c, h, w)
+
+
+def _neg_pow(s: torch.Tensor, beta: float) -> torch.Tensor:
+    # s ** -beta; the paper's beta = 3/4 as sqrt/rsqrt, which vectorise (pow does not)
+    if beta == 0.75:
+        return torch.rsqrt(s * torch.sqrt(s))
+    return torch.exp(-beta * torch.log(s))
+
+
+def _lrn_forward(x, size: int, alpha: float, beta: float, k: float, groups: int):
+    scale = _window_sum(x * x, size, groups) * (alpha / size) + k  # k + a/n * sum x^2
+    return x * _neg_pow(scale, beta), scale
+
+
+def _lrn_backward(x, scale, dy, size: int, alpha: float, beta: float, groups: int):
+    # Caffe's formulation: dx_c = dy_c s_c^-b - (2ab/n) x_c sum_{j: c in window(j)} dy_j x_j s_j^(-b-1)
+    scale_pow = _neg_pow(scale, beta)
+    t = dy * x * scale_pow / scale
+    if size % 2 == 0:  # the transposed window of an even size is the mirrored one
+        acc = _window_sum(t.flip(1), size, groups).flip(1)
+    else:
+        acc = _window_sum(t, size, groups)
+    return dy * scale_pow - (2.0 * alpha * beta / size) * x * acc
 
 
 class _CPULocalResponseNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, size, alpha, beta, k, groups):
-        scale = _window_sum(x * x, size, groups).mul_(alpha / size).add_(k)  # k + a/n * sum x^2
-        y = x * scale.pow(-beta)
+        y, scale = _lrn_forward(x, size, alpha, beta, k, groups)
         ctx.save_for_backward(x, scale)
         ctx.params = (size, alpha, beta, groups)
         return y
@@ -69,20 +94,13 @@ class _CPULocalResponseNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, scale = ctx.saved_tensors
-        size, alpha, beta, groups = ctx.params
-        scale_pow = scale.pow(-beta)
-        # dx_c = dy_c s_c^-b - (2ab/n) x_c sum_{j: c in window(j)} dy_j x_j s_j^(-b-1)
-        t = dy * x * scale_pow / scale
-        # the window is symmetric for odd sizes; for even sizes the transpose window is mirrored
-        acc = _window_sum(t.flip(1), size, groups).flip(1) if size % 2 == 0 else _window_sum(t, size, groups)
-        dx = dy * scale_pow - (2.0 * alpha * beta / size) * x * acc
-        return dx, None, None, None, None, None
+        return _lrn_backward(x, scale, dy, *ctx.params), None, None, None, None, None
 
 
 def cpu_local_response_norm(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
 ) -> torch.Tensor:
-    """``F.local_response_norm`` per channel group, one autograd node (any device)."""
+    """``F.local_response_norm`` per channel group as one autograd node (any device)."""
     if x.dim() != 4:
         raise ValueError(f"expected (N, C, H, W) input, got shape {tuple(x.shape)}")
     if x.shape[1] % groups:

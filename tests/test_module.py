@@ -1,0 +1,100 @@
+"""The LightningModule: the paper's recipe, error metrics, ten-crop testing and ensembles."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_alexnet.module import AlexNetModule, MulticlassError
+
+SIZE = 64  # the tiny preset's smallest comfortable input: maps 15 -> 7 -> 3 -> 1
+
+
+def tiny_module(**kw) -> AlexNetModule:
+    return AlexNetModule(preset="tiny", num_classes=7, image_size=SIZE, **kw)
+
+
+def trainer(**kw) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+def reference_errors(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Top-1 / top-5 error computed directly from averaged class probabilities."""
+    top1 = (probs.argmax(-1) != y).double().mean().item()
+    top5 = (~(probs.topk(5, -1).indices == y[:, None]).any(-1)).double().mean().item()
+    return top1, top5
+
+
+def test_error_metric_is_one_minus_accuracy():
+    metric = MulticlassError(num_classes=3, top_k=1, average="micro")
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0], [3.0, 0.0, 0.0]])
+    metric.update(logits, torch.tensor([0, 1, 0, 2]))
+    assert metric.compute().item() == pytest.approx(0.5)
+
+
+def test_paper_optimiser():
+    module = AlexNetModule(preset="tiny", num_classes=10)
+    conf = module.configure_optimizers()
+    opt = conf["optimizer"]
+    assert isinstance(opt, torch.optim.SGD)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.9, 5e-4)
+    sched = conf["lr_scheduler"]
+    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert sched["monitor"] == "val/top1_error" and sched["scheduler"].factor == 0.1
+
+
+def test_fit_logs_the_paper_metrics():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, SIZE, SIZE), torch.randint(0, 7, (16,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    t = trainer(max_epochs=1)
+    t.fit(tiny_module(), loader, loader)
+    logged = set(t.callback_metrics)
+    assert {"train/loss", "train/top1_error", "train/top5_error", "val/loss", "val/top1_error",
+            "val/top5_error"} <= logged
+    for k in ("val/top1_error", "val/top5_error"):
+        assert 0.0 <= t.callback_metrics[k].item() <= 1.0
+
+
+def test_ten_crop_and_centre_errors_match_direct_computation():
+    torch.manual_seed(0)
+    module = tiny_module().eval()
+    n = 24
+    x, y = torch.randn(n, 10, 3, SIZE, SIZE), torch.randint(0, 7, (n,))
+    out = trainer().test(module, DataLoader(TensorDataset(x, y), batch_size=10), verbose=False)[0]
+
+    with torch.no_grad():
+        probs = module(x.flatten(0, 1)).softmax(-1).view(n, 10, -1)
+    ten = reference_errors(probs.mean(1), y)
+    centre = reference_errors(probs[:, 4], y)
+    assert out["test/top1_error_10crop"] == pytest.approx(ten[0], abs=1e-6)
+    assert out["test/top5_error_10crop"] == pytest.approx(ten[1], abs=1e-6)
+    assert out["test/top1_error"] == pytest.approx(centre[0], abs=1e-6)
+    assert out["test/top5_error"] == pytest.approx(centre[1], abs=1e-6)
+    # the two protocols really differ on this data (so the test can tell them apart)
+    assert ten != centre
+
+
+def test_ensemble_averages_softmax(tmp_path):
+    torch.manual_seed(0)
+    member = tiny_module()
+    path = tmp_path / "member.ckpt"
+    torch.save({"state_dict": member.state_dict()}, path)
+    torch.manual_seed(1)
+    module = tiny_module(ensemble=[str(path)]).eval()
+    n = 30
+    x, y = torch.randn(n, 3, SIZE, SIZE), torch.randint(0, 7, (n,))
+    out = trainer().test(module, DataLoader(TensorDataset(x, y), batch_size=16), verbose=False)[0]
+    with torch.no_grad():
+        probs = (module(x).softmax(-1) + member.eval()(x).softmax(-1)) / 2
+    expected = reference_errors(probs, y)
+    assert out["test/top1_error"] == pytest.approx(expected[0], abs=1e-6)
+    assert out["test/top5_error"] == pytest.approx(expected[1], abs=1e-6)
+
+
+def test_ensemble_missing_checkpoint_is_named(tmp_path):
+    module = tiny_module(ensemble=[str(tmp_path / "nope.ckpt")])
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        module.setup("test")
