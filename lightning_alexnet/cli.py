@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from argparse import SUPPRESS
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
@@ -46,7 +47,10 @@ class FitSummary(Callback):
 class AlexNetCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(FitSummary, "fit_summary")
         parser.set_defaults({
+            "lr_monitor.logging_interval": "epoch",
             "checkpoint.monitor": "val/top1_error",
             "checkpoint.mode": "min",
             "checkpoint.save_last": True,
@@ -62,13 +66,13 @@ def _trainer_defaults() -> dict:
     try:
         import tensorboard  # noqa: F401
 
+        # its own tree: two loggers in one folder would number their versions apart
         loggers.append({"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": "runs"}})
+                        "init_args": {"save_dir": "runs/tensorboard"}})
     except ImportError:
         pass
     return {
         "logger": loggers,
-        "callbacks": [LearningRateMonitor(logging_interval="epoch"), FitSummary()],
         "max_epochs": 90,
     }
 
@@ -99,16 +103,28 @@ def prepare(args: list[str]) -> None:
     parser.add_class_arguments(ImageFolderDataModule, "data")
     parser.add_argument("--cache", type=bool, default=False,
                         help="also write the 256x256 central crops as a uint8 memory-mapped array")
-    for ignored in ("trainer", "model", "seed_everything", "checkpoint", "optimizer", "lr_scheduler", "ckpt_path"):
-        parser.add_argument(f"--{ignored}", type=object, default=None, help=f"(ignored by prepare)")
+    for ignored in ("trainer", "model", "seed_everything", "checkpoint", "lr_monitor", "fit_summary", "optimizer", "lr_scheduler", "ckpt_path"):
+        parser.add_argument(f"--{ignored}", type=object, default=None, help=SUPPRESS)  # other sections of a --config
     cfg = parser.parse_args(args)
     datamodule = parser.instantiate_classes(cfg).data
     datamodule.prepare(cache=cfg.cache)
 
 
+DESCRIPTION = """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) with PyTorch Lightning.
+
+Subcommands: fit, validate, test, predict (Lightning's), and prepare (compute and cache the
+training-set statistics: `python -m lightning_alexnet prepare --help`). --config takes a YAML
+file or the name of a shipped preset: tiny (the quick CPU run on the built-in data) or paper
+(the paper's recipe)."""
+
+
 def main(args: ArgsType = None) -> AlexNetCLI | None:
-    argv = list(sys.argv[1:] if args is None else args)
-    argv = _resolve_config_names([str(a) for a in argv]) if isinstance(args, (list, type(None))) else args
+    """Run the command line; ``args`` (a list) replaces ``sys.argv[1:]`` when given."""
+    if args is None:
+        sys.argv[1:] = _resolve_config_names(sys.argv[1:])
+        argv = sys.argv[1:]
+    else:
+        args = argv = _resolve_config_names([str(a) for a in args])
     if argv and argv[0] == "prepare":
         prepare(argv[1:])
         return None
@@ -118,6 +134,6 @@ def main(args: ArgsType = None) -> AlexNetCLI | None:
         seed_everything_default=0,
         trainer_defaults=_trainer_defaults(),
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": PROG, "description": __doc__},
-        args=argv,
+        parser_kwargs={"prog": PROG, "description": DESCRIPTION},
+        args=args,
     )
