@@ -10,3 +10,7 @@ Each function mirrors its ``torch.nn.functional`` counterpart and is differentia
 They run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (set before this
 package is imported).
 """
+
+from kernels.conv2d_relu import conv2d_relu
+
+__all__ = ["conv2d_relu"]

@@ -1,0 +1,310 @@
+"""conv2d_relu (Triton; on CPU under the interpreter) against F.relu(F.conv2d) in float64.
+
+Shapes are AlexNet's layer configurations at reduced batch, spatial size and channel count: the
+interpreter runs one program at a time, so every case stays at a few GEMM tiles.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels._common as common
+import kernels.conv2d_relu as conv_mod
+from kernels.conv2d_relu import conv2d_relu
+from tolerances import assert_close
+
+# ----------------------------------------------------------------------------------------------
+# float64 reference
+# ----------------------------------------------------------------------------------------------
+
+
+def reference(x, weight, bias, stride, padding, groups, dy):
+    """F.relu(F.conv2d(...)) in float64 and the gradients of the tensors that require one."""
+    leaves = [None if t is None else t.detach().double().requires_grad_(t.requires_grad)
+              for t in (x, weight, bias)]
+    y = F.relu(F.conv2d(leaves[0], leaves[1], leaves[2], stride, padding, 1, groups))
+    wanted = {name: t for name, t in zip(("input", "weight", "bias"), leaves)
+              if t is not None and t.requires_grad}
+    grads = torch.autograd.grad(y, list(wanted.values()), dy.double()) if wanted else ()
+    return y.detach(), dict(zip(wanted, grads))
+
+
+def make(x_shape, w_shape, bias=True, dtype=torch.float32, x_grad=True, seed=0):
+    """Random input/weight/bias; the weight scaled by 1/sqrt(fan-in) so about half the
+    pre-activations are negative and the ReLU mask matters."""
+    g = torch.Generator().manual_seed(seed)
+    fan_in = w_shape[1] * w_shape[2] * w_shape[3]
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    w = torch.randn(w_shape, generator=g, dtype=torch.float64) / fan_in**0.5
+    b = torch.randn(w_shape[0], generator=g, dtype=torch.float64) * 0.5 if bias else None
+    x = x.to(dtype).requires_grad_(x_grad)
+    w = w.to(dtype).requires_grad_()
+    b = b.to(dtype).requires_grad_() if bias else None
+    return x, w, b
+
+
+def check(x, w, b, stride=1, padding=0, groups=1):
+    """Forward output and every gradient against the float64 reference."""
+    dtype = x.dtype
+    y = conv2d_relu(x, w, b, stride, padding, 1, groups)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    y_ref, grads_ref = reference(x, w, b, stride, padding, groups, dy)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    if y_ref.numel():
+        negative = (y_ref == 0).double().mean().item()
+        assert 0.1 < negative < 0.9, f"ReLU mask not exercised: {negative:.0%} of outputs clamped"
+
+    kh, kw = w.shape[2:]
+    cg_in, cg_out = w.shape[1], w.shape[0] // groups
+    pixels = y.numel() // w.shape[0]  # N * OH * OW
+    reduce_dims = {"input": cg_out * kh * kw, "weight": pixels, "bias": pixels}
+    assert_close(y, y_ref, dtype, reduce_dim=cg_in * kh * kw)
+
+    wanted = {n: t for n, t in (("input", x), ("weight", w), ("bias", b))
+              if t is not None and t.requires_grad}
+    grads = torch.autograd.grad(y, list(wanted.values()), dy)
+    assert list(wanted) == list(grads_ref)
+    for (name, t), grad in zip(wanted.items(), grads):
+        assert grad.shape == t.shape and grad.dtype == dtype, name
+        assert_close(grad, grads_ref[name], dtype, reduce_dim=reduce_dims[name])
+    return y, dict(zip(wanted, grads))
+
+
+@pytest.fixture(autouse=True)
+def small_wgrad_splits(monkeypatch):
+    # 24 output pixels per weight-gradient split (not a multiple of the interpreter's BLOCK_K=16):
+    # tiny shapes still run the split-K with several splits and a ragged last block per split.
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 24)
+
+
+# ----------------------------------------------------------------------------------------------
+# AlexNet layers and awkward shapes
+# ----------------------------------------------------------------------------------------------
+
+CASES = [
+    # x shape, w shape, stride, padding, groups, input needs grad
+    # conv1: 11x11 /4, C_in=3, pad 2; the image needs no gradient (dgrad is skipped)
+    pytest.param((2, 3, 19, 19), (4, 3, 11, 11), 4, 2, 1, False, id="conv1"),
+    # conv1 with an input gradient: stride-4 gather in dgrad, pad 0 (torchvision's variant has 2)
+    pytest.param((1, 3, 15, 15), (4, 3, 11, 11), 4, 0, 1, True, id="conv1-dgrad-pad0"),
+    # conv2: 5x5 pad 2, groups 2
+    pytest.param((2, 8, 7, 7), (12, 4, 5, 5), 1, 2, 2, True, id="conv2"),
+    # conv3: 3x3 pad 1
+    pytest.param((2, 8, 5, 5), (12, 8, 3, 3), 1, 1, 1, True, id="conv3"),
+    # conv4/5: grouped 3x3 pad 1
+    pytest.param((2, 12, 5, 5), (8, 6, 3, 3), 1, 1, 2, True, id="conv4-5"),
+    pytest.param((1, 4, 7, 5), (6, 4, 3, 3), 2, 1, 1, True, id="N1-odd-HW-stride2"),
+    # padding 3 > kernel - 1: border outputs see only zeros (relu(bias))
+    pytest.param((1, 2, 4, 5), (5, 2, 3, 3), 2, 3, 1, True, id="pad-larger-than-kernel"),
+    pytest.param((1, 3, 6, 7), (4, 3, 3, 2), (2, 1), (1, 0), 1, True, id="pairs-rect-kernel"),
+    pytest.param((1, 4, 6, 6), (4, 4, 4, 3), 1, "same", 1, True, id="same-even-kernel",
+                 marks=pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")),
+    pytest.param((1, 4, 6, 6), (4, 4, 3, 3), 1, "valid", 1, True, id="valid"),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, x_grad", CASES)
+def test_matches_reference(x_shape, w_shape, stride, padding, groups, x_grad):
+    x, w, b = make(x_shape, w_shape, x_grad=x_grad)
+    check(x, w, b, stride, padding, groups)
+
+
+def test_no_bias():
+    x, w, _ = make((2, 8, 5, 5), (12, 8, 3, 3), bias=False)
+    check(x, w, None, 1, 1)
+
+
+def test_float16():
+    # conv2 geometry in half precision: fp16 in and out, fp32 accumulation
+    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), dtype=torch.float16)
+    check(x, w, b, 1, 2, 2)
+
+
+def test_channels_last_input_and_weight():
+    x, w, b = make((2, 8, 5, 5), (12, 4, 3, 3))
+    x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    w = w.detach().to(memory_format=torch.channels_last).requires_grad_()
+    y, grads = check(x, w, b, 1, 1, 2)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert grads["input"].is_contiguous(memory_format=torch.channels_last)
+    assert grads["weight"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_non_contiguous_views():
+    # input: every other column of an H/W-transposed tensor; weight: every other input channel
+    # (not dense, so its gradient is allocated contiguous)
+    base, w, b = make((2, 6, 10, 7), (6, 6, 3, 3))
+    x = base.detach().transpose(2, 3)[:, :, :, ::2].requires_grad_()  # (2, 6, 7, 5)
+    w = w.detach()[:, ::2].requires_grad_()  # (6, 3, 3, 3)
+    assert not x.is_contiguous() and not w.is_contiguous()
+    check(x, w, b, 1, 1, 2)
+
+
+def test_unbatched_input():
+    x, w, b = make((4, 6, 6), (6, 4, 3, 3))
+    y, _ = check(x, w, b, 1, 1)
+    assert y.shape == (6, 6, 6)
+
+
+class RefuseLaunch:
+    """Stands in for a kernel table: any launch fails the test."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"a kernel was launched ({key!r})")
+
+
+def test_empty_batch_launches_nothing(monkeypatch):
+    for kernel in ("_conv_fwd", "_conv_dgrad", "_conv_wgrad", "_split_sum_kernel"):
+        monkeypatch.setattr(conv_mod, kernel, RefuseLaunch())
+    x, w, b = make((0, 4, 5, 5), (6, 4, 3, 3))
+    y, grads = check(x, w, b)
+    assert y.shape == (0, 6, 3, 3)
+    assert grads["input"].shape == x.shape
+    assert torch.equal(grads["weight"], torch.zeros_like(w))
+
+
+def test_input_grad_skipped_when_not_needed(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("dgrad launched although the input needs no gradient")
+
+    monkeypatch.setattr(conv_mod, "_conv_input_grad", fail)
+    x, w, b = make((1, 3, 15, 15), (4, 3, 11, 11), x_grad=False)
+    _, grads = check(x, w, b, 4, 2)
+    assert set(grads) == {"weight", "bias"}
+
+
+def test_bias_grad_only():
+    x, w, b = make((2, 8, 5, 5), (12, 8, 3, 3), x_grad=False)
+    w.requires_grad_(False)
+    _, grads = check(x, w, b, 1, 1)
+    assert set(grads) == {"bias"}
+
+
+def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
+    splits = []
+    real_split_sum = conv_mod._split_sum
+    monkeypatch.setattr(conv_mod, "_split_sum",
+                        lambda part, out: (splits.append(part.shape[0]), real_split_sum(part, out)))
+    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
+
+    def weight_grads():
+        y = conv2d_relu(x, w, b, 1, 2, 1, 2)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        return torch.autograd.grad(y, [w, b], dy)
+
+    many = weight_grads()  # 98 output pixels in splits of 24 -> 5 splits
+    again = weight_grads()
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 8192)
+    one = weight_grads()
+    assert splits == [5, 5, 5, 5, 1, 1]  # (dW, db) per call
+    for a, b_, c in zip(many, again, one):
+        assert torch.equal(a, b_)  # fixed reduction order: bit-identical
+        assert_close(a, c, torch.float32, reduce_dim=98)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad arguments
+# ----------------------------------------------------------------------------------------------
+
+X = torch.randn(1, 4, 6, 6)
+W = torch.randn(6, 4, 3, 3)
+
+BAD = [
+    pytest.param(dict(dilation=2), NotImplementedError, r"dilation=2", id="dilation"),
+    pytest.param(dict(stride=0), ValueError, r"stride must be positive, got 0", id="stride-0"),
+    pytest.param(dict(stride=(1, -2)), ValueError, r"got \(1, -2\)", id="stride-negative"),
+    pytest.param(dict(stride="2"), ValueError, r"stride must be an int or a pair.*'2'",
+                 id="stride-str"),
+    pytest.param(dict(padding=-1), ValueError, r"padding must be non-negative, got -1",
+                 id="padding-neg"),
+    pytest.param(dict(padding="full"), ValueError, r"got 'full'", id="padding-str"),
+    pytest.param(dict(padding="same", stride=2), ValueError, r"'same' needs stride 1, got stride=2",
+                 id="same-strided"),
+    pytest.param(dict(groups=3, weight=torch.randn(6, 1, 3, 3)), ValueError,
+                 r"groups=3 must divide in_channels=4", id="groups-not-dividing"),
+    pytest.param(dict(groups=0), ValueError, r"groups must be a positive int, got 0",
+                 id="groups-0"),
+    pytest.param(dict(weight=torch.randn(6, 3, 3, 3)), ValueError,
+                 r"expects 3 input channels .* input has 4", id="weight-channels"),
+    pytest.param(dict(weight=torch.randn(6, 4, 3)), ValueError, r"got shape \(6, 4, 3\)",
+                 id="weight-ndim"),
+    pytest.param(dict(input=torch.randn(4, 6)), ValueError, r"got shape \(4, 6\)", id="input-ndim"),
+    pytest.param(dict(bias=torch.randn(5)), ValueError, r"bias must have shape \(6,\), got \(5,\)",
+                 id="bias-shape"),
+    pytest.param(dict(weight=W.half()), ValueError, r"weight.dtype=torch.float16",
+                 id="dtype-mismatch"),
+    pytest.param(dict(bias=torch.randn(6, dtype=torch.float64)), NotImplementedError,
+                 r"bias.dtype=torch.float64", id="bias-float64"),
+    pytest.param(dict(input=X.long()), NotImplementedError, r"input.dtype=torch.int64",
+                 id="int-input"),
+    pytest.param(dict(input=X.bfloat16(), weight=W.bfloat16()), NotImplementedError,
+                 r"input.dtype=torch.bfloat16 .* interpret", id="bf16-interpreter"),
+    pytest.param(dict(bias=torch.randn(6, device="meta")), NotImplementedError, r"bias.device=meta",
+                 id="device"),
+    pytest.param(dict(input=torch.randn(1, 4, 2, 2)), ValueError, r"output size would be 0x0",
+                 id="output-empty"),
+    pytest.param(dict(input=[1.0]), TypeError, r"input must be a torch.Tensor, got list",
+                 id="not-a-tensor"),
+]
+
+
+@pytest.mark.parametrize("override, error, match", BAD)
+def test_rejects_bad_arguments(override, error, match):
+    kwargs = dict(input=X, weight=W, bias=None, stride=1, padding=0, dilation=1, groups=1)
+    kwargs.update(override)
+    with pytest.raises(error, match=match):
+        conv2d_relu(**kwargs)
+
+
+def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
+    monkeypatch.setattr(common, "INTERPRET", False)
+    with pytest.raises(RuntimeError, match="input is a CPU tensor"):
+        conv2d_relu(X, W)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ahead-of-time specs are complete (compiling them is tests/test_compile.py's job)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_aot_specs_cover_every_config_and_dtype():
+    specs = conv_mod.aot_specs()
+    mma_lists = (conv_mod.FWD_CONFIGS, conv_mod.DGRAD_CONFIGS, conv_mod.WGRAD_CONFIGS)
+    mma = sum(map(len, mma_lists))
+    tf32 = sum(len(conv_mod._prune_for_tf32(c, {}, INPUT_PRECISION="tf32")) for c in mma_lists)
+    fma = (len(conv_mod.FWD_FP32_CONFIGS) + len(conv_mod.DGRAD_FP32_CONFIGS)
+           + len(conv_mod.WGRAD_FP32_CONFIGS))
+    # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum per dtype
+    assert 0 < tf32 < mma
+    assert len(specs) == 2 * mma + tf32 + fma + 3
+    assert sum(s.uses_dot for s in specs) == 2 * mma + tf32
+    for spec in specs:
+        assert list(spec.signature) == spec.fn.arg_names, spec.name
+        consts = [a for a, t in spec.signature.items() if t == "constexpr"]
+        assert sorted(consts) == sorted(spec.constexprs), spec.name
+        assert set(spec.divisible) <= set(spec.signature) - set(consts), spec.name
+    fwd = {s.name.rsplit(", ", 1)[1]: s for s in specs if s.name.startswith("conv2d_relu_fwd")}
+    assert fwd["fp16]"].signature["x_ptr"] == "*fp16" and fwd["bf16]"].signature["y_ptr"] == "*bf16"
+    assert fwd["fp32]"].constexprs["INPUT_PRECISION"] == "ieee"
+    assert fwd["fp32-tf32]"].constexprs["INPUT_PRECISION"] == "tf32"
+    # channels_last conv2: unit channel strides become constants, as the JIT specialises them
+    spec = fwd["fp16]"]
+    assert spec.constexprs["stride_xc"] == 1 and spec.constexprs["KH"] == 5
+    assert spec.constexprs["CG_IN"] == 48 and spec.constexprs["CG_OUT"] == 128
+    assert {"N", "stride_xh", "stride_xw", "x_ptr"} <= set(spec.divisible)
+    assert spec.signature["H"] == "i32" and "H" not in spec.divisible  # 27
+
+
+def test_tf32_only_when_the_caller_allows_it():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert conv_mod._input_precision(torch.float32) == "ieee"
+        assert conv_mod._path(torch.float32) == "fma"
+        matmul.allow_tf32 = True
+        assert conv_mod._input_precision(torch.float32) == "tf32"
+        assert conv_mod._path(torch.float32) == conv_mod._path(torch.float16) == "mma"
+        assert conv_mod._input_precision(torch.float16) == "ieee"
+    finally:
+        matmul.allow_tf32 = before
