@@ -12,5 +12,8 @@ package is imported).
 """
 
 from kernels.conv2d_relu import conv2d_relu
+from kernels.lrn import local_response_norm
+from kernels.lrn_max_pool2d import lrn_max_pool2d
+from kernels.max_pool2d import max_pool2d
 
-__all__ = ["conv2d_relu"]
+__all__ = ["conv2d_relu", "local_response_norm", "lrn_max_pool2d", "max_pool2d"]

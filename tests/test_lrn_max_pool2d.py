@@ -1,0 +1,154 @@
+"""kernels.lrn_max_pool2d vs F.max_pool2d(F.local_response_norm per group) in float64."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.lrn_max_pool2d import lrn_max_pool2d
+from tolerances import assert_close
+
+# --- float64 reference ---------------------------------------------------------------------
+
+
+def ref_lrn_pool(x, size, alpha, beta, k, groups, kernel_size=3, stride=2, padding=0):
+    if x.dim() == 3:  # unbatched (C, H, W); torch's LRN would read it as (N, C, L)
+        return ref_lrn_pool(x[None], size, alpha, beta, k, groups, kernel_size, stride, padding)[0]
+    x = x.double()
+    slices = x.chunk(groups, 1)
+    lrn = torch.cat([F.local_response_norm(t, size, alpha, beta, k) for t in slices], 1)
+    return F.max_pool2d(lrn, kernel_size, stride, padding)
+
+
+def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """A leaf tensor holding x's values in the given memory layout."""
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "noncontig":  # every other channel and a column offset of a larger buffer
+        *batch, c, h, w = x.shape
+        big = torch.zeros(*batch, 2 * c, h, w + 3, dtype=x.dtype)
+        view = big[..., ::2, :, 1 : x.shape[-1] + 1]
+        view.copy_(x)
+        x = view
+    return x.detach().requires_grad_()
+
+
+def check(x, lrn, pool=(3, 2, 0), layout="contiguous"):
+    """Forward and input gradient vs the float64 reference on the same values."""
+    dtype = x.dtype
+    xk = _layout(x, layout)
+    xr = x.double().requires_grad_()
+    y = lrn_max_pool2d(xk, *lrn, *pool)
+    yr = ref_lrn_pool(xr, *lrn, *pool)
+    assert y.dtype == dtype and y.shape == yr.shape
+    assert_close(y, yr, dtype, reduce_dim=lrn[0])
+    dy = torch.randn(yr.shape, dtype=torch.float64).to(dtype)
+    y.backward(dy)
+    yr.backward(dy.double())
+    assert_close(xk.grad, xr.grad, dtype, reduce_dim=4 * lrn[0])  # 4 windows x size channels
+    return y, xk.grad, xr.grad
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+PAPER = (5, 5e-4, 0.75, 2.0, 2)  # the paper's LRN in torch terms, two towers
+STRONG = (5, 3.0, 0.75, 1.0, 2)  # alpha large enough that the cross-channel terms are of order 1
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+def case(label, shape, lrn, pool=(3, 2, 0), dtype=F32, layout="contiguous", scale=1.0):
+    return pytest.param(shape, lrn, pool, dtype, layout, scale, id=label)
+
+
+CASES = [
+    # after conv1 (reduced): 11x11 -> 5x5, ReLU'd activations of conv scale
+    case("conv1-paper", (2, 8, 11, 11), PAPER, scale=10.0),
+    # after conv2 (reduced): 9x9 -> 4x4
+    case("conv2-paper-N1", (1, 12, 9, 9), PAPER, scale=10.0),
+    case("strong-odd", (2, 6, 7, 9), STRONG),
+    case("C7-groups1-pad1", (2, 7, 7, 7), (3, 2.0, 0.5, 1.5, 1), (3, 2, 1)),
+    case("size-even", (2, 6, 6, 6), (4, 2.0, 0.75, 1.0, 2)),
+    case("size-gt-C", (2, 3, 5, 5), (7, 2.0, 0.75, 1.0, 1)),
+    case("pool-2s2", (2, 4, 6, 6), (3, 2.0, 0.75, 1.0, 2), (2, 2, 0)),
+    case("pool-rect-pad", (2, 4, 7, 6), (3, 2.0, 0.75, 1.0, 1), ((3, 2), (1, 2), (1, 1))),
+    case("channels_last", (2, 8, 7, 7), STRONG, layout="channels_last"),
+    case("noncontig", (2, 6, 7, 7), STRONG, layout="noncontig"),
+    case("unbatched", (6, 7, 7), STRONG),
+    case("fp16-paper", (2, 8, 9, 9), PAPER, dtype=F16, scale=10.0),
+    case("fp16-strong-cl", (2, 6, 7, 7), STRONG, (3, 2, 1), F16, "channels_last"),
+    case("bf16-strong", (2, 6, 7, 7), STRONG, dtype=BF16),
+]
+
+
+@pytest.mark.parametrize("shape,lrn,pool,dtype,layout,scale", CASES)
+def test_lrn_max_pool2d_matches_torch(shape, lrn, pool, dtype, layout, scale):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x = (x * scale).relu() if scale > 1 else x  # conv-scale cases: ReLU'd activations
+    x = x.to(dtype)
+    y, _, _ = check(x, lrn, pool, layout)
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_ties_first_max_gets_the_gradient():
+    # constant over space: every LRN value of a channel is exactly equal, so each window's
+    # first tap is its max
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 1, 1).expand(2, 6, 5, 5).contiguous()
+    _, grad, ref_grad = check(x, STRONG)
+    assert torch.equal(grad != 0, ref_grad != 0)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
+    mask[0:4:2, 0:4:2] = True
+    assert torch.equal(grad[0, 0] != 0, mask)
+
+
+def test_nan_propagates_like_the_unfused_ops():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 7, 7)
+    x[0, 1, 3, 3] = float("nan")  # NaN in the LRN of channels 0..3 (group 0), pooled everywhere
+    y = lrn_max_pool2d(x, *STRONG)
+    yr = ref_lrn_pool(x, *STRONG)
+    assert torch.equal(torch.isnan(y), torch.isnan(yr)) and torch.isnan(y).any()
+    assert_close(y, yr, torch.float32, reduce_dim=5)
+    assert not torch.isnan(y[0, 3:]).any()  # the other tower is untouched
+
+
+def test_empty_batch():
+    x = torch.randn(0, 6, 9, 9, requires_grad=True)
+    y = lrn_max_pool2d(x, *PAPER)
+    assert y.shape == (0, 6, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_no_grad_forward():
+    x = torch.randn(2, 6, 7, 7)
+    with torch.no_grad():
+        y = lrn_max_pool2d(x, *STRONG)
+    assert_close(y, ref_lrn_pool(x, *STRONG), torch.float32, reduce_dim=5)
+
+
+@pytest.mark.parametrize("kwargs,error,text", [
+    (dict(size=0), ValueError, "size must be a positive int, got 0"),
+    (dict(size=5, groups=4), ValueError, "groups=4 must divide the 6 input channels"),
+    (dict(size=5, alpha=float("inf")), ValueError, "alpha must be a finite real number, got inf"),
+    (dict(size=5, kernel_size=0), ValueError, "kernel_size must be positive, got 0"),
+    (dict(size=5, stride=-1), ValueError, r"stride must be positive, got \(-1, -1\)"),
+    (dict(size=5, padding=2), ValueError, r"pad=\(2, 2\), kernel_size=\(3, 3\)"),
+    (dict(size=5, kernel_size=13), ValueError, r"output size \(-1, -1\)"),
+])
+def test_bad_arguments(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        lrn_max_pool2d(torch.randn(2, 6, 9, 9), **kwargs)
+
+
+@pytest.mark.parametrize("x,error,text", [
+    (torch.randn(6, 9), ValueError, r"got shape \(6, 9\)"),
+    (torch.randn(1, 6, 2, 9, 9), ValueError, r"got shape \(1, 6, 2, 9, 9\)"),
+    (torch.randn(2, 6, 9, 9, dtype=torch.float64), NotImplementedError, "torch.float64"),
+    (None, TypeError, "got NoneType"),
+])
+def test_bad_input(x, error, text):
+    with pytest.raises(error, match=text):
+        lrn_max_pool2d(x, 5)
