@@ -1,0 +1,209 @@
+"""Input pipeline: training images/s per worker process, naive path vs. this pipeline.
+
+Providers, each producing one augmented float32 (3, 224, 224) training crop per image, timed
+in one process with one torch thread (what a DataLoader worker gets):
+
+- ``naive``: what a first pipeline does (torchvision's ImageNet recipe by hand): full JPEG
+  decode, Pillow resize of the whole image (shorter side 256), central 256 crop, random 224
+  crop, flip, ``ToTensor`` (/255) and per-channel normalisation, each a separate copy.
+- ``jpeg``: ``lightning_alexnet.data.ImageFolderDataset`` from the JPEG files (draft decode,
+  central square only, torch uint8 resize, numpy crop/flip, mean image, PCA noise).
+- ``cache``: the same dataset reading the uint8 memory-mapped crop cache (``prepare --cache``).
+- ``decode``: JPEG decoding alone (``Image.load``): the ceiling for any from-JPEG path.
+
+Images: ImageNet-like JPEGs generated here (smooth colour fields, blobs and texture, quality
+90), about 500x375 (one in five portrait); ``--large`` adds a set at about 1200x900, where the
+reduced-scale decode applies.
+
+    python bench/bench_data.py                 # 300 images, 5 rounds
+    python bench/bench_data.py --images 500 --rounds 7 --large
+
+Appends to ``bench/results/data.csv`` and rewrites ``bench/results/data.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lightning_alexnet.data import ImageFolderDataModule
+
+RESULTS = Path(__file__).parent / "results"
+FIELDS = ["date", "git", "machine", "torch", "pillow", "image_set", "images", "kb_per_image",
+          "provider", "img_per_s_median", "img_per_s_best", "ms_per_image", "vs_naive"]
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def photo(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A photo-like (h, w, 3) uint8 image: colour gradients, soft blobs, fine texture."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = rng.uniform(40, 215, 3).astype(np.float32) + np.stack(
+        [rng.uniform(-0.25, 0.25) * xx + rng.uniform(-0.25, 0.25) * yy for _ in range(3)], -1)
+    for _ in range(6):  # soft blobs
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(20, min(w, h) / 2)
+        a += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None] * rng.uniform(-80, 80, 3)
+    freq = rng.uniform(4, 30, 2)
+    a += (25 * np.sin(xx / freq[0]) * np.cos(yy / freq[1]))[..., None]  # texture
+    a += rng.normal(0, 10, a.shape)  # grain
+    return a.clip(0, 255).astype(np.uint8)
+
+
+def make_set(root: Path, n: int, w: int, h: int, seed: int = 0) -> float:
+    """root/train/photo/*.jpg (n images) and a few val images; returns mean size in kB."""
+    rng = np.random.default_rng(seed)
+    sizes = []
+    for split, count in (("train", n), ("val", 4)):
+        folder = root / split / "photo"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            size = (h, w) if i % 5 == 4 else (w, h)  # one in five portrait
+            path = folder / f"{i:05d}.jpg"
+            Image.fromarray(photo(rng, *size)).save(path, quality=90)
+            sizes.append(path.stat().st_size)
+    return float(np.mean(sizes)) / 1e3
+
+
+def naive(path: str, rng: np.random.Generator) -> torch.Tensor:
+    im = Image.open(path).convert("RGB")  # full decode
+    w, h = im.size
+    s = 256 / min(w, h)
+    im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)  # the whole image
+    left, top = (im.width - 256) // 2, (im.height - 256) // 2
+    im = im.crop((left, top, left + 256, top + 256))
+    i, j = rng.integers(0, 256 - 224 + 1, 2)
+    im = im.crop((j, i, j + 224, i + 224))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    x = torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous().float().div(255)  # ToTensor
+    return (x - torch.tensor(MEAN, dtype=torch.float32)[:, None, None]) / torch.tensor(
+        STD, dtype=torch.float32)[:, None, None]  # Normalize
+
+
+def bench_set(root: Path, rounds: int) -> dict[str, list[float]]:
+    """Seconds per round (all images once) for each provider, rounds interleaved."""
+    common = dict(resize_size=256, crop_size=224, num_workers=0, batch_size=128)
+    plain = ImageFolderDataModule(str(root), **common)
+    cached = ImageFolderDataModule(str(root), use_cache=True, **common)
+    cached.prepare(cache=True)
+    plain.setup("fit")
+    cached.setup("fit")
+    files = [p for p, _ in plain.samples("train")]
+    ds_jpeg, ds_cache = plain.datasets["train"], cached.datasets["train"]
+    rng = np.random.default_rng(0)
+    providers = {
+        "naive": lambda: [naive(f, rng) for f in files],
+        "jpeg": lambda: [ds_jpeg[i] for i in range(len(files))],
+        "cache": lambda: [ds_cache[i] for i in range(len(files))],
+        "decode": lambda: [Image.open(f).load() for f in files],
+    }
+    for run in providers.values():  # burn-in: page cache, lazy imports, the memmap
+        run()
+    times = {name: [] for name in providers}
+    for _ in range(rounds):
+        for name, run in providers.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def write_markdown(rows: list[dict]) -> None:
+    lines = [
+        "# Input pipeline throughput (`bench/bench_data.py`)",
+        "",
+        "Training images/s **per worker process** (one process, one torch thread), each producing",
+        "one augmented float32 3x224x224 crop. Median over rounds (best in brackets).",
+        "",
+        f"Machine: {rows[0]['machine']}; torch {rows[0]['torch']}, Pillow {rows[0]['pillow']}; "
+        f"git {rows[0]['git']}; {rows[0]['date']}.",
+        "",
+        "| image set | kB/image | provider | images/s (best) | ms/image | vs naive |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['image_set']} ({r['images']} images) | {r['kb_per_image']} | {r['provider']} | "
+                     f"{r['img_per_s_median']} ({r['img_per_s_best']}) | {r['ms_per_image']} | {r['vs_naive']}x |")
+    lines += [
+        "",
+        "Providers: `naive` = full decode, Pillow resize of the whole image, crops, flip, ToTensor,",
+        "Normalize; `jpeg` = this package's loader from the JPEG files; `cache` = the same from the",
+        "uint8 memory-mapped crop cache (`prepare --cache`); `decode` = JPEG decoding alone, the",
+        "ceiling of any path that decodes the file at full scale.",
+    ]
+    (RESULTS / "data.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=300, help="training images per set")
+    parser.add_argument("--rounds", type=int, default=5, help="timed passes over the set")
+    parser.add_argument("--large", action="store_true", help="also a set at about 1200x900")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+
+    sets = [("500x375", 500, 375)] + ([("1200x900", 1200, 900)] if args.large else [])
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "git": git_revision(), "machine": machine(), "torch": torch.__version__,
+            "pillow": Image.__version__}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, w, h in sets:
+            root = Path(tmp) / name
+            kb = make_set(root, args.images, w, h)
+            times = bench_set(root, args.rounds)
+            naive_rate = args.images / statistics.median(times["naive"])
+            for provider, t in times.items():
+                rate = args.images / statistics.median(t)
+                rows.append({**meta, "image_set": name, "images": args.images, "kb_per_image": f"{kb:.0f}",
+                             "provider": provider, "img_per_s_median": f"{rate:.0f}",
+                             "img_per_s_best": f"{args.images / min(t):.0f}",
+                             "ms_per_image": f"{1e3 / rate:.2f}", "vs_naive": f"{rate / naive_rate:.2f}"})
+                print(f"{name:9s} {provider:7s} {rate:8.0f} img/s  {1e3 / rate:6.2f} ms  "
+                      f"{rate / naive_rate:5.2f}x naive")
+    RESULTS.mkdir(exist_ok=True)
+    csv_path = RESULTS / "data.csv"
+    new = not csv_path.exists()
+    with csv_path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    write_markdown(rows)
+    print(f"wrote {csv_path} and {RESULTS / 'data.md'}")
+
+
+if __name__ == "__main__":
+    main()

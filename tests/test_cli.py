@@ -1,0 +1,110 @@
+"""The command line, end to end on a small image-folder tree."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lightning_alexnet.cli import main
+
+COMMON = [
+    "--config", "tiny",
+    "--model.preset", "tiny",
+    "--data.resize_size", "72", "--data.crop_size", "64",
+    "--data.batch_size", "8", "--data.num_workers", "0",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+]
+
+
+def make_tree(root: Path, classes=("disc", "bar", "ring"), per_class=(6, 3)) -> Path:
+    """A learnable-looking image-folder tree of small JPEGs."""
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for ci, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+                img[20:60, 10 + 20 * ci : 30 + 20 * ci] = 255
+                Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short fit; returns (workdir, data root, best checkpoint, fit's logged val metrics)."""
+    work = tmp_path_factory.mktemp("run")
+    root = make_tree(work / "data")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        cli = main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "2"])
+    finally:
+        os.chdir(cwd)
+    best = cli.trainer.checkpoint_callback.best_model_path
+    return work, root, Path(work, best), float(cli.trainer.checkpoint_callback.best_model_score)
+
+
+def test_fit_writes_checkpoints_logs_and_summary(trained, capsys):
+    work, _, best, score = trained
+    assert best.exists() and best.suffix == ".ckpt"
+    assert (best.parent / "last.ckpt").exists()
+    assert (best.parent.parent / "metrics.csv").exists()
+    assert 0.0 <= score <= 1.0
+
+
+def test_validate_reproduces_logged_error(trained):
+    work, root, best, score = trained
+    cli = main(["validate", *COMMON, "--data.root", str(root), "--ckpt_path", str(best)])
+    assert cli.trainer.callback_metrics["val/top1_error"].item() == pytest.approx(score, abs=1e-6)
+
+
+def test_resume_from_last_checkpoint(trained, tmp_path, monkeypatch):
+    work, root, best, _ = trained
+    monkeypatch.chdir(tmp_path)
+    last = best.parent / "last.ckpt"
+    cli = main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "3",
+                "--ckpt_path", str(last)])
+    assert cli.trainer.current_epoch == 3  # resumed after epoch 2, ran one more
+
+
+def test_summary_line_printed(tmp_path, capsys, monkeypatch):
+    root = make_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "1"])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "best val/top1_error=" in text and "val/top5_error=" in text and ".ckpt" in text
+
+
+def test_help_explains_options():
+    out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "usage: python -m lightning_alexnet" in out
+    for flag in ("--model.preset", "--model.towers", "--model.kernels", "--data.root", "--ckpt_path"):
+        assert flag in out
+    assert "the paper's two towers" in out  # docstrings become help text
+
+
+def test_print_config_round_trips(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", "paper",
+                          "--print_config"], capture_output=True, text=True, check=True).stdout
+    assert "preset: paper" in out and "batch_size: 128" in out
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(out)
+    again = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", str(cfg),
+                            "--print_config"], capture_output=True, text=True, check=True).stdout
+    assert again == out
+
+
+def test_unknown_preset_is_named(tmp_path):
+    root = make_tree(tmp_path / "data")
+    with pytest.raises(ValueError, match="unknown preset 'vgg'"):
+        main(["fit", *COMMON, "--data.root", str(root), "--model.preset", "vgg",
+              "--trainer.max_epochs", "1"])

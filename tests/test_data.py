@@ -1,0 +1,400 @@
+"""The input pipeline: decoding, crops, flips, PCA noise, ten crops, bad input, skip-and-count."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_alexnet.data import ImageFolderDataModule, ImageFolderDataset, decode_center
+
+S, C = 20, 14  # resize and crop sizes of the small trees below
+
+# --- reference: direct numpy slicing of the mean-subtracted central square ---------------------
+
+
+def centred(image: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8 image minus the mean, as (3, S, S) float64."""
+    return (image.astype(np.float64) - mean).transpose(2, 0, 1)
+
+
+def ten_crops_reference(image, mean, c):
+    """The paper's ten crops by direct slicing, in the documented order."""
+    x = centred(image, mean)
+    s = x.shape[-1]
+    o = (s - c) // 2
+    windows = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), (o, o)]
+    five = [x[:, i:i + c, j:j + c] for i, j in windows]
+    return np.stack(five + [f[:, :, ::-1] for f in five])
+
+
+def write_images(folder, arrays, ext="png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(folder / f"{i:03d}.{ext}")
+
+
+def make_tree(root, classes=("a", "b", "c"), n_train=4, n_val=2, size=S, seed=0):
+    """Random lossless S x S images: decoding is the identity, so content is checkable."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for name in classes:
+            write_images(root / split / name, rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    return root
+
+
+def dm_for(root, **kw):
+    kw = {"resize_size": S, "crop_size": C, "num_workers": 0, "batch_size": 4, **kw}
+    return ImageFolderDataModule(str(root), **kw)
+
+
+def raw(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("w,h", [(40, 30), (30, 40), (20, 20), (7, 5)],
+                         ids=["landscape", "portrait", "square-same-size", "smaller-than-S-upscaled"])
+def test_decode_center_is_shorter_side_resize_then_central_crop(tmp_path, w, h):
+    rng = np.random.default_rng(0)
+    # smooth content, so the one-pass box resize and the two-step reference agree closely
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 255 // (w + h)], -1)
+    a = (a + rng.integers(0, 3, a.shape)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    out = decode_center(str(tmp_path / "x.png"), S)
+    # reference: shorter side to S, then the central S x S
+    scale = S / min(w, h)
+    big = Image.fromarray(a).resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    left, top = (big.width - S) // 2, (big.height - S) // 2
+    ref = np.asarray(big.crop((left, top, left + S, top + S)), np.float64)
+    assert out.shape == (S, S, 3) and out.dtype == np.uint8
+    assert np.abs(out - ref).mean() < 6.0  # sub-pixel placement differs, content the same
+    if (w, h) == (S, S):
+        np.testing.assert_array_equal(out, a)
+
+
+def test_draft_decodes_large_jpegs_at_reduced_scale(tmp_path):
+    a = np.zeros((400, 600, 3), np.uint8)
+    a[:, :300] = (250, 10, 10)
+    a[:, 300:] = (10, 10, 250)
+    Image.fromarray(a).save(tmp_path / "big.jpg", quality=95)
+    out = decode_center(str(tmp_path / "big.jpg"), 50)  # 400 -> 50: decoded at 1/8 scale
+    assert out.shape == (50, 50, 3)
+    np.testing.assert_allclose(out[:, :20].mean((0, 1)), (250, 10, 10), atol=12)
+    np.testing.assert_allclose(out[:, 30:].mean((0, 1)), (10, 10, 250), atol=12)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16"])
+def test_every_colour_mode_is_converted_to_rgb(tmp_path, mode):
+    rgb = np.zeros((S, S, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = 200, 100
+    if mode == "I;16":  # 16-bit grey is scaled to 8 bits, not clipped
+        im = Image.fromarray(np.full((S, S), 40000, np.uint16))
+        expected = np.full((S, S, 3), 40000 >> 8)
+    elif mode in ("L", "LA"):  # grey stays grey, in three channels
+        im = Image.fromarray(rgb).convert(mode)
+        expected = np.repeat(np.asarray(im.convert("L"))[..., None], 3, -1)
+    else:  # an adaptive palette holds the two colours exactly (the default web palette does not)
+        im = Image.fromarray(rgb).convert(mode, palette=Image.Palette.ADAPTIVE)
+        expected = rgb
+    ext = "jpg" if mode == "CMYK" else "png"
+    im.save(tmp_path / f"x.{ext}", quality=100) if ext == "jpg" else im.save(tmp_path / f"x.{ext}")
+    out = decode_center(str(tmp_path / f"x.{ext}"), S)
+    assert out.shape == (S, S, 3) and out.dtype == np.uint8
+    np.testing.assert_allclose(out.astype(float), expected, atol=3)
+
+
+# --- batches: shapes, crops, flips, PCA noise, ten crops --------------------------------------
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    return make_tree(tmp_path / "data")
+
+
+def test_batch_shapes_and_types_for_every_stage(tree, tmp_path):
+    write_images(tmp_path / "pred" / "deep" / "er", np.zeros((3, 30, 25, 3), np.uint8), ext="jpg")
+    dm = dm_for(tree, predict_root=str(tmp_path / "pred"))
+    assert dm.classes == ["a", "b", "c"] and dm.num_classes == 3
+    for stage in ("fit", "test", "predict"):
+        dm.setup(stage)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, C, C) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, 3, C, C) and y.tolist() == [0, 0, 1, 1]
+    x, y = next(iter(dm.test_dataloader()))  # batch_size // 10 = 0 -> 1 image of ten crops
+    assert x.shape == (1, 10, 3, C, C)
+    x, paths = next(iter(dm.predict_dataloader()))
+    assert x.shape == (3, 3, C, C) and len(paths) == 3 and all("/deep/er/" in p for p in paths)
+    plain = dm_for(tree, ten_crop_test=False)
+    plain.setup("test")
+    assert next(iter(plain.test_dataloader()))[0].shape == (4, 3, C, C)
+
+
+def test_val_is_the_centre_crop_minus_the_mean_image(tree):
+    dm = dm_for(tree)
+    dm.setup("validate")
+    ds = dm.datasets["val"]
+    mean = dm.stats.mean.astype(np.float64)
+    o = (S - C) // 2
+    for i in (0, 3, 5):
+        x, y = ds[i]
+        ref = centred(raw(ds.samples[i][0]), mean)[:, o:o + C, o:o + C]
+        np.testing.assert_allclose(x.numpy(), ref, atol=1e-4)
+
+
+def test_mean_image_false_subtracts_the_mean_colour(tree):
+    dm = dm_for(tree, mean_image=False)
+    dm.setup("validate")
+    x, _ = dm.datasets["val"][0]
+    o = (S - C) // 2
+    ref = centred(raw(dm.datasets["val"].samples[0][0]), dm.stats.mean.astype(np.float64).mean((0, 1)))
+    np.testing.assert_allclose(x.numpy(), ref[:, o:o + C, o:o + C], atol=1e-4)
+
+
+def test_ten_crops_match_direct_slicing(tree):
+    dm = dm_for(tree)
+    dm.setup("test")
+    ds = dm.datasets["test"]
+    for i in (0, 4):
+        x, _ = ds[i]
+        ref = ten_crops_reference(raw(ds.samples[i][0]), dm.stats.mean.astype(np.float64), C)
+        assert x.shape == (10, 3, C, C)
+        np.testing.assert_allclose(x.numpy(), ref, atol=1e-4)
+    # x[:, 4] is the single centre crop validation uses
+    dm.setup("validate")
+    np.testing.assert_array_equal(ds[0][0][4].numpy(), dm.datasets["val"][0][0].numpy())
+
+
+def find_window(x: np.ndarray, full: np.ndarray) -> tuple[int, int, bool]:
+    """(row, col, flipped) of the crop ``x`` (3, c, c) inside ``full`` (3, S, S)."""
+    c, s = x.shape[-1], full.shape[-1]
+    for i in range(s - c + 1):
+        for j in range(s - c + 1):
+            w = full[:, i:i + c, j:j + c]
+            for flipped, cand in ((False, w), (True, w[:, :, ::-1])):
+                if np.allclose(x, cand, atol=1e-4):
+                    return i, j, flipped
+    raise AssertionError("crop not found in the mean-subtracted image")
+
+
+def train_dataset(dm):
+    dm.setup("fit")
+    return dm.datasets["train"]
+
+
+def test_random_crops_and_flips_cover_the_image(tree):
+    ds = train_dataset(dm_for(tree, pca_noise=0.0))
+    full = centred(raw(ds.samples[0][0]), ds.mean.transpose(1, 2, 0).astype(np.float64))
+    torch.manual_seed(0)
+    seen = [find_window(ds[0][0].numpy(), full) for _ in range(60)]
+    rows, cols, flips = zip(*seen)
+    assert set(rows) == set(range(S - C + 1)) and set(cols) == set(range(S - C + 1))
+    assert 15 <= sum(flips) <= 45
+
+
+@pytest.mark.parametrize("random_crop,hflip", [(False, True), (True, False), (False, False)])
+def test_crop_and_flip_switches(tree, random_crop, hflip):
+    ds = train_dataset(dm_for(tree, pca_noise=0.0, random_crop=random_crop, hflip=hflip))
+    full = centred(raw(ds.samples[1][0]), ds.mean.transpose(1, 2, 0).astype(np.float64))
+    torch.manual_seed(1)
+    seen = {find_window(ds[1][0].numpy(), full) for _ in range(30)}
+    o = (S - C) // 2
+    if not random_crop:
+        assert {(i, j) for i, j, _ in seen} == {(o, o)}
+    else:
+        assert len({(i, j) for i, j, _ in seen}) > 5
+    assert {f for *_, f in seen} == ({False, True} if hflip else {False})
+
+
+def test_augmentation_is_deterministic_under_a_seed(tree):
+    ds = train_dataset(dm_for(tree))
+    torch.manual_seed(3)
+    a = [ds[i][0] for i in range(6)]
+    torch.manual_seed(3)
+    b = [ds[i][0] for i in range(6)]
+    torch.manual_seed(4)
+    c = [ds[i][0] for i in range(6)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not all(torch.equal(u, v) for u, v in zip(a, c))
+
+
+def test_pca_noise_is_one_offset_per_image_with_the_papers_statistics(tree):
+    sigma = 0.1
+    ds = train_dataset(dm_for(tree, pca_noise=sigma, random_crop=False, hflip=False))
+    clean = ImageFolderDataset(ds.samples, "train", S, C, ds.mean.transpose(1, 2, 0), pca_noise=0.0, random_crop=False, hflip=False)
+    base = clean[2][0].numpy().astype(np.float64)
+    torch.manual_seed(0)
+    offsets = []
+    for _ in range(3000):
+        d = ds[2][0].numpy().astype(np.float64) - base  # (3, C, C): the same RGB offset everywhere
+        offsets.append(d[:, 0, 0])
+        if len(offsets) <= 5:
+            np.testing.assert_allclose(d, d[:, :1, :1] * np.ones_like(d), atol=1e-3)
+    offsets = np.array(offsets)  # (n, 3) on the [0, 255] scale
+    full = dm_for(tree).load_stats()
+    # expected: offset = 255 * P (alpha * lambda), alpha ~ N(0, sigma): along eigenvector k the
+    # offset has standard deviation 255 * sigma * lambda_k and mean 0
+    along = offsets @ full.eigvecs
+    expected_std = 255 * sigma * full.eigvals
+    np.testing.assert_allclose(along.std(0), expected_std, rtol=0.06)
+    assert np.all(np.abs(along.mean(0)) < 4 * expected_std / np.sqrt(len(offsets)))
+    np.testing.assert_allclose(np.corrcoef(along.T), np.eye(3), atol=0.08)
+
+
+def test_pixel_scale_scales_everything(tree):
+    a = dm_for(tree, pca_noise=0.1)
+    b = dm_for(tree, pca_noise=0.1, pixel_scale=0.25)
+    da, db = train_dataset(a), train_dataset(b)
+    torch.manual_seed(5)
+    xa = da[0][0]
+    torch.manual_seed(5)
+    xb = db[0][0]
+    torch.testing.assert_close(xb, xa * 0.25, rtol=1e-5, atol=1e-5)
+
+
+# --- the crop cache ---------------------------------------------------------------------------
+
+
+def test_crop_cache_gives_the_same_batches_as_decoding(tree):
+    plain = dm_for(tree)
+    cached = dm_for(tree, use_cache=True)
+    cached.prepare(cache=True)
+    crops_path, ok_path = cached.cache_paths("train")
+    assert crops_path.is_file() and np.load(ok_path).all()
+    assert np.load(crops_path, mmap_mode="r").shape == (12, S, S, 3)
+    for stage, split in (("validate", "val"), ("test", "test")):
+        plain.setup(stage)
+        cached.setup(stage)
+        for i in range(len(plain.datasets[split])):
+            torch.testing.assert_close(cached.datasets[split][i][0], plain.datasets[split][i][0])
+    torch.testing.assert_close(torch.from_numpy(cached.stats.mean), torch.from_numpy(plain.load_stats().mean))
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_missing_root_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"data root {tmp_path / 'nope'} does not exist"):
+        dm_for(tmp_path / "nope")
+
+
+def test_empty_root_names_the_missing_train_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"split folder {tmp_path / 'train'} does not exist"):
+        dm_for(tmp_path)
+
+
+def test_train_folder_without_classes_is_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(ValueError, match=f"split folder {tmp_path / 'train'} has no class folders"):
+        dm_for(tmp_path)
+
+
+def test_class_folder_without_images_is_named(tree):
+    (tree / "train" / "d").mkdir()
+    (tree / "train" / "d" / "notes.txt").write_text("no images here")
+    dm = dm_for(tree)
+    with pytest.raises(ValueError, match=f"class folder {tree / 'train' / 'd'} contains no image files"):
+        dm.setup("fit")
+
+
+def test_val_class_missing_from_train_is_named(tree):
+    write_images(tree / "val" / "zebra", np.zeros((1, S, S, 3), np.uint8))
+    dm = dm_for(tree)
+    with pytest.raises(ValueError, match=f"class 'zebra' of {tree / 'val'} has no folder in the training set"):
+        dm.setup("fit")
+
+
+def test_predict_root_errors(tree, tmp_path):
+    with pytest.raises(ValueError, match="predict needs --data.predict_root"):
+        dm_for(tree).setup("predict")
+    with pytest.raises(FileNotFoundError, match=f"predict_root {tmp_path / 'gone'} does not exist"):
+        dm_for(tree, predict_root=str(tmp_path / "gone")).setup("predict")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=f"predict_root {tmp_path / 'empty'} contains no image files"):
+        dm_for(tree, predict_root=str(tmp_path / "empty")).setup("predict")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"crop_size": 30}, "crop_size (30) must not exceed resize_size (20)"),
+    ({"batch_size": 0}, "batch_size must be positive, got 0"),
+    ({"num_workers": -1}, "num_workers must be >= 0, got -1"),
+    ({"pca_noise": -0.1}, "pca_noise must be >= 0, got -0.1"),
+    ({"pixel_scale": 0.0}, "pixel_scale must be positive, got 0.0"),
+])
+def test_bad_arguments_are_named(tree, kw, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dm_for(tree, **kw)
+
+
+def corrupt_tree(root):
+    """The small tree plus three unreadable training files and one unreadable val file."""
+    make_tree(root, n_train=6)
+    (root / "train" / "a" / "text.jpg").write_text("this is not a JPEG")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(root / "train" / "b" / "full.jpg")
+    data = (root / "train" / "b" / "full.jpg").read_bytes()
+    (root / "train" / "b" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "train" / "b" / "full.jpg").unlink()
+    (root / "train" / "c" / "empty.png").write_bytes(b"")
+    (root / "val" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unreadable_files_are_skipped_counted_and_named(tmp_path, caplog, workers):
+    root = corrupt_tree(tmp_path / "data")
+    dm = dm_for(root, num_workers=workers, batch_size=5)
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()  # the statistics pass reports them first, and carries on
+        assert "3 unreadable image file(s)" in caplog.text and "truncated.jpg" in caplog.text
+        dm.setup("fit")
+        caplog.clear()
+        for epoch in range(2):
+            loader = dm.train_dataloader()
+            labels = torch.cat([y for _, y in loader])
+            assert len(labels) == 18  # 21 files, 3 unreadable
+            assert sorted(p.split("/")[-1].split(":")[0] for p in loader.skipped) == [
+                "empty.png", "text.jpg", "truncated.jpg"]
+        assert caplog.text.count("train: skipped 3 unreadable image file(s) in this pass") == 2
+        for name in ("text.jpg", "truncated.jpg", "empty.png"):
+            assert name in caplog.text
+        assert "truncated" in caplog.text.lower() and "not an image Pillow can read" in caplog.text
+        val = dm.val_dataloader()
+        assert sum(len(y) for _, y in val) == 6 and len(val.skipped) == 1 and "bad.png" in val.skipped[0]
+
+
+def test_a_batch_of_only_unreadable_files_is_dropped(tmp_path):
+    root = make_tree(tmp_path / "data", classes=("a",), n_train=2, n_val=1)
+    (root / "val" / "a" / "0_bad.jpg").write_text("nope")
+    (root / "val" / "a" / "1_bad.jpg").write_text("nope")
+    dm = dm_for(root, batch_size=2)
+    dm.setup("validate")
+    batches = list(dm.val_dataloader())
+    assert len(batches) == 1 and batches[0][0].shape[0] == 1  # [bad, bad] dropped, [good] kept
+
+
+def test_cached_unreadable_files_are_skipped(tmp_path):
+    root = corrupt_tree(tmp_path / "data")
+    dm = dm_for(root, use_cache=True, batch_size=25)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert sum(len(y) for _, y in loader) == 18 and len(loader.skipped) == 3
+    assert all("unreadable when the crop cache was written" in m for m in loader.skipped)
+
+
+def test_an_unfinished_pass_reports_its_own_count(tmp_path, caplog):
+    root = corrupt_tree(tmp_path / "data")
+    dm = dm_for(root, batch_size=3)
+    dm.setup("validate")
+    loader = dm.val_dataloader()  # val/a/bad.png is in the first batch
+    with caplog.at_level(logging.WARNING):
+        first = iter(loader)
+        next(first)  # stopped early, as Lightning's sanity check does
+        assert sum(len(y) for _, y in loader) == 6 and len(loader.skipped) == 1
+        del first
+    assert caplog.text.count("val: skipped 1 unreadable image file(s) in this pass") == 2
