@@ -51,7 +51,7 @@ def trained(tmp_path_factory):
     return work, root, Path(work, best), float(cli.trainer.checkpoint_callback.best_model_score)
 
 
-def test_fit_writes_checkpoints_logs_and_summary(trained, capsys):
+def test_fit_writes_checkpoints_and_logs(trained):
     work, _, best, score = trained
     assert best.exists() and best.suffix == ".ckpt"
     assert (best.parent / "last.ckpt").exists()
@@ -74,13 +74,16 @@ def test_resume_from_last_checkpoint(trained, tmp_path, monkeypatch):
     assert cli.trainer.current_epoch == 3  # resumed after epoch 2, ran one more
 
 
-def test_summary_line_printed(tmp_path, capsys, monkeypatch):
+def test_summary_line_printed(tmp_path, caplog, monkeypatch):
     root = make_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "1"])
-    out = capsys.readouterr()
-    text = out.out + out.err
-    assert "best val/top1_error=" in text and "val/top5_error=" in text and ".ckpt" in text
+    with caplog.at_level("INFO"):
+        cli = main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "1"])
+    lines = [r.getMessage() for r in caplog.records if "best val/top1_error=" in r.getMessage()]
+    assert len(lines) == 1
+    best = cli.trainer.checkpoint_callback
+    assert f"best val/top1_error={float(best.best_model_score):.4f}" in lines[0]
+    assert "val/top5_error=" in lines[0] and best.best_model_path in lines[0]
 
 
 def test_help_explains_options():

@@ -4,12 +4,15 @@ Shapes are AlexNet's layer configurations at reduced batch, spatial size and cha
 interpreter runs one program at a time, so every case stays at a few GEMM tiles.
 """
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import kernels._common as common
-import kernels.conv2d_relu as conv_mod
+# the package exports the function conv2d_relu, which shadows the submodule's attribute name
+conv_mod = importlib.import_module("kernels.conv2d_relu")
 from kernels.conv2d_relu import conv2d_relu
 from tolerances import assert_close
 
