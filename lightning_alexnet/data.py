@@ -407,6 +407,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
         crops_path, ok_path = self.cache_paths(split)
         if crops_path.is_file() and ok_path.is_file():
             return
+        stale = [p for p in self.stats_dir.glob(f"crops-{self.split_dir(split).name}-*.npy")
+                 if not p.name.endswith("-ok.npy") and ".tmp-" not in p.name]
+        if stale:
+            gb = sum(p.stat().st_size for p in stale) / 1e9
+            log.warning(f"{split} changed since the crop cache(s) {', '.join(map(str, stale))} "
+                        f"were written ({gb:.1f} GB): they are no longer used; delete them")
         files = [p for p, _ in self.samples(split)]
         s = self.hparams.resize_size
         tmp = crops_path.with_name(crops_path.name + f".tmp-{os.getpid()}.npy")

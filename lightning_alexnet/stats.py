@@ -2,7 +2,8 @@
 
 One streaming pass over the training images (decoded and centre-cropped exactly as the
 loader does) accumulates, in float64, the per-pixel sum image, the RGB sum and the 3x3 sum of
-outer products. Memory is bounded by one chunk of images per worker whatever the data size.
+outer products. Memory stays bounded whatever the data size: a worker pool decodes chunks of
+images, at most two chunks per worker in flight, and returns partial sums.
 
 Scales: the mean image is on the [0, 255] pixel scale, the covariance (and so its eigenvalues)
 on the [0, 1] scale, as ``DESIGN.md`` section 5 asks.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -140,19 +143,25 @@ def stream(files: Sequence[str], size: int, decode: Decode, workers: int = 0,
         if workers > 0 and len(chunks) > 1:
             pool = get_context().Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
             with pool:
-                # imap keeps the files' order: the crop cache is written row by row
-                for i, out in enumerate(pool.imap(_star_decode_chunk, args)):
+                # in order (the crop cache is written row by row), at most 2 chunks per worker
+                # in flight: memory stays bounded even when writing is slower than decoding
+                pending: deque = deque()
+                todo = iter(args)
+                for a in islice(todo, 2 * workers):
+                    pending.append(pool.apply_async(_decode_chunk, a))
+                i = 0
+                while pending:
+                    out = pending.popleft().get()
+                    for a in islice(todo, 1):
+                        pending.append(pool.apply_async(_decode_chunk, a))
                     bar.update(len(chunks[i]))
                     yield (i * CHUNK, *out)
+                    i += 1
         else:
             for i, a in enumerate(args):
                 out = _decode_chunk(*a)
                 bar.update(len(chunks[i]))
                 yield (i * CHUNK, *out)
-
-
-def _star_decode_chunk(args):
-    return _decode_chunk(*args)
 
 
 def compute(files: Sequence[str], size: int, decode: Decode, workers: int = 0

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_alexnet import stats
 from lightning_alexnet.data import ImageFolderDataModule, ImageFolderDataset, decode_center
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
@@ -260,9 +261,10 @@ def test_pixel_scale_scales_everything(tree):
 # --- the crop cache ---------------------------------------------------------------------------
 
 
-def test_crop_cache_gives_the_same_batches_as_decoding(tree):
+def test_crop_cache_gives_the_same_batches_as_decoding(tree, monkeypatch):
+    monkeypatch.setattr(stats, "CHUNK", 5)  # several chunks: the 2-process pool writes the cache
     plain = dm_for(tree)
-    cached = dm_for(tree, use_cache=True)
+    cached = dm_for(tree, use_cache=True, num_workers=2)
     cached.prepare(cache=True)
     crops_path, ok_path = cached.cache_paths("train")
     assert crops_path.is_file() and np.load(ok_path).all()
@@ -375,6 +377,19 @@ def test_a_batch_of_only_unreadable_files_is_dropped(tmp_path):
     dm.setup("validate")
     batches = list(dm.val_dataloader())
     assert len(batches) == 1 and batches[0][0].shape[0] == 1  # [bad, bad] dropped, [good] kept
+
+
+def test_stale_crop_cache_is_not_used_and_named(tree, caplog):
+    first = dm_for(tree, use_cache=True)
+    first.prepare(cache=True)
+    old, _ = first.cache_paths("val")
+    write_images(tree / "val" / "a" / "new", np.zeros((1, S, S, 3), np.uint8))  # val changed
+    second = dm_for(tree, use_cache=True)
+    with caplog.at_level(logging.WARNING):
+        second.setup("validate")
+    assert second.cache_paths("val")[0] != old
+    assert f"val changed since the crop cache(s) {old}" in caplog.text
+    assert len(second.datasets["val"]) == 7 and second.datasets["val"][6][0] is not None
 
 
 def test_cached_unreadable_files_are_skipped(tmp_path):
