@@ -15,35 +15,20 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _common import device_name, git_revision
+
 from lightning_alexnet import AlexNet, AlexNetConfig
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ["date", "git", "device", "torch", "preset", "towers", "lrn", "batch", "provider",
           "ms_median", "ms_p20", "ms_p80", "images_per_s"]
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def time_steps(provider: str, args: argparse.Namespace, device: torch.device) -> list[float]:

@@ -48,8 +48,10 @@ wastes about 1 - 1/s^2 of its K loop on masked taps (only conv1 has stride 4, an
 dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with smaller tiles,
 several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). The function
 does not follow ``torch.autocast``: cast the tensors yourself. Not yet run on a GPU here: every
-autotune config was compiled ahead of time for sm_80 and sm_90 (see ``aot_specs``), none has
-been timed.
+autotune config the pruner keeps was compiled ahead of time for sm_80 and sm_90 at all five
+AlexNet convolution shapes (see ``aot_specs``), with no register spills; none has been timed.
+conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar gathers need more
+registers.
 
 Not supported (clear errors): dilation != 1, double backward, bfloat16 under the interpreter
 (its ``tl.dot`` multiplies the raw bf16 bits). When only the bias needs a gradient the weight
@@ -95,17 +97,15 @@ def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -
     )
 
 
-# GPU configs for sm_80/sm_90, compiled ahead of time for both (ptxas -v at AlexNet's conv2: no
-# spills on sm_90, at most 16 bytes on sm_80; conv1's C_in=3 gathers spill in the 128x128 tiles,
-# the smaller ones stay clean, and the autotuner times them all). At most 4 warps: Inductor's
-# non-1x1 conv template miscompiled with 8 (pytorch#173068).
+# GPU configs for sm_80/sm_90. Every one is compiled ahead of time for both at every AlexNet
+# layer shape it is kept for (``aot_specs``): ptxas -v reports no register spills. At most 4
+# warps: Inductor's non-1x1 conv template miscompiled with 8 (pytorch#173068).
 # Tensor-core configs: fp16, bf16, and fp32 with TF32 allowed.
 FWD_CONFIGS = [
     _config(128, 128, 32, 4, 3),
     _config(128, 64, 32, 4, 3),
     _config(64, 128, 32, 4, 3),
     _config(64, 64, 32, 4, 4),
-    _config(128, 128, 64, 4, 2),
 ]
 DGRAD_CONFIGS = [
     _config(64, 128, 32, 4, 3),
@@ -117,17 +117,10 @@ WGRAD_CONFIGS = [
     _config(128, 128, 32, 4, 3),
     _config(128, 64, 32, 4, 3),
     _config(64, 128, 32, 4, 3),
-    _config(64, 64, 64, 4, 3),
+    _config(64, 64, 32, 4, 4),
 ]
-
-
-def _prune_for_tf32(configs, named_args, **kwargs):
-    """TF32 operands take 4 bytes: tiles above 128x64 spill registers (on sm_80, and the forward
-    on sm_90), so the TF32 path drops them."""
-    if kwargs.get("INPUT_PRECISION") != "tf32":
-        return configs
-    return [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64]
-
+# TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
+TF32_MAX_TILE = 128 * 64
 
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
@@ -150,6 +143,82 @@ WGRAD_FP32_CONFIGS = [
     _config(32, 64, 32, 4, 2),
     _config(32, 32, 32, 4, 3),
 ]
+
+# Fewer input channels per group than one 16-wide MMA K step (conv1's 3): every element of the
+# gathered x tile (forward and weight gradient) decodes its own tap and loads one scalar, so
+# addresses and masks need several times the registers of conv2-5 and the tiles above spill
+# (0.1-2.4 KB). The autotuner gets these instead (fp32: smaller still, TF32: at most 64x64).
+SMALL_CIN = 16
+FWD_SMALL_CIN_CONFIGS = [
+    _config(64, 128, 32, 4, 3),
+    _config(64, 64, 32, 4, 4),
+    _config(64, 64, 16, 4, 3),
+    _config(32, 64, 32, 4, 3),
+]
+WGRAD_SMALL_CIN_CONFIGS = [
+    _config(128, 64, 32, 4, 3),
+    _config(64, 64, 64, 4, 3),
+    _config(64, 32, 32, 4, 3),
+    _config(32, 64, 32, 4, 3),
+]
+TF32_SMALL_CIN_MAX_TILE = 64 * 64
+FWD_SMALL_CIN_FP32_CONFIGS = [
+    _config(64, 32, 16, 4, 3),
+    _config(32, 64, 16, 4, 3),
+    _config(32, 32, 32, 4, 3),
+]
+WGRAD_SMALL_CIN_FP32_CONFIGS = [
+    _config(32, 32, 16, 4, 3),
+    _config(32, 32, 32, 4, 3),
+    _config(32, 32, 32, 4, 2),
+]
+
+
+def _tile(c: triton.Config) -> tuple:
+    return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+            c.num_stages)
+
+
+def _union(*lists: list[triton.Config]) -> list[triton.Config]:
+    out = {}
+    for c in (c for configs in lists for c in configs):
+        out.setdefault(_tile(c), c)
+    return list(out.values())
+
+
+def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | None):
+    """The autotuner's early_config_prune for one kernel and path: by shape (``CG_IN``) and
+    precision, keep the configs that compile without register spills (see ``aot_specs``)."""
+    regular_tiles = {_tile(c) for c in regular}
+    small_tiles = {_tile(c) for c in (small_cin if small_cin is not None else regular)}
+
+    def prune(configs, named_args, **kwargs):
+        small = kwargs["CG_IN"] < SMALL_CIN
+        tiles = small_tiles if small else regular_tiles
+        max_tile = TF32_SMALL_CIN_MAX_TILE if small and small_cin is not None else TF32_MAX_TILE
+        if kwargs["INPUT_PRECISION"] != "tf32":
+            max_tile = float("inf")
+        return [c for c in configs if _tile(c) in tiles
+                and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= max_tile]
+
+    return prune
+
+
+# kernel -> path -> (every config the autotuner holds, its pruner). dgrad's x side is its GEMM
+# N (C_in), not a gather, so it keeps one list for every shape.
+_TUNING = {
+    kernel: {
+        path: (_union(regular, small or []), _make_pruner(regular, small))
+        for path, regular, small in lists
+    }
+    for kernel, lists in {
+        "fwd": [("mma", FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS),
+                ("fma", FWD_FP32_CONFIGS, FWD_SMALL_CIN_FP32_CONFIGS)],
+        "dgrad": [("mma", DGRAD_CONFIGS, None), ("fma", DGRAD_FP32_CONFIGS, None)],
+        "wgrad": [("mma", WGRAD_CONFIGS, WGRAD_SMALL_CIN_CONFIGS),
+                  ("fma", WGRAD_FP32_CONFIGS, WGRAD_SMALL_CIN_FP32_CONFIGS)],
+    }.items()
+}
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).
 INTERPRET_CONFIG = _config(32, 16, 16, 4, 1)
 
@@ -366,7 +435,7 @@ def _conv_wgrad_kernel(
     tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BIAS:
         # every row tile saw the same dy columns; the first one writes the bias partial
-        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (pid_m == 0))
+        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (co * 0 + pid_m == 0))  # a vector mask: Triton 3.9's interpreter rejects a scalar one
 
 
 @triton.jit
@@ -388,20 +457,21 @@ _SHAPE_KEY = ["N", "CG_IN", "H", "W", "CG_OUT", "OH", "OW",
               "KH", "KW", "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W"]
 
 
-def _autotuned(fn, mma_configs, fma_configs, key) -> dict:
-    """One autotuner per instruction path: "mma" (tensor cores) and "fma" (exact fp32)."""
+def _autotuned(fn, kernel: str, key: list[str]) -> dict:
+    """One autotuner per instruction path: "mma" (tensor cores) and "fma" (exact fp32). The
+    interpreter gets its one config, unpruned."""
     return {
-        path: triton.autotune(autotune_configs(configs, INTERPRET_CONFIG), key=key,
-                              prune_configs_by={"early_config_prune": _prune_for_tf32})(fn)
-        for path, configs in (("mma", mma_configs), ("fma", fma_configs))
+        path: triton.autotune(
+            autotune_configs(configs, INTERPRET_CONFIG), key=key,
+            prune_configs_by=None if INTERPRET else {"early_config_prune": prune},
+        )(fn)
+        for path, (configs, prune) in _TUNING[kernel].items()
     }
 
 
-_conv_fwd = _autotuned(_conv_fwd_kernel, FWD_CONFIGS, FWD_FP32_CONFIGS,
-                       _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
-_conv_dgrad = _autotuned(_conv_dgrad_kernel, DGRAD_CONFIGS, DGRAD_FP32_CONFIGS,
-                         _SHAPE_KEY + ["stride_yc", "stride_wc"])
-_conv_wgrad = _autotuned(_conv_wgrad_kernel, WGRAD_CONFIGS, WGRAD_FP32_CONFIGS,
+_conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
+_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_yc", "stride_wc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad",
                          _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc", "HAS_BIAS"])
 
 
@@ -725,16 +795,29 @@ def _spec(name, fn, args: dict, consts: dict, config: triton.Config, uses_dot: b
     )
 
 
-def aot_specs() -> list[KernelSpec]:
-    """Every kernel x GPU config x dtype, for AlexNet's conv2 (5x5, pad 2, groups 2) at batch 128,
+# AlexNet's convolutions (Krizhevsky et al. 2012, torchvision's channel counts) at batch 128:
+# name -> (input NCHW, weight, stride, padding, groups, input needs a gradient)
+ALEXNET_CONVS = {
+    "conv1": ((128, 3, 224, 224), (96, 3, 11, 11), 4, 2, 1, False),
+    "conv2": ((128, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2, True),
+    "conv3": ((128, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1, True),
+    "conv4": ((128, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2, True),
+    "conv5": ((128, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2, True),
+}
+
+
+def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec]:
+    """Every kernel x GPU config x dtype for the named AlexNet convolutions (``ALEXNET_CONVS``),
     channels_last, with the arguments the launchers would pass (built on meta tensors).
 
-    fp32 comes twice: exact ("ieee", FMA configs, no tensor cores, so ``uses_dot=False``) and
-    with TF32 allowed ("tf32", tensor-core configs).
+    Only the configs the autotuner keeps for that shape and precision are emitted (the same
+    pruner), so what is compiled here is what runs. fp32 comes twice: exact ("ieee", FMA configs,
+    no tensor cores, so ``uses_dot=False``) and with TF32 allowed ("tf32", tensor-core configs).
+    conv1's dgrad is left out: the image needs no gradient.
     """
-    geo = _Geometry(n=128, cg_in=48, h=27, w=27, cg_out=128, oh=27, ow=27, kh=5, kw=5,
-                    stride=(1, 1), padding=(2, 2), groups=2)
-    split = triton.cdiv(geo.n * geo.oh * geo.ow, WGRAD_SPLIT_PIXELS)
+    unknown = [name for name in layers if name not in ALEXNET_CONVS]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; choose from {list(ALEXNET_CONVS)}")
     variants = [  # (dtype, input precision, label)
         (torch.float32, "ieee", "fp32"),
         (torch.float32, "tf32", "fp32-tf32"),
@@ -742,34 +825,43 @@ def aot_specs() -> list[KernelSpec]:
         (torch.bfloat16, "ieee", "bf16"),
     ]
     specs = []
-    for dtype, precision, label in variants:
-        def empty(*shape, fmt=torch.channels_last, dt=dtype):
-            return torch.empty(shape, dtype=dt, device="meta", memory_format=fmt)
+    for layer in layers:
+        x_shape, w_shape, stride, padding, groups, x_grad = ALEXNET_CONVS[layer]
+        n, c_in, h, w_ = x_shape
+        c_out, cg_in, kh, kw = w_shape
+        oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
+        geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                        (padding, padding), groups)
+        split = triton.cdiv(n * oh * ow, WGRAD_SPLIT_PIXELS)
+        for dtype, precision, label in variants:
+            def empty(*shape, fmt=torch.channels_last, dt=dtype):
+                return torch.empty(shape, dtype=dt, device="meta", memory_format=fmt)
 
-        x, w, y = empty(128, 96, 27, 27), empty(256, 48, 5, 5), empty(128, 256, 27, 27)
-        b = empty(256, fmt=torch.contiguous_format)
-        dw_part = empty(split, w.numel(), fmt=torch.contiguous_format, dt=torch.float32)
-        db_part = empty(split, 256, fmt=torch.contiguous_format, dt=torch.float32)
-        tensor_cores = precision == "tf32" or dtype != torch.float32
-        kernels = [
-            ("fwd", _conv_fwd_kernel, FWD_CONFIGS, FWD_FP32_CONFIGS, _fwd_args(x, w, b, y, geo)),
-            ("dgrad", _conv_dgrad_kernel, DGRAD_CONFIGS, DGRAD_FP32_CONFIGS,
-             _dgrad_args(y, y, w, x, geo)),
-            ("wgrad", _conv_wgrad_kernel, WGRAD_CONFIGS, WGRAD_FP32_CONFIGS,
-             _wgrad_args(x, y, y, w, dw_part, db_part, True, WGRAD_SPLIT_PIXELS, geo)),
-        ]
-        for kname, fn, mma_configs, fma_configs, (args, consts) in kernels:
-            consts = {**consts, "INPUT_PRECISION": precision}
-            configs = mma_configs if tensor_cores else fma_configs
-            for cfg in _prune_for_tf32(configs, {}, INPUT_PRECISION=precision):
-                kw = cfg.kwargs
-                tag = (f"BM={kw['BLOCK_M']} BN={kw['BLOCK_N']} BK={kw['BLOCK_K']} "
-                       f"w{cfg.num_warps} s{cfg.num_stages}")
-                specs.append(_spec(f"conv2d_relu_{kname}[conv2, {tag}, {label}]", fn, args, consts,
-                                   cfg, uses_dot=tensor_cores))
-        if precision == "ieee":
-            sum_args = dict(part_ptr=dw_part, out_ptr=w, NUMEL=w.numel(), SPLIT=split)
-            sum_cfg = triton.Config({"BLOCK": _SUM_BLOCK}, num_warps=4, num_stages=1)
-            specs.append(_spec(f"conv2d_relu_split_sum[conv2 dW, {label}]", _split_sum_kernel,
-                               sum_args, {}, sum_cfg, uses_dot=False))
+            x, w, y = empty(*x_shape), empty(*w_shape), empty(n, c_out, oh, ow)
+            b = empty(c_out, fmt=torch.contiguous_format)
+            dw_part = empty(split, w.numel(), fmt=torch.contiguous_format, dt=torch.float32)
+            db_part = empty(split, c_out, fmt=torch.contiguous_format, dt=torch.float32)
+            tensor_cores = precision == "tf32" or dtype != torch.float32
+            kernels = [
+                ("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo)),
+                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, y, w, x, geo)),
+                ("wgrad", _conv_wgrad_kernel,
+                 _wgrad_args(x, y, y, w, dw_part, db_part, True, WGRAD_SPLIT_PIXELS, geo)),
+            ]
+            for kname, fn, (args, consts) in kernels:
+                if kname == "dgrad" and not x_grad:
+                    continue
+                consts = {**consts, "INPUT_PRECISION": precision}
+                configs, prune = _TUNING[kname]["mma" if tensor_cores else "fma"]
+                for cfg in prune(configs, {}, **args, **consts):
+                    kw_ = cfg.kwargs
+                    tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']} BK={kw_['BLOCK_K']} "
+                           f"w{cfg.num_warps} s{cfg.num_stages}")
+                    specs.append(_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn, args,
+                                       consts, cfg, uses_dot=tensor_cores))
+            if precision == "ieee":
+                sum_args = dict(part_ptr=dw_part, out_ptr=w, NUMEL=w.numel(), SPLIT=split)
+                sum_cfg = triton.Config({"BLOCK": _SUM_BLOCK}, num_warps=4, num_stages=1)
+                specs.append(_spec(f"conv2d_relu_split_sum[{layer} dW, {label}]",
+                                   _split_sum_kernel, sum_args, {}, sum_cfg, uses_dot=False))
     return specs

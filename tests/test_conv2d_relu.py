@@ -270,11 +270,26 @@ def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 
 
+def tiles(configs):
+    return [conv_mod._tile(c) for c in configs]
+
+
+def spec_tiles(specs, kernel, layer, label):
+    """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label."""
+    return sorted(
+        (s.constexprs["BLOCK_M"], s.constexprs["BLOCK_N"], s.constexprs["BLOCK_K"], s.num_warps,
+         s.num_stages)
+        for s in specs
+        if s.name.startswith(f"conv2d_relu_{kernel}[{layer}, ") and s.name.endswith(f", {label}]")
+    )
+
+
 def test_aot_specs_cover_every_config_and_dtype():
-    specs = conv_mod.aot_specs()
+    specs = conv_mod.aot_specs(layers=("conv2",))
     mma_lists = (conv_mod.FWD_CONFIGS, conv_mod.DGRAD_CONFIGS, conv_mod.WGRAD_CONFIGS)
     mma = sum(map(len, mma_lists))
-    tf32 = sum(len(conv_mod._prune_for_tf32(c, {}, INPUT_PRECISION="tf32")) for c in mma_lists)
+    tf32 = sum(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= conv_mod.TF32_MAX_TILE
+               for configs in mma_lists for c in configs)
     fma = (len(conv_mod.FWD_FP32_CONFIGS) + len(conv_mod.DGRAD_FP32_CONFIGS)
            + len(conv_mod.WGRAD_FP32_CONFIGS))
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum per dtype
@@ -286,6 +301,8 @@ def test_aot_specs_cover_every_config_and_dtype():
         consts = [a for a, t in spec.signature.items() if t == "constexpr"]
         assert sorted(consts) == sorted(spec.constexprs), spec.name
         assert set(spec.divisible) <= set(spec.signature) - set(consts), spec.name
+        assert spec.name.startswith(("conv2d_relu_fwd[conv2, ", "conv2d_relu_dgrad[conv2, ",
+                                     "conv2d_relu_wgrad[conv2, ", "conv2d_relu_split_sum[conv2 "))
     fwd = {s.name.rsplit(", ", 1)[1]: s for s in specs if s.name.startswith("conv2d_relu_fwd")}
     assert fwd["fp16]"].signature["x_ptr"] == "*fp16" and fwd["bf16]"].signature["y_ptr"] == "*bf16"
     assert fwd["fp32]"].constexprs["INPUT_PRECISION"] == "ieee"
@@ -296,6 +313,53 @@ def test_aot_specs_cover_every_config_and_dtype():
     assert spec.constexprs["CG_IN"] == 48 and spec.constexprs["CG_OUT"] == 128
     assert {"N", "stride_xh", "stride_xw", "x_ptr"} <= set(spec.divisible)
     assert spec.signature["H"] == "i32" and "H" not in spec.divisible  # 27
+
+
+def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
+    specs = conv_mod.aot_specs()
+    assert len({s.name for s in specs}) == len(specs)
+    layers = {s.name.split("[")[1].split(",")[0].split(" ")[0] for s in specs}
+    assert layers == {"conv1", "conv2", "conv3", "conv4", "conv5"}
+    labels = ("fp32", "fp32-tf32", "fp16", "bf16")
+    for layer in sorted(layers):
+        for kernel in ("fwd", "dgrad", "wgrad"):
+            for label in labels:
+                found = spec_tiles(specs, kernel, layer, label)
+                if kernel == "dgrad" and layer == "conv1":  # the image needs no gradient
+                    assert found == [], label
+                else:  # the autotuner keeps a choice for every shape and dtype
+                    assert len(found) >= 2, (kernel, layer, label, found)
+                    assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
+    # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
+    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
+    assert spec_tiles(specs, "wgrad", "conv1", "fp32") == sorted(
+        tiles(conv_mod.WGRAD_SMALL_CIN_FP32_CONFIGS))
+    assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(conv_mod.FWD_CONFIGS))
+    assert spec_tiles(specs, "dgrad", "conv3", "fp32") == sorted(tiles(conv_mod.DGRAD_FP32_CONFIGS))
+    conv1_tf32 = spec_tiles(specs, "wgrad", "conv1", "fp32-tf32")
+    assert conv1_tf32 and all(m * n <= conv_mod.TF32_SMALL_CIN_MAX_TILE
+                              for m, n, *_ in conv1_tf32)
+    assert len(conv1_tf32) < len(conv_mod.WGRAD_SMALL_CIN_CONFIGS)
+    assert sum(s.name.startswith("conv2d_relu_split_sum") for s in specs) == 5 * 3
+
+
+def test_pruner_keeps_what_aot_specs_compiled():
+    # the autotuner's pruner (not installed under the interpreter) picks by CG_IN and precision
+    configs, prune = conv_mod._TUNING["fwd"]["mma"]
+    small = prune(configs, {}, CG_IN=3, INPUT_PRECISION="ieee")
+    regular = prune(configs, {}, CG_IN=48, INPUT_PRECISION="ieee")
+    regular_tf32 = prune(configs, {}, CG_IN=48, INPUT_PRECISION="tf32")
+    assert tiles(small) == tiles(conv_mod.FWD_SMALL_CIN_CONFIGS)
+    assert tiles(regular) == tiles(conv_mod.FWD_CONFIGS)
+    assert (128, 128, 32, 4, 3) in tiles(regular) and (128, 128, 32, 4, 3) not in tiles(small)
+    assert (128, 128, 32, 4, 3) not in tiles(regular_tf32) and len(regular_tf32) >= 2
+    specs = conv_mod.aot_specs(layers=("conv1",))
+    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(tiles(small))
+
+
+def test_aot_specs_rejects_unknown_layer():
+    with pytest.raises(ValueError, match=r"unknown layers \['conv6'\]"):
+        conv_mod.aot_specs(layers=("conv6",))
 
 
 def test_tf32_only_when_the_caller_allows_it():
