@@ -95,7 +95,12 @@ def sm_name(arch: int) -> str:
 
 
 def ptxas_path(arch: int) -> str:
-    return (knobs.nvidia.ptxas_blackwell if arch >= 100 else knobs.nvidia.ptxas).path
+    """The ptxas Triton itself uses for ``arch`` (Triton 3.9 takes its CUDA 13 one from sm_90)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:  # older layouts
+        return (knobs.nvidia.ptxas_blackwell if arch >= 100 else knobs.nvidia.ptxas).path
+    return get_ptxas(arch).path
 
 
 def run_ptxas(ptx: str, arch: int) -> str:
