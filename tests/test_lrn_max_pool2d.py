@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.lrn_max_pool2d import lrn_max_pool2d
+from layouts import as_layout
 from tolerances import assert_close
 
 # --- float64 reference ---------------------------------------------------------------------
@@ -19,23 +20,10 @@ def ref_lrn_pool(x, size, alpha, beta, k, groups, kernel_size=3, stride=2, paddi
     return F.max_pool2d(lrn, kernel_size, stride, padding)
 
 
-def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """A leaf tensor holding x's values in the given memory layout."""
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "noncontig":  # every other channel and a column offset of a larger buffer
-        *batch, c, h, w = x.shape
-        big = torch.zeros(*batch, 2 * c, h, w + 3, dtype=x.dtype)
-        view = big[..., ::2, :, 1 : x.shape[-1] + 1]
-        view.copy_(x)
-        x = view
-    return x.detach().requires_grad_()
-
-
 def check(x, lrn, pool=(3, 2, 0), layout="contiguous"):
     """Forward and input gradient vs the float64 reference on the same values."""
     dtype = x.dtype
-    xk = _layout(x, layout)
+    xk = as_layout(x, layout)
     xr = x.double().requires_grad_()
     y = lrn_max_pool2d(xk, *lrn, *pool)
     yr = ref_lrn_pool(xr, *lrn, *pool)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.max_pool2d import max_pool2d
+from layouts import as_layout
 from tolerances import assert_close
 
 # --- float64 reference ---------------------------------------------------------------------
@@ -14,23 +15,10 @@ def ref_pool(x, kernel_size, stride=None, padding=0):
     return F.max_pool2d(x.double(), kernel_size, stride, padding)
 
 
-def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """A leaf tensor holding x's values in the given memory layout."""
-    if layout == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    elif layout == "noncontig":  # every other channel and a column offset of a larger buffer
-        *batch, c, h, w = x.shape
-        big = torch.zeros(*batch, 2 * c, h, w + 3, dtype=x.dtype)
-        view = big[..., ::2, :, 1 : x.shape[-1] + 1]
-        view.copy_(x)
-        x = view
-    return x.detach().requires_grad_()
-
-
 def check(x, kernel_size, stride=None, padding=0, layout="contiguous"):
     """Forward and input gradient of the kernel vs torch in float64 on the same values."""
     dtype = x.dtype
-    xk = _layout(x, layout)
+    xk = as_layout(x, layout)
     xr = x.double().requires_grad_()
     y = max_pool2d(xk, kernel_size, stride, padding)
     yr = ref_pool(xr, kernel_size, stride, padding)
