@@ -21,13 +21,15 @@ subtracted (``pixel_scale`` multiplies the result, 1 by default).
 Unreadable files (corrupt, truncated, not images) are skipped, never fatal: the collate function
 drops them, and the loader logs each pass's count with the files' names.
 
-Speed: decoding runs in ``num_workers`` DataLoader processes (kept alive between epochs) into
-pinned memory. Per image: one decode, one antialiased resize of the central square (torch's
-uint8 kernel, ~3x faster than Pillow's), then numpy slices and one float pass. On ~500x375
-JPEGs the decode itself is about half the naive path's time, which caps the gain at about 1.5x
-there (``bench/results/data.md``); images at least twice ``resize_size`` decode at reduced
-scale (2x and more); ``use_cache`` reads the central crops from a uint8 memory-mapped array
-written once by ``prepare(cache=True)`` and skips decoding (10x and more).
+Speed: decoding runs in ``num_workers`` DataLoader processes (kept alive between epochs). A
+worker decodes (JPEG at reduced scale when it still covers ``resize_size``), exports Pillow's own
+4-byte pixels, resizes the central square with torch's vectorised uint8 kernel (~5x Pillow's) and
+slices the crop, mirrored or not: uint8 out, with the crop's parameters (:class:`RawBatch`).
+The float work -- mean image, colour noise, ten crops (:class:`FloatTransform`) -- runs batched
+on the GPU after a pinned, non-blocking copy a quarter the size of float32's
+(``on_after_batch_transfer``), or in the workers when training on the CPU (``finish``).
+``use_cache`` reads the central squares from a uint8 memory-mapped array written once by
+``prepare(cache=True)`` and skips decoding. Figures: ``bench/results/data.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -56,8 +59,10 @@ CACHE_DIR = ".lightning_alexnet"
 # --- files ------------------------------------------------------------------------------------
 
 
-def decode_center(path: str, size: int) -> np.ndarray:
-    """Decode ``path`` to RGB, keep the central square, scale it to ``size``: (S, S, 3) uint8."""
+def decode_rgbx(path: str, size: int) -> torch.Tensor:
+    """Decode ``path`` to RGB, keep the central square, scale it to ``size``: uint8 (S, S, 4),
+    channels last, the fourth channel padding (Pillow's own RGB layout, and the one torch's
+    vectorised uint8 resize and 4-byte-pixel copies are fastest with)."""
     with Image.open(path) as im:
         # JPEG only: libjpeg scales by 1/2, 1/4, 1/8 while decoding, keeping both sides >= size
         im.draft("RGB", (size, size))
@@ -71,16 +76,23 @@ def decode_center(path: str, size: int) -> np.ndarray:
         w, h = im.size
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
-        square = np.asarray(im.crop((left, top, left + side, top + side)))  # (side, side, 3)
-    if side == size:
-        return square
-    # Antialiased bilinear like Pillow's, but torch's uint8 channels-last kernel is ~3x faster.
-    # (1, 3, side, side) channels-last view -> (1, 3, S, S) -> (S, S, 3)
-    with warnings.catch_warnings():  # Pillow's buffer is read-only; interpolate only reads it
+        square = im.crop((left, top, left + side, top + side))
+        # Pillow stores RGB as 4 bytes per pixel: exporting RGBX is a plain copy (RGB repacks)
+        rgbx = np.frombuffer(square.tobytes("raw", "RGBX"), np.uint8).reshape(side, side, 4)
+    with warnings.catch_warnings():  # the bytes are read-only; nothing below writes to them
         warnings.simplefilter("ignore", UserWarning)
-        t = torch.from_numpy(square).permute(2, 0, 1).unsqueeze(0)
-    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True)
-    return out[0].permute(1, 2, 0).numpy()
+        t = torch.from_numpy(rgbx)
+    if side == size:
+        return t
+    # antialiased bilinear like Pillow's, ~5x faster: (1, 4, side, side) channels-last in and out
+    t = torch.nn.functional.interpolate(t[None].permute(0, 3, 1, 2), size=(size, size),
+                                        mode="bilinear", antialias=True)
+    return t[0].permute(1, 2, 0)
+
+
+def decode_center(path: str, size: int) -> np.ndarray:
+    """:func:`decode_rgbx` as an (S, S, 3) uint8 array (for statistics and the crop cache)."""
+    return np.ascontiguousarray(decode_rgbx(path, size)[..., :3].numpy())
 
 
 def _image_files(folder: Path) -> list[str]:
@@ -126,12 +138,100 @@ def scan_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:
 # --- datasets ---------------------------------------------------------------------------------
 
 
-class ImageFolderDataset(Dataset):
-    """Images of one split, preprocessed for ``mode`` in ``train``, ``val``, ``test``, ``predict``.
+class RawBatch(NamedTuple):
+    """A batch as the DataLoader workers leave it for the GPU: uint8 pixels and the per-image
+    augmentation parameters. :class:`FloatTransform` (run by the DataModule's
+    ``on_after_batch_transfer``, after the copy) turns it into the network's float input.
+    ``batch[0]`` / ``batch[1]`` are the pixels / targets, as in a finished ``(x, y)`` batch."""
 
-    Items are ``(x, y)`` (``y`` the class index, or the file's path for ``predict``) with ``x``
-    float32 (3, C, C), or (10, 3, C, C) for ``test`` with ``ten_crop``; an unreadable file
-    gives ``(None, message)``, which :func:`collate` drops.
+    # uint8 (N, C, C, K) channels-last crops, mirrored where flipped (ten-crop test: the central
+    # squares, (N, S, S, K)); K = 4 from image files (the fourth channel padding), 3 from the cache
+    pixels: torch.Tensor
+    target: torch.Tensor | list[str]  # class indices (int64), or the files' paths for predict
+    params: torch.Tensor  # float32 (N, 6): crop row, crop column, flipped (0/1), PCA alpha 1-3
+    ten_crop: bool  # pixels are the central squares; the transform cuts the ten crops
+
+
+class FloatTransform:
+    """Float conversion, mean-image subtraction, PCA colour noise, ``pixel_scale`` and ten-crop
+    cutting for a :class:`RawBatch`, on whatever device it is on: on the GPU after the copy
+    (batched, the copy a quarter of float32's), or in the DataLoader workers for CPU training.
+
+    Args:
+        mean: (S, S, 3) mean image on the [0, 255] scale.
+        pca_basis: (3, 3) colour offset per unit alpha (column k: ``255 * lambda_k * p_k``).
+        crop_size: Side C of the crops.
+        scale: ``pixel_scale``.
+    """
+
+    def __init__(self, mean: np.ndarray, pca_basis: np.ndarray, crop_size: int, scale: float = 1.0):
+        mean = np.asarray(mean, np.float32)
+        if mean.ndim != 3 or mean.shape[0] != mean.shape[1] or mean.shape[2] != 3:
+            raise ValueError(f"mean must be an (S, S, 3) image, got shape {mean.shape}")
+        self.mean = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))  # (3, S, S)
+        self.pca_basis = torch.from_numpy(np.asarray(pca_basis, np.float32) * np.float32(scale))
+        self.crop_size, self.scale = crop_size, float(scale)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device not in self._on:  # copied once per device: mean, mirrored mean, basis
+            mean = self.mean.to(device)
+            self._on[device] = (mean, mean.flip(-1).contiguous(), self.pca_basis.to(device))
+        return self._on[device]
+
+    def subtract_mean_windows(self, pixels: torch.Tensor, params: torch.Tensor,
+                              gather: bool | None = None) -> torch.Tensor:
+        """float32 (N, 3, C, C): each uint8 crop (N, C, C, K) minus the window of the mean image
+        it was cut from (mirrored where flipped). ``gather``: one indexed read for the whole batch
+        (no host sync: the default off the CPU); else a slice per image (~10x faster on the CPU)."""
+        mean, mean_flipped, _ = self._constants(pixels.device)
+        x = pixels[..., :3].permute(0, 3, 1, 2)  # (N, 3, C, C) uint8 view
+        c, s = self.crop_size, mean.shape[-1]
+        if gather if gather is not None else pixels.device.type != "cpu":
+            ar = torch.arange(c, device=x.device)
+            rows = params[:, 0, None].long() + ar  # (N, C)
+            cols = params[:, 1, None].long() + torch.where(params[:, 2, None] > 0.5, c - 1 - ar, ar)
+            window = mean[:, rows[:, :, None], cols[:, None, :]]  # (3, N, C, C)
+            return torch.sub(x, window.transpose(0, 1)).contiguous()
+        # numpy: its uint8 - float32 over these strides is ~2x torch's on one CPU thread
+        out = np.empty(x.shape, np.float32)
+        xs, m, mf = x.numpy(), mean.numpy(), mean_flipped.numpy()
+        for k, (i, j, flip) in enumerate(params[:, :3].int().tolist()):
+            window = mf[:, i:i + c, s - j - c:s - j] if flip else m[:, i:i + c, j:j + c]
+            np.subtract(xs[k], window, out=out[k])
+        return torch.from_numpy(out)
+
+    def __call__(self, batch: RawBatch) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
+        pixels, params = batch.pixels, batch.params
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
+            raise ValueError(f"RawBatch.pixels must be uint8 (N, H, W, 3 or 4), got {pixels.dtype} "
+                             f"{tuple(pixels.shape)}")
+        mean, _, basis = self._constants(pixels.device)
+        c = self.crop_size
+        if batch.ten_crop:
+            x = torch.sub(pixels[..., :3].permute(0, 3, 1, 2), mean)  # (N, 3, S, S)
+            if self.scale != 1.0:
+                x.mul_(self.scale)
+            s = x.shape[-1]
+            corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2)]
+            five = torch.stack([x[..., i:i + c, j:j + c] for i, j in corners], 1)  # (N, 5, 3, C, C)
+            return torch.cat([five, five.flip(-1)], 1), batch.target
+        x = self.subtract_mean_windows(pixels, params)
+        if self.scale != 1.0:
+            x.mul_(self.scale)
+        # one RGB offset per image (on the CPU, skipped when all zero: no colour noise)
+        if x.device.type != "cpu" or bool(params[:, 3:].any()):
+            x.add_((params[:, 3:] @ basis.T)[:, :, None, None])
+        return x, batch.target
+
+
+class ImageFolderDataset(Dataset):
+    """Images of one split, cut for ``mode`` in ``train``, ``val``, ``test``, ``predict``.
+
+    Items are ``(pixels, target, params)`` (see :class:`RawBatch`; ``target`` the class index,
+    or the file's path for ``predict``); an unreadable file gives ``(None, message, None)``,
+    which :meth:`collate` drops. :attr:`transform` finishes collated batches; with
+    :attr:`finish_in_workers`, :meth:`collate` does.
     """
 
     def __init__(self, samples: list[tuple[str, int | str]], mode: str, resize_size: int,
@@ -143,90 +243,85 @@ class ImageFolderDataset(Dataset):
             raise ValueError(f"mode must be train, val, test or predict, got {mode!r}")
         self.samples, self.mode = samples, mode
         self.resize_size, self.crop_size = resize_size, crop_size
+        basis = np.zeros((3, 3), np.float32)
+        if eigvecs is not None and eigvals is not None:  # colour offset per unit alpha on [0, 255]
+            basis = (255.0 * np.asarray(eigvecs) * np.asarray(eigvals)[None, :]).astype(np.float32)
         mean = np.broadcast_to(np.asarray(mean, np.float32), (resize_size, resize_size, 3))
-        self.mean = np.ascontiguousarray(mean.transpose(2, 0, 1))  # (3, S, S)
-        self.mean_flipped = np.ascontiguousarray(self.mean[:, :, ::-1])  # read forwards on flips
-        # colour offset per unit alpha on [0, 255]: column k = 255 * lambda_k * p_k
-        self.pca_basis = None
-        if pca_noise > 0 and mode == "train":
-            self.pca_basis = (scale * 255.0 * eigvecs * eigvals[None, :]).astype(np.float32)
-        self.pca_noise, self.scale = pca_noise, scale
-        self.random_crop, self.hflip, self.ten_crop = random_crop, hflip, ten_crop
+        self.transform = FloatTransform(mean, basis, crop_size, scale)
+        self.finish_in_workers = False  # collate returns finished (x, y) batches (CPU training)
+        self.pca_noise = pca_noise if mode == "train" else 0.0
+        self.random_crop, self.hflip = random_crop, hflip
+        self.ten_crop = ten_crop and mode == "test"
         self.cache_path, self.cache_ok = cache if cache is not None else (None, None)
         self._cache = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> np.ndarray:
-        """The (S, S, 3) uint8 central crop of sample ``index``: from the cache or the file."""
+    def load(self, index: int) -> torch.Tensor:
+        """The uint8 (S, S, K) central square of sample ``index``: from the file (K = 4, see
+        :func:`decode_rgbx`) or the cache (K = 3)."""
         path = self.samples[index][0]
         if self.cache_path is None:
-            return decode_center(path, self.resize_size)
+            return decode_rgbx(path, self.resize_size)
         if not self.cache_ok[index]:
             raise OSError("was unreadable when the crop cache was written")
         if self._cache is None:
             self._cache = np.load(self.cache_path, mmap_mode="r")
-        return self._cache[index]
+        with warnings.catch_warnings():  # a read-only memory map: only read below
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(self._cache[index])
 
     def __getitem__(self, index: int):
         path, target = self.samples[index]
         try:
             image = self.load(index)
         except Exception as e:  # noqa: BLE001 -- any unreadable file is skipped and reported
-            return None, f"{path}: {stats_lib.describe_error(e)}"
+            return None, f"{path}: {stats_lib.describe_error(e)}", None
+        params = torch.zeros(6)
+        if self.ten_crop:
+            return image.contiguous(), target, params
         s, c = self.resize_size, self.crop_size
-        if self.mode == "test" and self.ten_crop:
-            return self._ten_crops(image), target
+        i = j = (s - c) // 2
+        flip = False
         if self.mode == "train":
             r = torch.rand(3)  # torch's RNG: seeded per DataLoader worker, unlike numpy's
-            i = j = (s - c) // 2
             if self.random_crop:
                 i, j = int(r[0] * (s - c + 1)), int(r[1] * (s - c + 1))
             flip = self.hflip and bool(r[2] < 0.5)
-        else:
-            i = j = (s - c) // 2
-            flip = False
-        # uint8 (C, C, 3) window, mirrored if flipping -> (3, C, C) uint8 -> minus the same
-        # window of the mean image, as float32 (mirrored mean read forwards: s - j - c)
-        if flip:
-            crop = image[i:i + c, j + c - 1:j - 1 if j > 0 else None:-1]
-            mean = self.mean_flipped[:, i:i + c, s - j - c:s - j]
-        else:
-            crop, mean = image[i:i + c, j:j + c], self.mean[:, i:i + c, j:j + c]
-        x = np.subtract(np.ascontiguousarray(crop.transpose(2, 0, 1)), mean, dtype=np.float32)
-        if self.scale != 1.0:
-            x *= self.scale
-        if self.pca_basis is not None:
-            alpha = torch.randn(3).numpy() * self.pca_noise
-            x += (self.pca_basis @ alpha)[:, None, None]  # one RGB offset for the whole image
-        return torch.from_numpy(x), target
+            if self.pca_noise > 0:
+                params[3:] = torch.randn(3) * self.pca_noise
+        crop = image[i:i + c, j:j + c]
+        params[0], params[1], params[2] = i, j, float(flip)
+        return crop.flip(1) if flip else crop.contiguous(), target, params
 
-    def _ten_crops(self, image: np.ndarray) -> torch.Tensor:
-        s, c = self.resize_size, self.crop_size
-        centred = np.subtract(image.transpose(2, 0, 1), self.mean, dtype=np.float32)  # (3, S, S)
-        if self.scale != 1.0:
-            centred = centred * np.float32(self.scale)
-        corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2)]
-        five = np.stack([centred[:, i:i + c, j:j + c] for i, j in corners])  # (5, 3, C, C)
-        return torch.from_numpy(np.concatenate([five, five[..., ::-1]]))  # (10, 3, C, C)
+    def collate(self, items: list) -> tuple[RawBatch | tuple, list[str]]:
+        """Stack the readable items; returns ``(batch, skipped_messages)``, the batch a
+        :class:`RawBatch`, or finished ``(x, y)`` with :attr:`finish_in_workers`."""
+        good = [it for it in items if it[0] is not None]
+        skipped = [it[1] for it in items if it[0] is None]
+        if not good:
+            return RawBatch(torch.empty(0, 0, 0, 3, dtype=torch.uint8), [], torch.empty(0, 6),
+                            self.ten_crop), skipped
+        targets = [it[1] for it in good]
+        y = targets if isinstance(targets[0], str) else torch.tensor(targets, dtype=torch.int64)
+        batch = RawBatch(torch.stack([it[0] for it in good]), y, torch.stack([it[2] for it in good]),
+                         self.ten_crop)
+        return (self.transform(batch) if self.finish_in_workers else batch), skipped
 
-
-def collate(items: list) -> tuple:
-    """Stack the readable items; returns ``(x, y_or_paths, skipped_messages)``."""
-    good = [it for it in items if it[0] is not None]
-    skipped = [it[1] for it in items if it[0] is None]
-    if not good:
-        return torch.empty(0), [], skipped
-    x = torch.stack([it[0] for it in good])
-    targets = [it[1] for it in good]
-    y = targets if isinstance(targets[0], str) else torch.tensor(targets, dtype=torch.int64)
-    return x, y, skipped
+    def example(self, index: int) -> tuple[torch.Tensor, int | str]:
+        """Item ``index`` as the network sees it: float (3, C, C), or (10, 3, C, C) ten crops."""
+        item = self[index]
+        if item[0] is None:
+            raise OSError(item[1])
+        x, y = self.transform(RawBatch(item[0][None], [item[1]], item[2][None], self.ten_crop))
+        return x[0], y[0]
 
 
 class SkippingDataLoader(DataLoader):
-    """A DataLoader (with :func:`collate`) that yields ``(x, y)`` and, at the end of each pass,
-    logs how many unreadable files were skipped and which; ``skipped`` keeps the last pass's."""
+    """A DataLoader (with :meth:`ImageFolderDataset.collate`) that yields its batches and, at
+    the end of each pass, logs how many unreadable files were skipped and which;
+    ``skipped`` keeps the last pass's."""
 
     skipped: list[str] = []  # replaced by each pass's own list
 
@@ -234,10 +329,10 @@ class SkippingDataLoader(DataLoader):
         skipped: list[str] = []  # this pass's; a pass left unfinished reports when collected
         self.skipped = skipped
         try:
-            for x, y, bad in super().__iter__():
+            for batch, bad in super().__iter__():
                 skipped += bad
-                if len(x):  # a batch of only unreadable files is dropped whole
-                    yield x, y
+                if len(batch[0]):  # a batch of only unreadable files is dropped whole
+                    yield batch
         finally:
             if skipped:
                 name = getattr(self.dataset, "mode", "data")
@@ -283,6 +378,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             variance, for He-initialised narrow networks.
         pin_memory: Pin batches in page-locked memory for fast, non-blocking copies to the GPU
             (only when CUDA is available).
+        finish: Where the uint8 crops become float input (mean image, colour noise, ten crops):
+            ``device`` -- after the copy, batched on the training device (``on_after_batch_transfer``;
+            the copy is a quarter of float32's); ``workers`` -- in the DataLoader workers (right for
+            CPU training, where the main process is busy training); ``auto`` -- ``device`` when the
+            Trainer's device (outside a Trainer: CUDA if available) is not the CPU, else ``workers``.
     """
 
     def __init__(
@@ -303,6 +403,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         stats_dir: str | None = None,
         pixel_scale: float = 1.0,
         pin_memory: bool = True,
+        finish: Literal["auto", "device", "workers"] = "auto",
     ) -> None:
         super().__init__()
         sizes = {"batch_size": batch_size, "resize_size": resize_size, "crop_size": crop_size}
@@ -319,6 +420,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise ValueError(f"pixel_scale must be positive, got {pixel_scale}")
         if pca_noise < 0:
             raise ValueError(f"pca_noise must be >= 0, got {pca_noise}")
+        if finish not in ("auto", "device", "workers"):
+            raise ValueError(f"finish must be auto, device or workers, got {finish!r}")
         self.save_hyperparameters()
         if root is None:
             root = synthetic.ensure()
@@ -501,9 +604,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
         workers = self.hparams.num_workers
+        self.datasets[split].finish_in_workers = self.finish_in_workers()
         return SkippingDataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-            collate_fn=collate, persistent_workers=workers > 0,
+            collate_fn=self.datasets[split].collate, persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available())
 
     def train_dataloader(self) -> SkippingDataLoader:
@@ -521,3 +625,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> SkippingDataLoader:
         return self._loader("predict", self.hparams.batch_size)
+
+    def finish_in_workers(self) -> bool:
+        """Whether the loaders yield finished float batches (see ``finish``)."""
+        if self.hparams.finish != "auto":
+            return self.hparams.finish == "workers"
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.strategy.root_device.type == "cpu"
+        return not torch.cuda.is_available()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # on the training device (the GPU): uint8 crops -> the network's float input
+        if isinstance(batch, RawBatch):
+            return self.transform(batch)
+        return batch
+
+    def transform(self, batch: RawBatch) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
+        """Finish a :class:`RawBatch` from this module's loaders: ``(x, target)`` with ``x``
+        float32 (N, 3, C, C), or (N, 10, 3, C, C) for ten-crop test batches. Lightning calls it
+        after the copy to the device; outside a Trainer, with ``finish="device"``, call it on each
+        batch yourself."""
+        if not self.datasets:
+            raise RuntimeError("transform needs the statistics: call setup(stage) first")
+        return next(iter(self.datasets.values())).transform(batch)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_alexnet.data import RawBatch
 from lightning_alexnet.model import AlexNet, AlexNetConfig
 
 
@@ -93,10 +94,20 @@ class AlexNetModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[torch.Tensor, Any]:
+        if isinstance(batch, RawBatch):
+            raise TypeError(
+                "got a RawBatch (uint8 crops) from ImageFolderDataModule's loaders: give the Trainer "
+                "the DataModule itself (trainer.fit(model, datamodule=dm)), whose "
+                "on_after_batch_transfer turns it into float input, or call dm.transform(batch)")
+        x, y = batch
+        return x, y
+
     # --- training and validation ---------------------------------------------------------
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y = self._unpack(batch)
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_metrics.update(logits.detach(), y)
@@ -105,7 +116,7 @@ class AlexNetModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+        x, y = self._unpack(batch)
         logits = self(x)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.val_metrics.update(logits, y)
@@ -139,7 +150,7 @@ class AlexNetModule(pl.LightningModule):
         return probs / (1 + len(self.ensemble_models))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+        x, y = self._unpack(batch)
         if x.dim() == 5:  # (N, 10, 3, S, S): four corners + centre, then their mirrors
             n, crops = x.shape[:2]
             probs = self._probs(x.flatten(0, 1)).view(n, crops, -1)
@@ -153,7 +164,7 @@ class AlexNetModule(pl.LightningModule):
         self.log_dict(self.test_metrics)
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
-        x, paths = batch
+        x, paths = self._unpack(batch)
         probs = self._probs(x)
         top = probs.topk(min(5, probs.shape[-1]), dim=-1)
         classes = getattr(self.trainer.datamodule, "classes", None) if self._trainer else None

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lightning_alexnet import stats
-from lightning_alexnet.data import ImageFolderDataModule, ImageFolderDataset, decode_center
+from lightning_alexnet.data import ImageFolderDataModule, ImageFolderDataset, RawBatch, decode_center
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
 
@@ -119,21 +119,56 @@ def tree(tmp_path):
 
 def test_batch_shapes_and_types_for_every_stage(tree, tmp_path):
     write_images(tmp_path / "pred" / "deep" / "er", np.zeros((3, 30, 25, 3), np.uint8), ext="jpg")
-    dm = dm_for(tree, predict_root=str(tmp_path / "pred"))
+    dm = dm_for(tree, predict_root=str(tmp_path / "pred"), finish="device")
     assert dm.classes == ["a", "b", "c"] and dm.num_classes == 3
     for stage in ("fit", "test", "predict"):
         dm.setup(stage)
-    x, y = next(iter(dm.train_dataloader()))
+    raw_batch = next(iter(dm.train_dataloader()))  # workers: uint8 crops
+    assert raw_batch.pixels.shape == (4, C, C, 4) and raw_batch.pixels.dtype == torch.uint8
+    assert raw_batch.params.shape == (4, 6) and not raw_batch.ten_crop
+    x, y = dm.on_after_batch_transfer(raw_batch, 0)  # on the device: the network's input
     assert x.shape == (4, 3, C, C) and x.dtype == torch.float32 and y.dtype == torch.int64
-    x, y = next(iter(dm.val_dataloader()))
+    assert x.is_contiguous()
+    x, y = dm.transform(next(iter(dm.val_dataloader())))
     assert x.shape == (4, 3, C, C) and y.tolist() == [0, 0, 1, 1]
-    x, y = next(iter(dm.test_dataloader()))  # batch_size // 10 = 0 -> 1 image of ten crops
+    raw_batch = next(iter(dm.test_dataloader()))  # batch_size // 10 = 0 -> 1 image of ten crops
+    assert raw_batch.pixels.shape == (1, S, S, 4) and raw_batch.ten_crop
+    x, y = dm.transform(raw_batch)
     assert x.shape == (1, 10, 3, C, C)
-    x, paths = next(iter(dm.predict_dataloader()))
+    x, paths = dm.transform(next(iter(dm.predict_dataloader())))
     assert x.shape == (3, 3, C, C) and len(paths) == 3 and all("/deep/er/" in p for p in paths)
-    plain = dm_for(tree, ten_crop_test=False)
+    plain = dm_for(tree, ten_crop_test=False, finish="device")
     plain.setup("test")
-    assert next(iter(plain.test_dataloader()))[0].shape == (4, 3, C, C)
+    assert plain.transform(next(iter(plain.test_dataloader())))[0].shape == (4, 3, C, C)
+    assert dm.on_after_batch_transfer((x, paths), 0) == (x, paths)  # finished batches pass
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_finishing_in_the_workers_gives_the_device_batches(tree, workers):
+    on_device = dm_for(tree, finish="device", num_workers=workers)
+    in_workers = dm_for(tree, finish="workers", num_workers=workers)
+    assert not on_device.finish_in_workers() and in_workers.finish_in_workers()
+    for stage, loader in (("validate", "val_dataloader"), ("test", "test_dataloader")):
+        on_device.setup(stage)
+        in_workers.setup(stage)
+        finished = list(getattr(in_workers, loader)())
+        raw_batches = list(getattr(on_device, loader)())
+        assert all(isinstance(b, RawBatch) for b in raw_batches) and len(finished) == len(raw_batches)
+        for (x, y), raw_batch in zip(finished, raw_batches):
+            x_ref, y_ref = on_device.on_after_batch_transfer(raw_batch, 0)
+            torch.testing.assert_close(x, x_ref, rtol=0, atol=0)
+            assert torch.equal(y, y_ref)
+
+
+def test_finish_auto_follows_the_trainer_device(tree):
+    import pytorch_lightning as pl
+
+    dm = dm_for(tree)
+    assert dm.finish_in_workers() == (not torch.cuda.is_available())  # outside a Trainer
+    dm.trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    assert dm.finish_in_workers()
+    with pytest.raises(ValueError, match="finish must be auto, device or workers, got 'gpu'"):
+        dm_for(tree, finish="gpu")
 
 
 def test_val_is_the_centre_crop_minus_the_mean_image(tree):
@@ -143,7 +178,7 @@ def test_val_is_the_centre_crop_minus_the_mean_image(tree):
     mean = dm.stats.mean.astype(np.float64)
     o = (S - C) // 2
     for i in (0, 3, 5):
-        x, y = ds[i]
+        x, y = ds.example(i)
         ref = centred(raw(ds.samples[i][0]), mean)[:, o:o + C, o:o + C]
         np.testing.assert_allclose(x.numpy(), ref, atol=1e-4)
 
@@ -151,7 +186,7 @@ def test_val_is_the_centre_crop_minus_the_mean_image(tree):
 def test_mean_image_false_subtracts_the_mean_colour(tree):
     dm = dm_for(tree, mean_image=False)
     dm.setup("validate")
-    x, _ = dm.datasets["val"][0]
+    x, _ = dm.datasets["val"].example(0)
     o = (S - C) // 2
     ref = centred(raw(dm.datasets["val"].samples[0][0]), dm.stats.mean.astype(np.float64).mean((0, 1)))
     np.testing.assert_allclose(x.numpy(), ref[:, o:o + C, o:o + C], atol=1e-4)
@@ -162,13 +197,13 @@ def test_ten_crops_match_direct_slicing(tree):
     dm.setup("test")
     ds = dm.datasets["test"]
     for i in (0, 4):
-        x, _ = ds[i]
+        x, _ = ds.example(i)
         ref = ten_crops_reference(raw(ds.samples[i][0]), dm.stats.mean.astype(np.float64), C)
         assert x.shape == (10, 3, C, C)
         np.testing.assert_allclose(x.numpy(), ref, atol=1e-4)
     # x[:, 4] is the single centre crop validation uses
     dm.setup("validate")
-    np.testing.assert_array_equal(ds[0][0][4].numpy(), dm.datasets["val"][0][0].numpy())
+    np.testing.assert_array_equal(ds.example(0)[0][4].numpy(), dm.datasets["val"].example(0)[0].numpy())
 
 
 def find_window(x: np.ndarray, full: np.ndarray) -> tuple[int, int, bool]:
@@ -190,20 +225,56 @@ def train_dataset(dm):
 
 def test_random_crops_and_flips_cover_the_image(tree):
     ds = train_dataset(dm_for(tree, pca_noise=0.0))
-    full = centred(raw(ds.samples[0][0]), ds.mean.transpose(1, 2, 0).astype(np.float64))
+    full = centred(raw(ds.samples[0][0]), ds.transform.mean.numpy().transpose(1, 2, 0).astype(np.float64))
     torch.manual_seed(0)
-    seen = [find_window(ds[0][0].numpy(), full) for _ in range(60)]
+    seen = [find_window(ds.example(0)[0].numpy(), full) for _ in range(60)]
     rows, cols, flips = zip(*seen)
     assert set(rows) == set(range(S - C + 1)) and set(cols) == set(range(S - C + 1))
     assert 15 <= sum(flips) <= 45
 
 
+def test_a_batch_of_mixed_crops_and_flips_is_finished_image_by_image(tree):
+    ds = train_dataset(dm_for(tree, pca_noise=0.1))
+    torch.manual_seed(2)
+    batch, skipped = ds.collate([ds[k] for k in range(12)])
+    assert not skipped and set(batch.params[:, 2].tolist()) == {0.0, 1.0}  # both kinds present
+    x, y = ds.transform(batch)
+    mean = ds.transform.mean.numpy().transpose(1, 2, 0).astype(np.float64)
+    basis = ds.transform.pca_basis.numpy().astype(np.float64)
+    for k in range(12):
+        i, j, flip, *alpha = batch.params[k].tolist()
+        window = centred(raw(ds.samples[k][0]), mean)[:, int(i):int(i) + C, int(j):int(j) + C]
+        ref = (window[:, :, ::-1] if flip else window) + (basis @ alpha)[:, None, None]
+        np.testing.assert_allclose(x[k].numpy(), ref, atol=1e-3)
+        assert y[k] == ds.samples[k][1]
+
+
+def test_the_batched_and_per_image_mean_windows_agree(tree):
+    ds = train_dataset(dm_for(tree))
+    torch.manual_seed(7)
+    batch, _ = ds.collate([ds[k % 12] for k in range(20)])
+    gathered = ds.transform.subtract_mean_windows(batch.pixels, batch.params, gather=True)
+    sliced = ds.transform.subtract_mean_windows(batch.pixels, batch.params, gather=False)
+    assert gathered.shape == (20, 3, C, C) and gathered.is_contiguous()
+    torch.testing.assert_close(gathered, sliced, rtol=0, atol=0)
+
+
+def test_the_module_names_an_unfinished_batch(tree):
+    from lightning_alexnet.module import AlexNetModule
+
+    ds = train_dataset(dm_for(tree))
+    batch, _ = ds.collate([ds[0], ds[1]])
+    module = AlexNetModule("tiny", num_classes=3, kernels="eager")
+    with pytest.raises(TypeError, match="got a RawBatch .* on_after_batch_transfer"):
+        module.training_step(batch, 0)
+
+
 @pytest.mark.parametrize("random_crop,hflip", [(False, True), (True, False), (False, False)])
 def test_crop_and_flip_switches(tree, random_crop, hflip):
     ds = train_dataset(dm_for(tree, pca_noise=0.0, random_crop=random_crop, hflip=hflip))
-    full = centred(raw(ds.samples[1][0]), ds.mean.transpose(1, 2, 0).astype(np.float64))
+    full = centred(raw(ds.samples[1][0]), ds.transform.mean.numpy().transpose(1, 2, 0).astype(np.float64))
     torch.manual_seed(1)
-    seen = {find_window(ds[1][0].numpy(), full) for _ in range(30)}
+    seen = {find_window(ds.example(1)[0].numpy(), full) for _ in range(30)}
     o = (S - C) // 2
     if not random_crop:
         assert {(i, j) for i, j, _ in seen} == {(o, o)}
@@ -215,11 +286,11 @@ def test_crop_and_flip_switches(tree, random_crop, hflip):
 def test_augmentation_is_deterministic_under_a_seed(tree):
     ds = train_dataset(dm_for(tree))
     torch.manual_seed(3)
-    a = [ds[i][0] for i in range(6)]
+    a = [ds.example(i)[0] for i in range(6)]
     torch.manual_seed(3)
-    b = [ds[i][0] for i in range(6)]
+    b = [ds.example(i)[0] for i in range(6)]
     torch.manual_seed(4)
-    c = [ds[i][0] for i in range(6)]
+    c = [ds.example(i)[0] for i in range(6)]
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not all(torch.equal(u, v) for u, v in zip(a, c))
 
@@ -227,12 +298,12 @@ def test_augmentation_is_deterministic_under_a_seed(tree):
 def test_pca_noise_is_one_offset_per_image_with_the_papers_statistics(tree):
     sigma = 0.1
     ds = train_dataset(dm_for(tree, pca_noise=sigma, random_crop=False, hflip=False))
-    clean = ImageFolderDataset(ds.samples, "train", S, C, ds.mean.transpose(1, 2, 0), pca_noise=0.0, random_crop=False, hflip=False)
-    base = clean[2][0].numpy().astype(np.float64)
+    clean = ImageFolderDataset(ds.samples, "train", S, C, ds.transform.mean.numpy().transpose(1, 2, 0), pca_noise=0.0, random_crop=False, hflip=False)
+    base = clean.example(2)[0].numpy().astype(np.float64)
     torch.manual_seed(0)
     offsets = []
     for _ in range(3000):
-        d = ds[2][0].numpy().astype(np.float64) - base  # (3, C, C): the same RGB offset everywhere
+        d = ds.example(2)[0].numpy().astype(np.float64) - base  # (3, C, C): the same RGB offset everywhere
         offsets.append(d[:, 0, 0])
         if len(offsets) <= 5:
             np.testing.assert_allclose(d, d[:, :1, :1] * np.ones_like(d), atol=1e-3)
@@ -252,9 +323,9 @@ def test_pixel_scale_scales_everything(tree):
     b = dm_for(tree, pca_noise=0.1, pixel_scale=0.25)
     da, db = train_dataset(a), train_dataset(b)
     torch.manual_seed(5)
-    xa = da[0][0]
+    xa = da.example(0)[0]
     torch.manual_seed(5)
-    xb = db[0][0]
+    xb = db.example(0)[0]
     torch.testing.assert_close(xb, xa * 0.25, rtol=1e-5, atol=1e-5)
 
 
@@ -273,7 +344,7 @@ def test_crop_cache_gives_the_same_batches_as_decoding(tree, monkeypatch):
         plain.setup(stage)
         cached.setup(stage)
         for i in range(len(plain.datasets[split])):
-            torch.testing.assert_close(cached.datasets[split][i][0], plain.datasets[split][i][0])
+            torch.testing.assert_close(cached.datasets[split].example(i)[0], plain.datasets[split].example(i)[0])
     torch.testing.assert_close(torch.from_numpy(cached.stats.mean), torch.from_numpy(plain.load_stats().mean))
 
 
