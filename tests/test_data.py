@@ -249,14 +249,15 @@ def test_a_batch_of_mixed_crops_and_flips_is_finished_image_by_image(tree):
         assert y[k] == ds.samples[k][1]
 
 
-def test_the_batched_and_per_image_mean_windows_agree(tree):
-    ds = train_dataset(dm_for(tree))
+@pytest.mark.parametrize("pca_noise,pixel_scale", [(0.1, 1.0), (0.0, 1.0), (0.1, 0.25)])
+def test_the_batched_and_per_image_paths_agree(tree, pca_noise, pixel_scale):
+    ds = train_dataset(dm_for(tree, pca_noise=pca_noise, pixel_scale=pixel_scale))
     torch.manual_seed(7)
     batch, _ = ds.collate([ds[k % 12] for k in range(20)])
-    gathered = ds.transform.subtract_mean_windows(batch.pixels, batch.params, gather=True)
-    sliced = ds.transform.subtract_mean_windows(batch.pixels, batch.params, gather=False)
-    assert gathered.shape == (20, 3, C, C) and gathered.is_contiguous()
-    torch.testing.assert_close(gathered, sliced, rtol=0, atol=0)
+    gathered = ds.transform.finish_crops(batch.pixels, batch.params, gather=True)
+    sliced = ds.transform.finish_crops(batch.pixels, batch.params, gather=False)
+    assert gathered.shape == (20, 3, C, C) and gathered.is_contiguous() and sliced.is_contiguous()
+    torch.testing.assert_close(gathered, sliced, rtol=1e-6, atol=1e-4)
 
 
 def test_the_module_names_an_unfinished_batch(tree):
