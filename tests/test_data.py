@@ -485,3 +485,23 @@ def test_an_unfinished_pass_reports_its_own_count(tmp_path, caplog):
         assert sum(len(y) for _, y in loader) == 6 and len(loader.skipped) == 1
         del first
     assert caplog.text.count("val: skipped 1 unreadable image file(s) in this pass") == 2
+
+
+@pytest.mark.parametrize("finish", ["device", "workers"])
+def test_a_trainer_gets_float_batches_either_way(tmp_path, finish):
+    import pytorch_lightning as pl
+
+    from lightning_alexnet.module import AlexNetModule
+
+    root = make_tree(tmp_path / "data", n_train=4, n_val=2, size=72)
+    dm = ImageFolderDataModule(str(root), resize_size=72, crop_size=64, batch_size=4, num_workers=0,
+                               finish=finish)
+    module = AlexNetModule(preset="tiny", num_classes=3, image_size=64, kernels="eager")
+    seen = []
+    module.on_train_batch_start = lambda batch, i: seen.append((batch[0].dtype, tuple(batch[0].shape)))
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    assert seen == [(torch.float32, (4, 3, 64, 64))] * 2  # finished by the hook or by the workers
+    assert "val/top1_error" in trainer.callback_metrics
