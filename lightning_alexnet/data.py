@@ -45,7 +45,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_alexnet import stats as stats_lib
 from lightning_alexnet import synthetic
@@ -309,9 +309,12 @@ class ImageFolderDataset(Dataset):
                             self.ten_crop), skipped
         targets = [it[1] for it in good]
         y = targets if isinstance(targets[0], str) else torch.tensor(targets, dtype=torch.int64)
-        batch = RawBatch(torch.stack([it[0] for it in good]), y, torch.stack([it[2] for it in good]),
-                         self.ten_crop)
-        return (self.transform(batch) if self.finish_in_workers else batch), skipped
+        if self.finish_in_workers:
+            pixels, params = torch.stack([it[0] for it in good]), torch.stack([it[2] for it in good])
+            return self.transform(RawBatch(pixels, y, params, self.ten_crop)), skipped
+        # default_collate stacks straight into shared memory in a worker: no copy to hand it over
+        pixels, params = default_collate([(it[0], it[2]) for it in good])
+        return RawBatch(pixels, y, params, self.ten_crop), skipped
 
     def example(self, index: int) -> tuple[torch.Tensor, int | str]:
         """Item ``index`` as the network sees it: float (3, C, C), or (10, 3, C, C) ten crops."""
