@@ -261,15 +261,19 @@ def run(op: Op, argv=None) -> list[dict]:
     return rows
 
 
-def write_results(op: Op, rows: list[dict], args: argparse.Namespace, failures: list[str]):
-    args.results.mkdir(parents=True, exist_ok=True)
-    csv_path = args.results / f"{op.name}.csv"
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+def append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV at ``path`` (header written when the file is new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         writer.writerows(rows)
+
+
+def write_results(op: Op, rows: list[dict], args: argparse.Namespace, failures: list[str]):
+    append_csv(args.results / f"{op.name}.csv", FIELDS, rows)
     md_path = args.results / f"{op.name}.md"
     head = rows[0] if rows else {}
     lines = [f"# {op.name}", "",

@@ -27,12 +27,10 @@ Appends to ``bench/results/data.csv`` and rewrites ``bench/results/data.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _common import append_csv, git_revision
 from lightning_alexnet.data import ImageFolderDataModule
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,15 +58,6 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} logical CPUs"
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def photo(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -226,14 +216,8 @@ def main() -> None:
                              "ms_per_image": f"{1e3 / rate:.2f}", "vs_naive": f"{rate / naive_rate:.2f}"})
                 print(f"{name:9s} {provider:7s} {rate:8.0f} img/s  {1e3 / rate:6.2f} ms  "
                       f"{rate / naive_rate:5.2f}x naive")
-    RESULTS.mkdir(exist_ok=True)
     csv_path = RESULTS / "data.csv"
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(csv_path, FIELDS, rows)
     write_markdown(rows)
     print(f"wrote {csv_path} and {RESULTS / 'data.md'}")
 

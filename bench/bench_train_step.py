@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _common import device_name, git_revision
+from _common import append_csv, device_name, git_revision
 
 from lightning_alexnet import AlexNet, AlexNetConfig
 
@@ -87,14 +87,8 @@ def main() -> None:
                      "images_per_s": round(args.batch / median * 1e3, 1)})
         print(f"{provider:8s} {median:9.1f} ms/step  {rows[-1]['images_per_s']:8.1f} img/s", flush=True)
 
-    RESULTS.mkdir(exist_ok=True)
     csv_path = RESULTS / "train_step.csv"
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(csv_path, FIELDS, rows)
     with csv_path.open() as f:
         all_rows = list(csv.DictReader(f))
     lines = ["# Training step (forward + backward + SGD)", "",
