@@ -50,37 +50,44 @@ def _triton_kernels():
 
 def _window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
     """Sum over a window of ``size`` channels (c - size//2 .. c + (size-1)//2), zero padded,
-    inside each of ``groups`` channel slices. (N, C, H, W) -> (N, C, H, W)."""
+    inside each of ``groups`` channel slices. (N, C, H, W) -> (N, C, H, W).
+
+    One new tensor, then shifted slices added in place: every extra temporary of a conv1-sized
+    map (> 32 MB, past glibc's mmap threshold) costs fresh pages on each call."""
     n, c, h, w = t.shape
     cg = c // groups
-    padded = F.pad(t.reshape(n * groups, cg, h, w), (0, 0, 0, 0, size // 2, (size - 1) // 2))
-    out = padded[:, 0:cg]
-    for i in range(1, size):
-        out = out + padded[:, i : i + cg]
+    src = t.reshape(n * groups, cg, h, w)
+    out = src.clone()
+    for d in range(-(size // 2), (size - 1) // 2 + 1):  # out[c] += t[c + d] where in range
+        if d and abs(d) < cg:
+            lo, hi = max(0, -d), cg - max(0, d)
+            out[:, lo:hi].add_(src[:, lo + d:hi + d])
     return out.reshape(n, c, h, w)
 
 
-def _neg_pow(s: torch.Tensor, beta: float) -> torch.Tensor:
-    # s ** -beta; the paper's beta = 3/4 as sqrt/rsqrt, which vectorise (pow does not)
+def _neg_pow_(s: torch.Tensor, beta: float) -> torch.Tensor:
+    """s ** -beta as a new tensor; the paper's beta = 3/4 as rsqrt(s * sqrt(s)), which
+    vectorises (pow does not)."""
     if beta == 0.75:
-        return torch.rsqrt(s * torch.sqrt(s))
-    return torch.exp(-beta * torch.log(s))
+        return torch.sqrt(s).mul_(s).rsqrt_()
+    return torch.log(s).mul_(-beta).exp_()
 
 
 def _lrn_forward(x, size: int, alpha: float, beta: float, k: float, groups: int):
-    scale = _window_sum(x * x, size, groups) * (alpha / size) + k  # k + a/n * sum x^2
-    return x * _neg_pow(scale, beta), scale
+    scale = _window_sum(x * x, size, groups).mul_(alpha / size).add_(k)  # k + a/n sum x^2
+    return _neg_pow_(scale, beta).mul_(x), scale
 
 
 def _lrn_backward(x, scale, dy, size: int, alpha: float, beta: float, groups: int):
     # Caffe's formulation: dx_c = dy_c s_c^-b - (2ab/n) x_c sum_{j: c in window(j)} dy_j x_j s_j^(-b-1)
-    scale_pow = _neg_pow(scale, beta)
-    t = dy * x * scale_pow / scale
+    scale_pow = _neg_pow_(scale, beta)
+    t = (dy * x).mul_(scale_pow).div_(scale)
     if size % 2 == 0:  # the transposed window of an even size is the mirrored one
         acc = _window_sum(t.flip(1), size, groups).flip(1)
     else:
         acc = _window_sum(t, size, groups)
-    return dy * scale_pow - (2.0 * alpha * beta / size) * x * acc
+    del t
+    return acc.mul_(x).mul_(-2.0 * alpha * beta / size).addcmul_(dy, scale_pow)
 
 
 class _CPULocalResponseNorm(torch.autograd.Function):

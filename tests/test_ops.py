@@ -24,14 +24,18 @@ def lrn_reference(x, size, alpha, beta, k, groups):
         pytest.param((1, 3, 4, 4), 7, 1, id="size-larger-than-C"),
     ],
 )
+@pytest.mark.parametrize("beta", [0.75, 0.6], ids=["beta-3/4-rsqrt", "beta-general-exp-log"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_lrn_matches_eager(shape, size, groups, dtype):
+def test_cpu_lrn_matches_eager(shape, size, groups, dtype, beta):
     torch.manual_seed(0)
     x = (torch.randn(shape, dtype=torch.float64) * 3).to(dtype).requires_grad_()
-    alpha, beta, k = 5e-2, 0.75, 2.0  # alpha large enough that the window matters
+    x_before = x.detach().clone()
+    alpha, k = 5e-2, 2.0  # alpha large enough that the window matters
     y = cpu_local_response_norm(x, size, alpha, beta, k, groups)
     dy = torch.randn_like(y)
+    dy_before = dy.clone()
     (dx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(x, x_before) and torch.equal(dy, dy_before)  # in-place work stays inside
 
     xr = x.detach().double().requires_grad_()
     yr = lrn_reference(xr, size, alpha, beta, k, groups)
