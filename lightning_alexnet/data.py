@@ -171,7 +171,7 @@ class FloatTransform:
         self.mean = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))  # (3, S, S)
         self.pca_basis = torch.from_numpy(np.asarray(pca_basis, np.float32) * np.float32(scale))
         self.crop_size, self.scale = crop_size, float(scale)
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if device not in self._on:  # copied once per device: mean, mirrored mean, basis
