@@ -26,7 +26,7 @@ worker decodes (JPEG at reduced scale when it still covers ``resize_size``), exp
 4-byte pixels, resizes the central square with torch's vectorised uint8 kernel (~5x Pillow's) and
 slices the crop, mirrored or not: uint8 out, with the crop's parameters (:class:`RawBatch`).
 The float work -- mean image, colour noise, ten crops (:class:`FloatTransform`) -- runs batched
-on the GPU after a pinned, non-blocking copy a quarter the size of float32's
+on the GPU after a pinned, non-blocking copy a third the size of float32's
 (``on_after_batch_transfer``), or in the workers when training on the CPU (``finish``).
 ``use_cache`` reads the central squares from a uint8 memory-mapped array written once by
 ``prepare(cache=True)`` and skips decoding. Figures: ``bench/results/data.md``.
@@ -155,7 +155,7 @@ class RawBatch(NamedTuple):
 class FloatTransform:
     """Float conversion, mean-image subtraction, PCA colour noise, ``pixel_scale`` and ten-crop
     cutting for a :class:`RawBatch`, on whatever device it is on: on the GPU after the copy
-    (batched, the copy a quarter of float32's), or in the DataLoader workers for CPU training.
+    (batched, the copy a third of float32's), or in the DataLoader workers for CPU training.
 
     Args:
         mean: (S, S, 3) mean image on the [0, 255] scale.
@@ -387,7 +387,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             (only when CUDA is available).
         finish: Where the uint8 crops become float input (mean image, colour noise, ten crops):
             ``device`` -- after the copy, batched on the training device (``on_after_batch_transfer``;
-            the copy is a quarter of float32's); ``workers`` -- in the DataLoader workers (right for
+            the copy is a third of float32's); ``workers`` -- in the DataLoader workers (right for
             CPU training, where the main process is busy training); ``auto`` -- ``device`` when the
             Trainer's device (outside a Trainer: CUDA if available) is not the CPU, else ``workers``.
     """
