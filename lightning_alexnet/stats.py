@@ -3,7 +3,8 @@
 One streaming pass over the training images (decoded and centre-cropped exactly as the
 loader does) accumulates, in float64, the per-pixel sum image, the RGB sum and the 3x3 sum of
 outer products. Memory stays bounded whatever the data size: a worker pool decodes chunks of
-images, at most two chunks per worker in flight, and returns partial sums.
+images (a DataLoader's workers, at most two chunks per worker in flight) and returns
+partial sums.
 
 Scales: the mean image is on the [0, 255] pixel scale, the covariance (and so its eigenvalues)
 on the [0, 1] scale, as ``DESIGN.md`` section 5 asks.
@@ -17,11 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -133,35 +131,45 @@ def _decode_chunk(decode: Decode, paths: Sequence[str], size: int, keep: bool):
     return acc, images, failures
 
 
+class _Chunks(torch.utils.data.Dataset):
+    """Chunk ``i`` of ``files`` -> :func:`_decode_chunk`'s partial sums (a DataLoader item)."""
+
+    def __init__(self, chunks: Sequence[Sequence[str]], size: int, decode: Decode, keep: bool):
+        self.chunks, self.size, self.decode, self.keep = chunks, size, decode, keep
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int):
+        return _decode_chunk(self.decode, self.chunks[i], self.size, self.keep)
+
+
+def _as_is(item):
+    return item
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
 def stream(files: Sequence[str], size: int, decode: Decode, workers: int = 0,
            keep_images: bool = False, desc: str = "statistics") -> Iterator[tuple]:
     """Decode ``files`` once, in order; yields ``(start, accumulator, images|None, failures)``
-    per chunk, where failures are ``(index, message)``. A progress bar shows images/s and ETA."""
+    per chunk, where failures are ``(index, message)``. A progress bar shows images/s and ETA.
+
+    A DataLoader runs the chunks in its workers, in order (the crop cache is written row by
+    row) with at most ``prefetch_factor=2`` chunks per worker in flight, so memory stays
+    bounded even when writing is slower than decoding."""
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
-    args = [(decode, chunk, size, keep_images) for chunk in chunks]
+    workers = workers if len(chunks) > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        _Chunks(chunks, size, decode, keep_images), batch_size=None, collate_fn=_as_is,
+        num_workers=workers, prefetch_factor=2 if workers else None,
+        worker_init_fn=_one_thread if workers else None)
     with tqdm(total=len(files), desc=desc, unit="img", smoothing=0.1) as bar:
-        if workers > 0 and len(chunks) > 1:
-            pool = get_context().Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
-            with pool:
-                # in order (the crop cache is written row by row), at most 2 chunks per worker
-                # in flight: memory stays bounded even when writing is slower than decoding
-                pending: deque = deque()
-                todo = iter(args)
-                for a in islice(todo, 2 * workers):
-                    pending.append(pool.apply_async(_decode_chunk, a))
-                i = 0
-                while pending:
-                    out = pending.popleft().get()
-                    for a in islice(todo, 1):
-                        pending.append(pool.apply_async(_decode_chunk, a))
-                    bar.update(len(chunks[i]))
-                    yield (i * CHUNK, *out)
-                    i += 1
-        else:
-            for i, a in enumerate(args):
-                out = _decode_chunk(*a)
-                bar.update(len(chunks[i]))
-                yield (i * CHUNK, *out)
+        for i, out in enumerate(loader):
+            bar.update(len(chunks[i]))
+            yield (i * CHUNK, *out)
 
 
 def compute(files: Sequence[str], size: int, decode: Decode, workers: int = 0
