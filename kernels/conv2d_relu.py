@@ -3,7 +3,7 @@
 ``conv2d_relu(input, weight, bias, stride, padding, dilation, groups)`` equals
 ``F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups))``:
 
-    input  (N, C_in, H, W) or unbatched (C_in, H, W)
+    input  (N, C_in, H, W) or unbatched (C_in, H, W); N = 0 gives an empty output
     weight (C_out, C_in / groups, KH, KW)
     bias   (C_out,) or None
     output (N, C_out, OH, OW) or (C_out, OH, OW),  OH = (H + 2 * pad_h - KH) // stride_h + 1
@@ -11,7 +11,7 @@
 padding is an int, a pair, "valid" or "same" (stride 1; an even kernel puts the extra row
 bottom/right, as torch does); dilation must be 1.
 
-Kernels, all implicit GEMMs with an fp32 accumulator (groups on grid axis 2):
+Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on grid axis 2):
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
@@ -26,36 +26,69 @@ Kernels, all implicit GEMMs with an fp32 accumulator (groups on grid axis 2):
   [SPLIT, C_out, C_in/g, KH, KW]; a second Triton kernel sums the partials in a fixed order.
   The bias gradient (sum of the masked gradient over N, OH, OW) is fused into the same kernel.
 - The ReLU mask in backward comes from the saved output: the gradient is dropped where
-  ``y <= 0`` (as torch's ``threshold_backward``).
+  ``y <= 0`` and kept where y is NaN (torch's ``threshold_backward``, not ``grad * (y > 0)``).
 
-Layout: every kernel takes strides, so contiguous NCHW, channels_last and strided views all work
-without a copy. **channels_last is the fast layout** (input, weight and output gradient, i.e.
-``model.to(memory_format=torch.channels_last)``): the K index has the channel fastest, so with unit channel stride (which the JIT specialises to a constant) and
-16-divisible channel counts the loads along K are contiguous and vectorise. NCHW inputs gather
-with stride H*W along K. The output takes channels_last when the input is channels_last, else
-contiguous NCHW.
+NaN and inf as in PyTorch: the fused ReLU keeps NaN (``relu(NaN) = NaN``, ``inf - inf = NaN``),
+and padding taps multiply as zeros (``0 * inf = NaN``, as torch's float64 convolution). One
+exception is handled off the fast path: when the weight holds inf or NaN (a diverged run), the
+dgrad GEMM would multiply it by the zeros that stand for taps reaching no output, which torch
+never forms, so the input gradient then takes a slower exact route (``_conv_input_grad_
+nonfinite``: the kernel on the finite weights plus counts of the non-finite products). Every
+backward with an input gradient checks the weight for that on the host (one device sync).
 
-Precision: fp32, fp16 and bf16 in, the same dtype out, fp32 accumulation. fp32 inputs use exact
-IEEE products (no TF32) unless the caller allowed TF32 for matmuls with
-``torch.backends.cuda.matmul.allow_tf32 = True`` (``torch.set_float32_matmul_precision("high")``);
-cuDNN's own default (``torch.backends.cudnn.allow_tf32 = True``) is *not* followed, since that
-would silently lower fp32 precision. Indices are int32: each tensor must hold < 2**31 elements.
+Layout: every kernel takes strides, so contiguous NCHW, channels_last, strided, offset and
+0-stride (expanded) views of the input, weight and output gradient all work without a copy;
+the bias is made contiguous (C_out elements), and an output gradient whose strides differ from
+the output's is copied into the output's layout. **channels_last is the fast layout** (input,
+weight and output gradient, i.e. ``model.to(memory_format=torch.channels_last)``): the K index
+has the channel fastest, so with unit channel stride (which the JIT specialises to a constant)
+and 16-divisible channel counts the loads along K are contiguous and vectorise. NCHW inputs
+gather with stride H*W along K. The output takes channels_last when the input is
+channels_last, else contiguous NCHW.
+
+Precision follows PyTorch's: fp32, fp16, bf16 and fp64 in, the same dtype out. fp32 runs on
+TF32 tensor cores exactly when cuDNN would (``torch.backends.cudnn.allow_tf32``, True by
+default; ``torch.backends.cudnn.conv.fp32_precision`` on torch >= 2.9), else exact IEEE FMAs.
+Under ``torch.autocast`` (CUDA, or CPU under the interpreter) the floating inputs are cast to
+the autocast dtype (bf16 or fp16; fp64 is left alone, as torch does) and the output has that
+dtype; gradients flow back through the casts. fp64 accumulates in fp64 without tensor cores,
+for ``torch.autograd.gradcheck`` (its wgrad tile spills a few bytes on sm_90: not a fast path).
+
+torch.compile: the forward and backward are ``torch.library`` custom operators
+(``torch.ops.lightning_alexnet.conv2d_relu`` and ``conv2d_relu_backward``) with fake
+implementations, an autograd formula and an autocast rule, so ``torch.compile`` traces a model
+that calls them without graph breaks (tested with the eager and aot_eager backends).
+
+Indices are int32: the memory span each view reaches (not only its element count), the output
+and the input gradient must stay below 2**31 elements; beyond, a ValueError.
 
 Speed, honestly: Triton convolutions usually do not beat cuDNN on NVIDIA GPUs (PyTorch Inductor
 keeps its Triton conv templates off on CUDA for that reason). The value here is the fused
 epilogue, the Triton backward and a kernel one can read and change. dgrad with stride s > 1
 wastes about 1 - 1/s^2 of its K loop on masked taps (only conv1 has stride 4, and it needs no
 dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with smaller tiles,
-several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). The function
-does not follow ``torch.autocast``: cast the tensors yourself. Not yet run on a GPU here: every
-autotune config the pruner keeps was compiled ahead of time for sm_80 and sm_90 at all five
-AlexNet convolution shapes (see ``aot_specs``), with no register spills; none has been timed.
-conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar gathers need more
-registers.
+several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). Not yet run on
+a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
+sm_90 at all five AlexNet convolution shapes (see ``aot_specs``), with no register spills;
+none has been timed. conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar
+gathers need more registers.
 
-Not supported (clear errors): dilation != 1, double backward, bfloat16 under the interpreter
-(its ``tl.dot`` multiplies the raw bf16 bits). When only the bias needs a gradient the weight
-gradient is still computed (the bias sum is fused into its kernel).
+Refused, with a clear error (exactly these):
+
+- NotImplementedError: dilation != 1; double backward (differentiating the gradient again);
+  a dtype other than float32/float16/bfloat16/float64; bfloat16 under the interpreter (its
+  ``tl.dot`` multiplies the raw bf16 bits); a device other than CUDA or CPU.
+- RuntimeError: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
+- ValueError: tensors on different devices or of different dtypes (after autocast); input not
+  3-D/4-D, weight not 4-D or with a zero size, an input with no channels; bias not (C_out,);
+  groups not a positive int dividing both channel counts; channels not matching the weight;
+  stride not positive; padding negative, an unknown string, or 'same' with stride > 1; an
+  empty output (OH or OW <= 0); a view spanning, or an output/input gradient holding,
+  2**31 elements or more; weight-gradient partials of 2**31 elements or more.
+- TypeError: an input, weight or bias that is not a tensor.
+
+When only the bias needs a gradient the weight gradient is still computed (the bias sum is
+fused into its kernel).
 """
 
 from __future__ import annotations
@@ -946,7 +979,8 @@ def _triton_arg(value) -> tuple[str, bool]:
 def _spec(name, fn, args: dict, consts: dict, config: triton.Config, uses_dot: bool) -> KernelSpec:
     signature, constexprs, divisible = {}, {}, []
     params = inspect.signature(fn.fn).parameters  # fn.fn: the Python function, JIT or interpreted
-    declared = {name for name, p in params.items() if p.annotation in (tl.constexpr, "tl.constexpr")}
+    declared = {name for name, p in params.items()
+                if p.annotation in (tl.constexpr, "tl.constexpr")}
     for arg, value in args.items():
         kind, div = ("constexpr", False) if arg in declared else _triton_arg(value)
         signature[arg] = kind

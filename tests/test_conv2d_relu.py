@@ -9,12 +9,13 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import assert_close
 
 import kernels._common as common
+from kernels.conv2d_relu import conv2d_relu
+
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
 conv_mod = importlib.import_module("kernels.conv2d_relu")
-from kernels.conv2d_relu import conv2d_relu
-from tolerances import assert_close
 
 # ----------------------------------------------------------------------------------------------
 # float64 reference
@@ -331,7 +332,8 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
     # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
-    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
+    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(
+        tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
     assert spec_tiles(specs, "wgrad", "conv1", "fp32") == sorted(
         tiles(conv_mod.WGRAD_SMALL_CIN_FP32_CONFIGS))
     assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(conv_mod.FWD_CONFIGS))

@@ -79,8 +79,9 @@ def test_autocast_rules_are_registered_for_cuda_and_cpu():
 def test_opcheck():
     # schema, fake (meta) implementation, autograd registration, aot_dispatch
     x, w, b = make((1, 4, 5, 5), (6, 2, 3, 3))
-    torch.library.opcheck(OP, (x, w, b, [1, 1], [1, 1, 1, 1]),
-                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    torch.library.opcheck(
+        OP, (x, w, b, [1, 1], [1, 1, 1, 1]),
+        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
