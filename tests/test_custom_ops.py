@@ -76,12 +76,23 @@ def test_autocast_rules_are_registered_for_cuda_and_cpu():
         assert torch._C._dispatch_has_kernel_for_dispatch_key(OP.name(), key), key
 
 
-def test_opcheck():
-    # schema, fake (meta) implementation, autograd registration, aot_dispatch
+FAST_CHECKS = ("test_schema", "test_faketensor", "test_autograd_registration")
+
+
+@pytest.mark.parametrize("checks", [
+    pytest.param(FAST_CHECKS, id="fast"),
+    # + aot_dispatch with dynamic shapes: ~25 s on 2 CPU cores
+    pytest.param(FAST_CHECKS + ("test_aot_dispatch_dynamic",), id="all", marks=pytest.mark.slow),
+])
+def test_opcheck(checks):
+    # schema, fake (meta) implementations, autograd registration of both operators
     x, w, b = make((1, 4, 5, 5), (6, 2, 3, 3))
-    torch.library.opcheck(
-        OP, (x, w, b, [1, 1], [1, 1, 1, 1]),
-        test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    args = (x, w, b, [1, 1], [1, 1, 1, 1])
+    torch.library.opcheck(OP, args, test_utils=checks)
+    y = OP(*args).detach()
+    backward = torch.ops.lightning_alexnet.conv2d_relu_backward.default
+    torch.library.opcheck(backward, (torch.randn_like(y), x.detach(), w.detach(), y, *args[3:],
+                                     [True, True, True]), test_utils=checks)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
