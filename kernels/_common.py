@@ -123,3 +123,32 @@ class KernelSpec:
     num_stages: int = 3
     uses_dot: bool = False  # conv kernels: must compile to mma/wgmma
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- kconv ---
+
+
+INT32_SPAN_LIMIT = 2**31
+
+
+def check_tensor_or_float64(x: Any, name: str) -> torch.Tensor:
+    """``check_tensor`` that also accepts float64, for kernels that accumulate it in fp64."""
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
+        check_tensor(x.new_empty((), dtype=torch.float32), name)  # the device checks alone
+        return x
+    return check_tensor(x, name)
+
+
+def check_int32_span(**tensors: torch.Tensor | None) -> None:
+    """Refuse a tensor whose memory span (not element count: a strided view reaches further)
+    does not fit the kernels' int32 offsets."""
+    for name, t in tensors.items():
+        if t is None or t.numel() == 0:
+            continue
+        span = 1 + sum((d - 1) * abs(s) for d, s in zip(t.shape, t.stride()))
+        if span >= INT32_SPAN_LIMIT:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} and strides {t.stride()} spans {span} "
+                f"elements; the kernels index with int32 (< 2**31): split the batch, or pass "
+                "a contiguous tensor if this is a sparse view"
+            )

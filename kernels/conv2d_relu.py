@@ -3,7 +3,7 @@
 ``conv2d_relu(input, weight, bias, stride, padding, dilation, groups)`` equals
 ``F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups))``:
 
-    input  (N, C_in, H, W) or unbatched (C_in, H, W)
+    input  (N, C_in, H, W) or unbatched (C_in, H, W); N = 0 gives an empty output
     weight (C_out, C_in / groups, KH, KW)
     bias   (C_out,) or None
     output (N, C_out, OH, OW) or (C_out, OH, OW),  OH = (H + 2 * pad_h - KH) // stride_h + 1
@@ -11,7 +11,7 @@
 padding is an int, a pair, "valid" or "same" (stride 1; an even kernel puts the extra row
 bottom/right, as torch does); dilation must be 1.
 
-Kernels, all implicit GEMMs with an fp32 accumulator (groups on grid axis 2):
+Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on grid axis 2):
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
@@ -26,36 +26,71 @@ Kernels, all implicit GEMMs with an fp32 accumulator (groups on grid axis 2):
   [SPLIT, C_out, C_in/g, KH, KW]; a second Triton kernel sums the partials in a fixed order.
   The bias gradient (sum of the masked gradient over N, OH, OW) is fused into the same kernel.
 - The ReLU mask in backward comes from the saved output: the gradient is dropped where
-  ``y <= 0`` (as torch's ``threshold_backward``).
+  ``y <= 0`` and kept where y is NaN (torch's ``threshold_backward``, not ``grad * (y > 0)``).
 
-Layout: every kernel takes strides, so contiguous NCHW, channels_last and strided views all work
-without a copy. **channels_last is the fast layout** (input, weight and output gradient, i.e.
-``model.to(memory_format=torch.channels_last)``): the K index has the channel fastest, so with unit channel stride (which the JIT specialises to a constant) and
-16-divisible channel counts the loads along K are contiguous and vectorise. NCHW inputs gather
-with stride H*W along K. The output takes channels_last when the input is channels_last, else
-contiguous NCHW.
+NaN and inf as in PyTorch: the fused ReLU keeps NaN (``relu(NaN) = NaN``, ``inf - inf = NaN``),
+and padding taps multiply as zeros (``0 * inf = NaN``, as torch's float64 convolution). One
+exception is handled off the fast path: when the weight holds inf or NaN (a diverged run), the
+dgrad GEMM would multiply it by the zeros that stand for taps reaching no output, which torch
+never forms, so the input gradient then takes a slower exact route (``_conv_input_grad_
+nonfinite``: the kernel on the finite weights plus counts of the non-finite products). Every
+backward with an input gradient checks the weight for that on the host (one device sync),
+except while a CUDA graph is being captured (no sync is allowed there): under CUDA graphs an
+inf/NaN weight gives NaN in the input gradient also at border pixels torch leaves finite.
 
-Precision: fp32, fp16 and bf16 in, the same dtype out, fp32 accumulation. fp32 inputs use exact
-IEEE products (no TF32) unless the caller allowed TF32 for matmuls with
-``torch.backends.cuda.matmul.allow_tf32 = True`` (``torch.set_float32_matmul_precision("high")``);
-cuDNN's own default (``torch.backends.cudnn.allow_tf32 = True``) is *not* followed, since that
-would silently lower fp32 precision. Indices are int32: each tensor must hold < 2**31 elements.
+Layout: every kernel takes strides, so contiguous NCHW, channels_last, strided, offset and
+0-stride (expanded) views of the input, weight and output gradient all work without a copy;
+the bias is made contiguous (C_out elements), and an output gradient whose strides differ from
+the output's is copied into the output's layout. **channels_last is the fast layout** (input,
+weight and output gradient, i.e. ``model.to(memory_format=torch.channels_last)``): the K index
+has the channel fastest, so with unit channel stride (which the JIT specialises to a constant)
+and 16-divisible channel counts the loads along K are contiguous and vectorise. NCHW inputs
+gather with stride H*W along K. The output takes channels_last when the input is
+channels_last, else contiguous NCHW.
+
+Precision follows PyTorch's: fp32, fp16, bf16 and fp64 in, the same dtype out. fp32 runs on
+TF32 tensor cores exactly when cuDNN would (``torch.backends.cudnn.allow_tf32``, True by
+default; ``torch.backends.cudnn.conv.fp32_precision`` on torch >= 2.9), else exact IEEE FMAs.
+Under ``torch.autocast`` (CUDA, or CPU under the interpreter) the floating inputs are cast to
+the autocast dtype (bf16 or fp16; fp64 is left alone, as torch does) and the output has that
+dtype; gradients flow back through the casts. fp64 accumulates in fp64 without tensor cores,
+for ``torch.autograd.gradcheck`` (its wgrad tile spills a few bytes on sm_90: not a fast path).
+
+torch.compile: the forward and backward are ``torch.library`` custom operators
+(``torch.ops.lightning_alexnet.conv2d_relu`` and ``conv2d_relu_backward``) with fake
+implementations, an autograd formula and an autocast rule, so ``torch.compile`` traces a model
+that calls them without graph breaks (tested with the eager and aot_eager backends).
+
+Indices are int32: the memory span each view reaches (not only its element count), the output
+and the input gradient must stay below 2**31 elements; beyond, a ValueError.
 
 Speed, honestly: Triton convolutions usually do not beat cuDNN on NVIDIA GPUs (PyTorch Inductor
 keeps its Triton conv templates off on CUDA for that reason). The value here is the fused
 epilogue, the Triton backward and a kernel one can read and change. dgrad with stride s > 1
 wastes about 1 - 1/s^2 of its K loop on masked taps (only conv1 has stride 4, and it needs no
 dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with smaller tiles,
-several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). The function
-does not follow ``torch.autocast``: cast the tensors yourself. Not yet run on a GPU here: every
-autotune config the pruner keeps was compiled ahead of time for sm_80 and sm_90 at all five
-AlexNet convolution shapes (see ``aot_specs``), with no register spills; none has been timed.
-conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar gathers need more
-registers.
+several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). Not yet run on
+a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
+sm_90 at all five AlexNet convolution shapes (see ``aot_specs``), with no register spills;
+none has been timed. conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar
+gathers need more registers.
 
-Not supported (clear errors): dilation != 1, double backward, bfloat16 under the interpreter
-(its ``tl.dot`` multiplies the raw bf16 bits). When only the bias needs a gradient the weight
-gradient is still computed (the bias sum is fused into its kernel).
+Refused, with a clear error (exactly these):
+
+- NotImplementedError: dilation != 1; double backward (differentiating the gradient again);
+  a dtype other than float32/float16/bfloat16/float64; bfloat16 under the interpreter (its
+  ``tl.dot`` multiplies the raw bf16 bits); a device other than CUDA or CPU.
+- RuntimeError: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
+- ValueError: tensors on different devices or of different dtypes (after autocast); input not
+  3-D/4-D, weight not 4-D or with a zero size, an input with no channels; bias not (C_out,);
+  groups not a positive int dividing both channel counts; channels not matching the weight;
+  stride not positive; padding negative, an unknown string, or 'same' with stride > 1; an
+  empty output (OH or OW <= 0); a view spanning, or an output/input gradient holding,
+  2**31 elements or more; weight-gradient partials of 2**31 elements or more.
+- TypeError: an input, weight or bias that is not a tensor.
+
+When only the bias needs a gradient the weight gradient is still computed (the bias sum is
+fused into its kernel).
 """
 
 from __future__ import annotations
@@ -66,17 +101,17 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from kernels._common import (
+    INT32_SPAN_LIMIT,
     INTERPRET,
-    SUPPORTED_DTYPES,
     TORCH_TO_TRITON,
     KernelSpec,
     autotune_configs,
+    check_int32_span,
     check_same_device,
     check_same_dtype,
-    check_tensor,
+    check_tensor_or_float64,
     device_context,
     pair,
 )
@@ -266,7 +301,10 @@ def _conv_fwd_kernel(
     x_rows = n * stride_xn + g * CG_IN * stride_xc + ih0 * stride_xh + iw0 * stride_xw
     co = g * CG_OUT + offs_n
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if x_ptr.dtype.element_ty == tl.float64:  # fp64 accumulates in fp64 (gradcheck)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         # GEMM column -> tap (kh, kw, c), channel fastest. tl.dot needs K >= 16: conv1's
         # 3 channels x 121 taps are one flat K, padded to BLOCK_K by the mask.
@@ -286,10 +324,11 @@ def _conv_fwd_kernel(
         b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
 
-    # epilogue on the fp32 accumulator, before the down-cast
+    # epilogue on the fp32 accumulator, before the down-cast (the launcher passes a contiguous
+    # bias). ReLU as torch's: NaN stays NaN (tl.maximum's default maxNum would drop it)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    acc = tl.maximum(acc, 0.0)
+        acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    acc = tl.where(acc < 0, 0.0, acc)
     y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
@@ -329,7 +368,10 @@ def _conv_dgrad_kernel(
     dy_rows = n * stride_yn + g * CG_OUT * stride_yc
     c = g * CG_IN + offs_n
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if dy_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         # GEMM column -> tap (kh, kw, co), output channel fastest
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -365,7 +407,7 @@ def _conv_dgrad_kernel(
 
 @triton.jit
 def _conv_wgrad_kernel(
-    # pointers (dw_part: fp32 [SPLIT, DW_NUMEL], db_part: fp32 [SPLIT, C_OUT])
+    # pointers (dw_part: fp32 [SPLIT, DW_NUMEL], db_part: fp32 [SPLIT, C_OUT]; fp64 for fp64)
     x_ptr, dy_ptr, y_ptr, dw_part_ptr, db_part_ptr,
     # sizes (channels per group), pixels per split, partial strides
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL, C_OUT,
@@ -404,8 +446,12 @@ def _conv_wgrad_kernel(
 
     p_lo = split * PIX_PER_SPLIT
     p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+        db = tl.zeros((BLOCK_N,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for p0 in range(p_lo, p_hi, BLOCK_K):
         # GEMM K -> output pixel (n, oh, ow)
         offs_k = p0 + tl.arange(0, BLOCK_K)
@@ -428,26 +474,27 @@ def _conv_wgrad_kernel(
         b = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_K, BLOCK_N)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
         if HAS_BIAS:
-            db += tl.sum(b.to(tl.float32), axis=0)
+            db += tl.sum(b.to(db.dtype), axis=0)
 
     dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \
         + (co * stride_dwo)[None, :]
     tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
     if HAS_BIAS:
         # every row tile saw the same dy columns; the first one writes the bias partial
-        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (co * 0 + pid_m == 0))  # a vector mask: Triton 3.9's interpreter rejects a scalar one
+        # (a vector mask: Triton 3.9's interpreter rejects a scalar one)
+        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (co * 0 + pid_m == 0))
 
 
 @triton.jit
 def _split_sum_kernel(
-    part_ptr, out_ptr,  # part: fp32 [SPLIT, NUMEL] -> out: [NUMEL] in out's dtype
+    part_ptr, out_ptr,  # part: fp32 (fp64) [SPLIT, NUMEL] -> out: [NUMEL] in out's dtype
     NUMEL, SPLIT,
     BLOCK: tl.constexpr,
 ):
     # deterministic second pass of the split-K: the splits are added in order 0..SPLIT-1
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK,), dtype=part_ptr.dtype.element_ty)
     for s in range(0, SPLIT):
         acc += tl.load(part_ptr + s * NUMEL + offs, mask=mask, other=0.0)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -506,20 +553,15 @@ class _Geometry:
                     PAD_H=self.padding[0], PAD_W=self.padding[1])
 
 
-def _check_args(x, weight, bias, stride, padding, dilation, groups) -> tuple[_Geometry, bool]:
-    """Validate a conv2d_relu call; return its geometry and whether the input is unbatched."""
-    check_tensor(x, "input")
-    check_tensor(weight, "weight")
+def _check_args(x, weight, bias, stride, padding, dilation, groups):
+    """Validate a conv2d_relu call (all but the dtypes, which autocast may still change: see
+    ``_check_dtypes``). Return the stride pair, the padding as (top, bottom, left, right) and
+    whether the input is unbatched."""
+    check_tensor_or_float64(x, "input")
+    check_tensor_or_float64(weight, "weight")
     if bias is not None:
-        check_tensor(bias, "bias")
+        check_tensor_or_float64(bias, "bias")
     check_same_device(input=x, weight=weight, bias=bias)
-    check_same_dtype(input=x, weight=weight, bias=bias)
-    if INTERPRET and x.dtype == torch.bfloat16:
-        raise NotImplementedError(
-            f"input.dtype={x.dtype} is not supported under TRITON_INTERPRET=1: the interpreter's "
-            "tl.dot multiplies the raw bits of bfloat16 (triton#11584); use float32/float16 "
-            "or a GPU"
-        )
     if x.dim() not in (3, 4):
         raise ValueError(f"input must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
     if weight.dim() != 4:
@@ -555,33 +597,58 @@ def _check_args(x, weight, bias, stride, padding, dilation, groups) -> tuple[_Ge
 
     if isinstance(padding, str):
         if padding == "valid":
-            ph = pw = 0
-            oh, ow = h - kh + 1, w - kw + 1
+            pads = (0, 0, 0, 0)
         elif padding == "same":
             if (sh, sw) != (1, 1):
                 raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
-            ph, pw = (kh - 1) // 2, (kw - 1) // 2  # torch puts the odd extra row bottom/right
-            oh, ow = h, w
+            # torch puts the odd extra row bottom/right
+            pads = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
         else:
             raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
     else:
         ph, pw = pair(padding, "padding")
         if ph < 0 or pw < 0:
             raise ValueError(f"padding must be non-negative, got {padding!r}")
-        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        pads = (ph, ph, pw, pw)
+    oh = (h + pads[0] + pads[1] - kh) // sh + 1
+    ow = (w + pads[2] + pads[3] - kw) // sw + 1
     if oh <= 0 or ow <= 0:
         raise ValueError(
             f"output size would be {oh}x{ow} for input {h}x{w}, kernel {kh}x{kw}, "
             f"stride {(sh, sw)}, padding {padding!r}"
         )
-    for name, numel in (("input", x.numel()), ("output", n * c_out * oh * ow)):
-        if numel >= 2**31:
-            raise NotImplementedError(
-                f"{name} would hold {numel} elements; the kernels index with int32, "
-                "split the batch below 2**31 elements"
+    # int32 offsets: the views read (by their span), and the dense tensors written
+    check_int32_span(input=x, weight=weight)
+    for name, numel in (("input gradient", x.numel()), ("output", n * c_out * oh * ow)):
+        if numel >= INT32_SPAN_LIMIT:
+            raise ValueError(
+                f"the {name} would hold {numel} elements; the kernels index with int32 "
+                "(< 2**31): split the batch"
             )
-    geo = _Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (sh, sw), (ph, pw), groups)
-    return geo, unbatched
+    return (sh, sw), pads, unbatched
+
+
+def _check_dtypes(x, weight, bias) -> None:
+    """The dtypes the kernels run in (after any autocast cast)."""
+    check_same_dtype(input=x, weight=weight, bias=bias)
+    if INTERPRET and x.dtype == torch.bfloat16:
+        raise NotImplementedError(
+            f"input.dtype={x.dtype} is not supported under TRITON_INTERPRET=1: the interpreter's "
+            "tl.dot multiplies the raw bits of bfloat16 (triton#11584); use float32/float16 "
+            "or a GPU"
+        )
+
+
+def _geometry(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> _Geometry:
+    """A checked batched call's geometry; padding is (top, bottom, left, right)."""
+    n, c_in, h, w = x.shape
+    c_out, cg_in, kh, kw = weight.shape
+    top, bottom, left, right = padding
+    oh = (h + top + bottom - kh) // stride[0] + 1
+    ow = (w + left + right - kw) // stride[1] + 1
+    groups = c_in // cg_in
+    return _Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride[0], stride[1]),
+                     (top, left), groups)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -591,14 +658,33 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _conv_allows_tf32() -> bool:
+    """Whether cuDNN would use TF32 for an fp32 convolution now (PyTorch's default: yes).
+
+    torch >= 2.9 keeps it in ``torch.backends.cudnn.conv.fp32_precision`` ("none" defers to
+    ``torch.backends.cudnn`` and then ``torch.backends``; the legacy flag
+    ``torch.backends.cudnn.allow_tf32`` sets it too); older torch has the flag alone."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        return bool(torch.backends.cudnn.allow_tf32)
+    for level in (conv, torch.backends.cudnn, torch.backends):
+        precision = getattr(level, "fp32_precision", "none")
+        if precision != "none":
+            return precision == "tf32"
+    return False
+
+
 def _input_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and _conv_allows_tf32():
         return "tf32"
-    return "ieee"  # exact fp32; fp16/bf16 products are exact in fp32 anyway
+    return "ieee"  # exact fp32/fp64; fp16/bf16 products are exact in fp32 anyway
 
 
 def _path(dtype: torch.dtype) -> str:
-    return "fma" if dtype == torch.float32 and _input_precision(dtype) == "ieee" else "mma"
+    """"mma" (tensor-core tiles) for fp16, bf16 and TF32; "fma" for exact fp32 and fp64."""
+    if dtype in (torch.float16, torch.bfloat16) or _input_precision(dtype) == "tf32":
+        return "mma"
+    return "fma"
 
 
 def _strides(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict:
@@ -631,10 +717,15 @@ def _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo) ->
     return args, consts
 
 
+def _new_output(x, geo: _Geometry) -> torch.Tensor:
+    # (N, C_out, OH, OW), in the input's memory format
+    return torch.empty((geo.n, geo.cg_out * geo.groups, geo.oh, geo.ow), dtype=x.dtype,
+                       device=x.device, memory_format=_memory_format(x))
+
+
 def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
-    # (N, C_in, H, W) -> (N, C_out, OH, OW), in the input's memory format
-    y = torch.empty((geo.n, geo.cg_out * geo.groups, geo.oh, geo.ow), dtype=x.dtype,
-                    device=x.device, memory_format=_memory_format(x))
+    # (N, C_in, H, W) -> (N, C_out, OH, OW); bias contiguous
+    y = _new_output(x, geo)
     if y.numel() == 0:
         return y
     args, consts = _fwd_args(x, weight, bias, y, geo)
@@ -647,6 +738,20 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
 
 def _conv_input_grad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
     # masked dy (N, C_out, OH, OW) -> dx (N, C_in, H, W), in the input's memory format
+    if not _weight_is_finite(weight):
+        return _conv_input_grad_nonfinite(dy, y, weight, x, geo)
+    return _dgrad(dy, y, weight, x, geo)
+
+
+def _weight_is_finite(weight: torch.Tensor) -> bool:
+    # one host sync per backward; none is allowed while a CUDA graph is captured, so there
+    # the check is skipped (documented: inf/NaN weights then give NaN at border pixels of dx)
+    if weight.is_cuda and torch.cuda.is_current_stream_capturing():
+        return True
+    return bool(torch.isfinite(weight).all())
+
+
+def _dgrad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     if dx.numel() == 0:  # H or W is 0 and padding alone made the output
         return dx
@@ -656,6 +761,33 @@ def _conv_input_grad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
     with device_context(x):
         _conv_dgrad[_path(x.dtype)][grid](**args, **consts)
     return dx
+
+
+def _conv_input_grad_nonfinite(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+    """dgrad for a weight that holds inf or NaN (a diverged run), as torch computes it.
+
+    The dgrad GEMM gives a tap that reaches no output pixel (border, stride) a zero operand, and
+    0 * inf = NaN, while torch only ever adds the taps that exist. So: the finite part of the
+    weight through the kernel, plus, per input pixel, whether an existing tap multiplies a
+    non-finite weight into NaN, +inf or -inf -- counted by the same kernel on 0/1 indicators
+    (exact: a zero operand adds nothing), then combined as IEEE addition would."""
+    masked = torch.where(y <= 0, torch.zeros_like(dy), dy)  # the ReLU mask, as the kernel's
+    no_mask = torch.ones_like(y)
+
+    def reaches(taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # input pixels with an existing tap where both indicators are set
+        taps = torch.empty_like(y).copy_(taps)  # the kernel reads it with y's strides
+        return _dgrad(taps, no_mask, weights.to(weight.dtype), x, geo) > 0
+
+    pos_w, neg_w, nan_w = weight == float("inf"), weight == float("-inf"), weight.isnan()
+    pos_g, neg_g, zero_g = masked > 0, masked < 0, masked == 0
+    nan = reaches(no_mask, nan_w) | reaches(zero_g, pos_w | neg_w)  # NaN * w, 0 * inf
+    up = reaches(pos_g, pos_w) | reaches(neg_g, neg_w)  # +inf terms
+    down = reaches(neg_g, pos_w) | reaches(pos_g, neg_w)  # -inf terms
+    extra = torch.where(up, float("inf"), 0.0) + torch.where(down, float("-inf"), 0.0)
+    extra = torch.where(nan, float("nan"), extra).to(x.dtype)
+    finite = torch.where(torch.isfinite(weight), weight, torch.zeros_like(weight))
+    return _dgrad(dy, y, finite, x, geo).add_(extra)
 
 
 def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
@@ -671,14 +803,15 @@ def _conv_weight_grad(x, dy, y, weight, geo: _Geometry, has_bias: bool):
     pixels = geo.n * geo.oh * geo.ow
     pix_per_split = max(1, WGRAD_SPLIT_PIXELS)
     split = triton.cdiv(pixels, pix_per_split)
-    if split * dw.numel() >= 2**31:
-        raise NotImplementedError(
+    if split * dw.numel() >= INT32_SPAN_LIMIT:
+        raise ValueError(
             f"weight-gradient partials would hold {split} x {dw.numel()} elements (int32 "
             f"indexing); raise kernels.conv2d_relu.WGRAD_SPLIT_PIXELS={WGRAD_SPLIT_PIXELS}"
         )
-    # fp32 partials, one row per split, in dW's storage order
-    dw_part = torch.empty((split, dw.numel()), dtype=torch.float32, device=x.device)
-    db_part = (torch.empty((split, c_out), dtype=torch.float32, device=x.device)
+    # fp32 partials (fp64 for fp64), one row per split, in dW's storage order
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw_part = torch.empty((split, dw.numel()), dtype=acc_dtype, device=x.device)
+    db_part = (torch.empty((split, c_out), dtype=acc_dtype, device=x.device)
                if has_bias else dw_part)  # unused without bias
     args, consts = _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo)
     grid = lambda meta: (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])  # noqa: E731
@@ -693,38 +826,119 @@ def _conv_weight_grad(x, dy, y, weight, geo: _Geometry, has_bias: bool):
 
 
 # ----------------------------------------------------------------------------------------------
-# Autograd
+# Custom operators (torch.library): autograd, autocast, torch.compile
 # ----------------------------------------------------------------------------------------------
 
+# The forward and the backward are PyTorch custom operators, opaque to torch.compile (it traces
+# through them without graph breaks; their fake implementations give the output shapes and
+# layouts). The forward's autograd formula calls the backward operator; differentiating that
+# again (double backward) raises NotImplementedError.
 
-class _Conv2dReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, geo: _Geometry):
-        y = _conv_forward(x, weight, bias, geo)
-        ctx.save_for_backward(x, weight, y)
-        ctx.geo = geo
-        return y
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, weight, y = ctx.saved_tensors
-        geo = ctx.geo
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if dy.stride() != y.stride():  # the kernels read dy with y's strides
-            dy = torch.empty_like(y).copy_(dy)
-        dx = dw = db = None
-        if geo.n == 0:  # empty batch: nothing to launch, sums over no pixels are zero
-            dx = torch.empty_like(x) if need_x else None
-            dw = torch.zeros_like(weight) if need_w else None
-            if need_b:
-                db = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-            return dx, dw, db, None
+@torch.library.custom_op("lightning_alexnet::conv2d_relu", mutates_args=())
+def _conv2d_relu_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    stride: list[int], padding: list[int]) -> torch.Tensor:
+    # input (N, C_in, H, W), checked by conv2d_relu; padding (top, bottom, left, right)
+    _check_dtypes(input, weight, bias)
+    geo = _geometry(input, weight, stride, padding)
+    if bias is not None:
+        bias = bias.contiguous()  # the kernel reads it as b_ptr + channel
+    return _conv_forward(input, weight, bias, geo)
+
+
+@_conv2d_relu_op.register_fake
+def _conv2d_relu_fake(input, weight, bias, stride, padding):
+    _check_dtypes(input, weight, bias)
+    return _new_output(input, _geometry(input, weight, stride, padding))
+
+
+@torch.library.custom_op("lightning_alexnet::conv2d_relu_backward", mutates_args=())
+def _conv2d_relu_backward_op(
+    grad: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, output: torch.Tensor,
+    stride: list[int], padding: list[int], needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # -> (d input, d weight, d bias); an empty (0,) tensor for each one not in ``needs``
+    geo = _geometry(input, weight, stride, padding)
+    need_x, need_w, need_b = needs
+    if grad.stride() != output.stride():  # the kernels read grad with the output's strides
+        grad = torch.empty_like(output).copy_(grad)
+    dx = dw = db = None
+    if geo.n == 0:  # empty batch: nothing to launch, sums over no pixels are zero
+        dx = torch.empty_like(input) if need_x else None
+        dw = torch.zeros_like(weight) if need_w else None
+        db = weight.new_zeros(weight.shape[0]) if need_b else None
+    else:
         if need_x:
-            dx = _conv_input_grad(dy, y, weight, x, geo)
+            dx = _conv_input_grad(grad, output, weight, input, geo)
         if need_w or need_b:
-            dw, db = _conv_weight_grad(x, dy, y, weight, geo, has_bias=need_b)
-        return dx, dw if need_w else None, db, None
+            dw, db = _conv_weight_grad(input, grad, output, weight, geo, has_bias=need_b)
+    return _none_to_empty(input, dx if need_x else None, dw if need_w else None, db)
+
+
+@_conv2d_relu_backward_op.register_fake
+def _conv2d_relu_backward_fake(grad, input, weight, output, stride, padding, needs):
+    need_x, need_w, need_b = needs
+    dx = torch.empty(input.shape, dtype=input.dtype, device=input.device,
+                     memory_format=_memory_format(input)) if need_x else None
+    dw = torch.empty_like(weight) if need_w else None
+    db = weight.new_empty(weight.shape[0]) if need_b else None
+    return _none_to_empty(input, dx, dw, db)
+
+
+def _none_to_empty(like: torch.Tensor, *grads):
+    # a custom operator returns tensors: an empty one stands for "no gradient"
+    return tuple(like.new_empty(0) if g is None else g for g in grads)
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, _, stride, padding = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.stride, ctx.padding = stride, padding
+
+
+def _backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:3])
+    grads = _conv2d_relu_backward_op(grad, input, weight, output, ctx.stride, ctx.padding, needs)
+    return (*(g if need else None for g, need in zip(grads, needs)), None, None)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(
+        "conv2d_relu: double backward (differentiating its gradient again, e.g. after "
+        "torch.autograd.grad(..., create_graph=True)) is not supported"
+    )
+
+
+_conv2d_relu_op.register_autograd(_backward, setup_context=_setup_context)
+_conv2d_relu_backward_op.register_autograd(
+    _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+# Autocast rule: torch.library.register_autocast casts to one fixed dtype, while autocast's dtype
+# is the user's choice (bf16 or fp16): this kernel reads it at each call, casts the floating
+# tensors on that device (float64 stays, as torch's autocast leaves it) and runs the op with
+# autocast off.
+_LIB = torch.library.Library("lightning_alexnet", "FRAGMENT")
+
+
+def _autocast_rule(device_type: str, key: str):
+    def kernel(keyset, input, weight, bias, stride, padding):
+        dtype = torch.get_autocast_dtype(device_type)
+
+        def cast(t):
+            eligible = (t is not None and t.device.type == device_type and t.is_floating_point()
+                        and t.dtype != torch.float64)
+            return t.to(dtype) if eligible else t
+
+        with torch._C._ExcludeDispatchKeyGuard(
+                torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))):
+            return _conv2d_relu_op(cast(input), cast(weight), cast(bias), stride, padding)
+
+    return kernel
+
+
+for _device_type, _key in (("cuda", "AutocastCUDA"), ("cpu", "AutocastCPU")):
+    _LIB.impl("conv2d_relu", _autocast_rule(_device_type, _key), _key, with_keyset=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -744,13 +958,14 @@ def conv2d_relu(
     """``F.relu(F.conv2d(input, weight, bias, stride, padding, dilation, groups))`` in Triton.
 
     input (N, C_in, H, W) or (C_in, H, W); weight (C_out, C_in/groups, KH, KW); bias (C_out,).
-    Returns (N, C_out, OH, OW) (or (C_out, OH, OW)) in input's dtype, channels_last when the
-    input is channels_last. Differentiable (Triton backward). Fast layout: channels_last.
-    padding may be an int, a pair, 'valid' or 'same'; dilation must be 1.
+    Returns (N, C_out, OH, OW) (or (C_out, OH, OW)) in input's dtype (the autocast dtype under
+    ``torch.autocast``), channels_last when the input is channels_last. Differentiable (Triton
+    backward; no double backward). Fast layout: channels_last. padding may be an int, a pair,
+    'valid' or 'same'; dilation must be 1. See the module docstring for what is refused.
     """
-    geo, unbatched = _check_args(input, weight, bias, stride, padding, dilation, groups)
+    stride, pads, unbatched = _check_args(input, weight, bias, stride, padding, dilation, groups)
     x = input.unsqueeze(0) if unbatched else input
-    y = _Conv2dReLU.apply(x, weight, bias, geo)
+    y = _conv2d_relu_op(x, weight, bias, list(stride), list(pads))
     return y.squeeze(0) if unbatched else y
 
 
@@ -774,7 +989,8 @@ def _triton_arg(value) -> tuple[str, bool]:
 def _spec(name, fn, args: dict, consts: dict, config: triton.Config, uses_dot: bool) -> KernelSpec:
     signature, constexprs, divisible = {}, {}, []
     params = inspect.signature(fn.fn).parameters  # fn.fn: the Python function, JIT or interpreted
-    declared = {name for name, p in params.items() if p.annotation in (tl.constexpr, "tl.constexpr")}
+    declared = {name for name, p in params.items()
+                if p.annotation in (tl.constexpr, "tl.constexpr")}
     for arg, value in args.items():
         kind, div = ("constexpr", False) if arg in declared else _triton_arg(value)
         signature[arg] = kind

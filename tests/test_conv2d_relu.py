@@ -9,12 +9,13 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import assert_close
 
 import kernels._common as common
+from kernels.conv2d_relu import conv2d_relu
+
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
 conv_mod = importlib.import_module("kernels.conv2d_relu")
-from kernels.conv2d_relu import conv2d_relu
-from tolerances import assert_close
 
 # ----------------------------------------------------------------------------------------------
 # float64 reference
@@ -236,8 +237,8 @@ BAD = [
                  id="bias-shape"),
     pytest.param(dict(weight=W.half()), ValueError, r"weight.dtype=torch.float16",
                  id="dtype-mismatch"),
-    pytest.param(dict(bias=torch.randn(6, dtype=torch.float64)), NotImplementedError,
-                 r"bias.dtype=torch.float64", id="bias-float64"),
+    pytest.param(dict(bias=torch.randn(6, dtype=torch.float64)), ValueError,
+                 r"bias.dtype=torch.float64", id="bias-float64-mixed"),
     pytest.param(dict(input=X.long()), NotImplementedError, r"input.dtype=torch.int64",
                  id="int-input"),
     pytest.param(dict(input=X.bfloat16(), weight=W.bfloat16()), NotImplementedError,
@@ -331,7 +332,8 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
     # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
-    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
+    assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(
+        tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
     assert spec_tiles(specs, "wgrad", "conv1", "fp32") == sorted(
         tiles(conv_mod.WGRAD_SMALL_CIN_FP32_CONFIGS))
     assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(conv_mod.FWD_CONFIGS))
@@ -362,16 +364,21 @@ def test_aot_specs_rejects_unknown_layer():
         conv_mod.aot_specs(layers=("conv6",))
 
 
-def test_tf32_only_when_the_caller_allows_it():
-    matmul = torch.backends.cuda.matmul
-    before = matmul.allow_tf32
+def test_tf32_exactly_when_cudnn_allows_it():
+    # PyTorch's convolutions follow torch.backends.cudnn.allow_tf32 (default True); the matmul
+    # flag is not theirs. conftest.py turns both off; tests/test_conv2d_relu_edge.py checks
+    # which precision reaches the kernel launch.
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
     try:
-        matmul.allow_tf32 = False
+        cudnn.allow_tf32, matmul.allow_tf32 = False, True
         assert conv_mod._input_precision(torch.float32) == "ieee"
         assert conv_mod._path(torch.float32) == "fma"
-        matmul.allow_tf32 = True
+        cudnn.allow_tf32, matmul.allow_tf32 = True, False
         assert conv_mod._input_precision(torch.float32) == "tf32"
         assert conv_mod._path(torch.float32) == conv_mod._path(torch.float16) == "mma"
         assert conv_mod._input_precision(torch.float16) == "ieee"
+        assert conv_mod._input_precision(torch.float64) == "ieee"
+        assert conv_mod._path(torch.float64) == "fma"  # no tensor cores for fp64
     finally:
-        matmul.allow_tf32 = before
+        cudnn.allow_tf32, matmul.allow_tf32 = before
