@@ -28,9 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -88,7 +88,7 @@ def git_revision() -> str:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                              capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+                               cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -219,9 +219,9 @@ def run(op: Op, argv=None) -> list[dict]:
     cases = [c for c in op.cases(args) if not args.layer or c.layer in args.layer]
     if not cases:
         raise SystemExit(f"no layer matches --layer {args.layer}")
-    env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               git=git_revision(), device=device_name(device), torch=torch.__version__,
-               triton=triton_version())
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+           "git": git_revision(), "device": device_name(device), "torch": torch.__version__,
+           "triton": triton_version()}
     label = env["device"] + (" (Triton interpreter)" if interpreting() and device.type == "cpu"
                              else "")
     print(f"{op.name} on {label}, batch {args.batch}{' (quick shapes)' if args.quick else ''}")
@@ -273,13 +273,14 @@ def append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 
 def write_results(op: Op, rows: list[dict], args: argparse.Namespace, failures: list[str]):
-    append_csv(args.results / f"{op.name}.csv", FIELDS, rows)
+    csv_path = args.results / f"{op.name}.csv"
+    append_csv(csv_path, FIELDS, rows)
     md_path = args.results / f"{op.name}.md"
     head = rows[0] if rows else {}
     lines = [f"# {op.name}", "",
-             f"{head.get('device', '?')}, {head.get('date', '?')} UTC, git {head.get('git', '?')}, "
-             f"torch {head.get('torch', '?')}, triton {head.get('triton', '?')}, batch "
-             f"{args.batch}{', quick shapes (smoke test, not a measurement)' if args.quick else ''}.",
+             (f"{head.get('device', '?')}, {head.get('date', '?')} UTC, git {head.get('git', '?')}, "
+              f"torch {head.get('torch', '?')}, triton {head.get('triton', '?')}, batch "
+              f"{args.batch}{', quick shapes (smoke test, not a measurement)' if args.quick else ''}."),
              "", f"| layer | shape | dtype | mode | provider | ms (median) | ms p20-p80 | {op.unit} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["layer"], r["dtype"], MODES.index(r["mode"]))):
