@@ -303,11 +303,13 @@ def write_results(op: Op, rows: list[dict], args: argparse.Namespace, failures: 
     args.results.mkdir(parents=True, exist_ok=True)
     md_path = args.results / f"{op.name}.md"
     head = rows[0] if rows else {}
+    quick = ", quick shapes (smoke test, not a measurement)" if args.quick else ""
     lines = [f"# {op.name}", "",
-             (f"{head.get('device', '?')}, {head.get('date', '?')} UTC, git {head.get('git', '?')}, "
-              f"torch {head.get('torch', '?')}, triton {head.get('triton', '?')}, batch "
-              f"{args.batch}{', quick shapes (smoke test, not a measurement)' if args.quick else ''}."),
-             "", f"| layer | shape | dtype | mode | provider | ms (median) | ms p20-p80 | {op.unit} |",
+             (f"{head.get('device', '?')}, {head.get('date', '?')} UTC, "
+              f"git {head.get('git', '?')}, torch {head.get('torch', '?')}, "
+              f"triton {head.get('triton', '?')}, batch {args.batch}{quick}."),
+             "",
+             f"| layer | shape | dtype | mode | provider | ms (median) | ms p20-p80 | {op.unit} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["layer"], r["dtype"], MODES.index(r["mode"]))):
         lines.append(f"| {r['layer']} | {r['shape']} | {r['dtype']} | {r['mode']} | "

@@ -2,11 +2,11 @@
 
 Providers: ``eager`` (torch.nn.functional ops; cuDNN on CUDA), ``auto`` (Triton kernels on CUDA,
 the fused CPU LRN path on CPU), ``triton`` (the Triton kernels; CPU needs TRITON_INTERPRET=1),
-``compile`` (``torch.compile`` of the eager network). Precisions: ``32-true`` (fp32; TF32 tensor
-cores for convolutions on CUDA, PyTorch's default; ``--no-tf32`` for exact fp32) and ``bf16-mixed`` (autocast
-to bf16, as ``--trainer.precision bf16-mixed``). One step is forward, cross-entropy, backward and
-an SGD update, timed after a burn-in; the model and its input are in the layout the network runs
-in on the device (channels_last on CUDA), as in ``fit``.
+``compile`` (``torch.compile`` of the eager network). Precisions: ``32-true`` (fp32; TF32
+tensor cores for convolutions on CUDA, PyTorch's default; ``--no-tf32`` for exact fp32) and
+``bf16-mixed`` (autocast to bf16, as ``--trainer.precision bf16-mixed``). One step is forward,
+cross-entropy, backward and an SGD update, timed after a burn-in; the model and its input are in
+the layout the network runs in on the device (channels_last on CUDA), as in ``fit``.
 
     python bench/bench_train_step.py                         # CUDA if present, else CPU
     python bench/bench_train_step.py --device cpu --batch 32 --preset paper --steps 5
