@@ -248,3 +248,28 @@ def test_cpu_smoke_run_writes_every_file(tmp_path):
     assert "parity: 12 checks (configuration x tensor), 0 failed" in proc.stdout
     assert "max_pool2d  pool5  fp32" not in proc.stdout  # forward only: no full-mode row
     assert "eager" in (tmp_path / "train_step.csv").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# The README's command: make gpu-report
+# ----------------------------------------------------------------------------------------------
+
+
+def make(*args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTHONPATH")}
+    return subprocess.run(["make", "--no-print-directory", "gpu-report",
+                           f"PY={sys.executable}", *args], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_make_gpu_report_rebuilds_a_summary(recorded):
+    proc = make(f"ARGS=--summary-only {recorded}")
+    assert proc.returncode == 0, proc.stderr
+    assert "parity: 3 checks (configuration x tensor), 1 failed" in proc.stdout
+    assert (recorded / "report.md").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_make_gpu_report_without_a_gpu_fails_with_the_message():
+    proc = make()
+    assert proc.returncode != 0 and "no CUDA GPU visible to torch" in proc.stderr
