@@ -298,7 +298,7 @@ def build_report(out: Path) -> tuple[str, str]:
     summary += ["", ("kernels, forward + backward (eager = cuDNN / PyTorch; ratio > 1: Triton "
                 "faster):"), *(plain(KERNEL_HEADER, full) if full else ["  no results"])]
     tt = train_table(train)
-    summary += ["", "training step (paper model):",
+    summary += ["", "training step (forward + backward + SGD):",
                 *(plain(TRAIN_HEADER, tt) if tt else ["  no results"])]
     report = [f"# GPU report: {device}", "", "Made by `make gpu-report` (bench/gpu_report.py).",
               peak_line + ".", "", "## Stages", "", *markdown(["stage", "job", "status", "s"],
@@ -307,9 +307,9 @@ def build_report(out: Path) -> tuple[str, str]:
               ("Error = max |out - ref| / max |ref|; a check passes within max(4 x eager "
               "PyTorch's error, a floor per precision). All rows: `parity.csv`."), ""]
     report += markdown(list(bad[0]), [list(r.values()) for r in bad]) if bad else []
-    report += ["", "## Kernels at batch 128", "",
-               ("Median ms (`triton.testing.do_bench`, L2 flushed); per-op tables and plots: "
-               "`<op>.md`, `<op>.png`."), "",
+    report += ["", "## Kernels", "",
+               ("Batch 128 on CUDA (shapes in `<op>.md`, plots in `<op>.png`); median ms, "
+                "`triton.testing.do_bench` with the L2 cache flushed."), "",
                *markdown(KERNEL_HEADER, kernel_table(kernels, ("forward", "backward", "full"))),
                "", "## Training step", "", *markdown(TRAIN_HEADER, tt), ""]
     return "\n".join(report), "\n".join(summary)
