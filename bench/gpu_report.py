@@ -8,7 +8,7 @@ Needs torch with CUDA, triton, numpy and pytest (matplotlib for the pictures); n
 not the package installed: the checkout on PYTHONPATH is enough. Stages, each in its own
 processes with a time limit (a stage that fails or runs out of time is recorded, the rest runs):
 
-1. ``tests``: the kernel test files (tests/test_<kernel>.py) under pytest, compiled on this GPU;
+1. ``tests``: the kernel test files (tests/test_<kernel>*.py) under pytest, on this GPU;
 2. ``parity`` (beside 1, in ``--jobs`` processes, one per op x layer): ``bench/parity.py``, every
    autotune configuration the pruner keeps at every AlexNet layer, bf16 / fp16 / fp32 / TF32,
    against eager PyTorch in float64;
@@ -150,7 +150,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     phase1, kernels, train = [], [], []
     t1 = budget * SHARE["tests+parity"]
     if "tests" in args.stages:
-        files = [f"tests/test_{op}.py" for op in args.ops]
+        files = sorted({str(f.relative_to(ROOT)) for op in args.ops
+                        for f in (ROOT / "tests").glob(f"test_{op}*.py")})
         phase1.append(Job("tests", "tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                              *files], t1))
     if "parity" in args.stages:
