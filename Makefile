@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: fit test test-slow bench-data compile-report clean
+.PHONY: fit test test-slow lint bench-data compile-report gpu-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,22 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# ruff with the rules configured in pyproject.toml [tool.ruff]
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
 bench-data: $(STAMP)
 	$(PY) bench/bench_data.py
 
 compile-report: $(STAMP)
 	$(PY) -m kernels.compile_report
+
+# The GPU report (bench/gpu_report.py, < 8 min on one H100/H200). No install step: the checkout
+# on PYTHONPATH, with .venv's python when there is one, else $(PYTHON) (a bare GPU machine's
+# python3 with torch, triton, numpy and pytest). Options: make gpu-report ARGS="--stages parity"
+GPU_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-report:
+	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(GPU_PY) bench/gpu_report.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -10,8 +10,10 @@ per provider; :func:`run` times every (layer, provider, mode) and writes the res
 - timing: CUDA -- ``triton.testing.do_bench`` (L2 flushed before each rep) after a burn-in,
   median and 20th/80th percentiles; CPU -- wall clock over ``--rep`` calls after the burn-in;
 - throughput next to milliseconds: TFLOP/s for conv, GB/s for LRN and pooling;
-- results appended to ``bench/results/<op>.csv`` and rewritten as ``<op>.md`` (and ``<op>.png``
-  when matplotlib is installed), every row with device, date, git revision, torch and triton.
+- dtypes: ``fp32`` (exact: TF32 off), ``tf32`` (fp32 tensors, TF32 allowed), ``fp16``, ``bf16``;
+- results appended to ``bench/results/<op>.csv`` as they are measured and rewritten as ``<op>.md``
+  (and ``<op>.png`` when matplotlib is installed), every row with device, date, git revision,
+  torch and triton.
 
 The ``triton`` provider runs on CUDA tensors, or on CPU only when ``TRITON_INTERPRET=1`` was set
 by the caller (the interpreter is for tests: expect seconds per call at ``--quick`` shapes).
@@ -28,9 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -41,7 +43,10 @@ if str(ROOT) not in sys.path:  # `python bench/bench_x.py` from anywhere
 
 PROVIDERS = ("triton", "eager", "compile")
 MODES = ("forward", "backward", "full")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# "fp32" is exact fp32 (TF32 off for cuDNN, cuBLAS and the kernels); "tf32" is fp32 tensors with
+# TF32 tensor-core math allowed (PyTorch's default for cuDNN convolutions)
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
+          "bf16": torch.bfloat16}
 FIELDS = ["date", "git", "device", "torch", "triton", "op", "layer", "shape", "dtype", "provider",
           "mode", "ms_median", "ms_p20", "ms_p80", "throughput", "unit"]
 
@@ -88,7 +93,7 @@ def git_revision() -> str:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
                              capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+                               cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -105,6 +110,12 @@ def triton_version() -> str:
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def allow_tf32(on: bool) -> None:
+    """TF32 tensor-core math for fp32 convolutions and matmuls (cuDNN, cuBLAS, the kernels)."""
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,17 +230,20 @@ def run(op: Op, argv=None) -> list[dict]:
     cases = [c for c in op.cases(args) if not args.layer or c.layer in args.layer]
     if not cases:
         raise SystemExit(f"no layer matches --layer {args.layer}")
-    env = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               git=git_revision(), device=device_name(device), torch=torch.__version__,
-               triton=triton_version())
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+           "git": git_revision(), "device": device_name(device), "torch": torch.__version__,
+           "triton": triton_version()}
     label = env["device"] + (" (Triton interpreter)" if interpreting() and device.type == "cpu"
                              else "")
     print(f"{op.name} on {label}, batch {args.batch}{' (quick shapes)' if args.quick else ''}")
     rows, failures = [], []
+    csv_path = args.results / f"{op.name}.csv"
     fns = {p: _provider_fn(op, p) for p in args.provider}
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     for case in cases:
         for dname in args.dtype:
             dtype = DTYPES[dname]
+            allow_tf32(dname == "tf32")
             torch.manual_seed(0)
             built = case.make(device, dtype)
             inputs, kwargs = built["inputs"], built.get("kwargs", {})
@@ -253,8 +267,10 @@ def run(op: Op, argv=None) -> list[dict]:
                                ms_p20=f"{p20:.4f}", ms_p80=f"{p80:.4f}",
                                throughput=f"{work * scale / ms:.4g}", unit=op.unit)
                     rows.append(row)
+                    append_csv(csv_path, FIELDS, [row])  # kept if the run is cut short
                     print(f"  {case.layer:6s} {dname} {provider:7s} {mode:8s} {ms:9.3f} ms "
                           f"[{p20:.3f}, {p80:.3f}]  {row['throughput']} {op.unit}", flush=True)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     write_results(op, rows, args, failures)
     if failures:
         print(f"{len(failures)} measurement(s) failed (listed above)", file=sys.stderr)
@@ -262,25 +278,38 @@ def run(op: Op, argv=None) -> list[dict]:
 
 
 def append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
-    """Append ``rows`` to the CSV at ``path`` (header written when the file is new)."""
+    """Append ``rows`` to the CSV at ``path`` (header written when the file is new). A file
+    written with other columns is rewritten with ``fields`` first (old rows keep their values,
+    new columns empty), so a script that gained a column keeps its history."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+    old_rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != fields:
+                old_rows = list(reader)
+                fields = fields + [c for c in reader.fieldnames or [] if c not in fields]
+    new = not path.exists() or bool(old_rows) or path.stat().st_size == 0
+    with path.open("w" if new else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         if new:
             writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(old_rows + rows)
 
 
 def write_results(op: Op, rows: list[dict], args: argparse.Namespace, failures: list[str]):
-    append_csv(args.results / f"{op.name}.csv", FIELDS, rows)
+    """``<op>.md`` (this run's table) and ``<op>.png``; the CSV rows were appended as measured."""
+    csv_path = args.results / f"{op.name}.csv"
+    args.results.mkdir(parents=True, exist_ok=True)
     md_path = args.results / f"{op.name}.md"
     head = rows[0] if rows else {}
+    quick = ", quick shapes (smoke test, not a measurement)" if args.quick else ""
     lines = [f"# {op.name}", "",
-             f"{head.get('device', '?')}, {head.get('date', '?')} UTC, git {head.get('git', '?')}, "
-             f"torch {head.get('torch', '?')}, triton {head.get('triton', '?')}, batch "
-             f"{args.batch}{', quick shapes (smoke test, not a measurement)' if args.quick else ''}.",
-             "", f"| layer | shape | dtype | mode | provider | ms (median) | ms p20-p80 | {op.unit} |",
+             (f"{head.get('device', '?')}, {head.get('date', '?')} UTC, "
+              f"git {head.get('git', '?')}, torch {head.get('torch', '?')}, "
+              f"triton {head.get('triton', '?')}, batch {args.batch}{quick}."),
+             "",
+             f"| layer | shape | dtype | mode | provider | ms (median) | ms p20-p80 | {op.unit} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["layer"], r["dtype"], MODES.index(r["mode"]))):
         lines.append(f"| {r['layer']} | {r['shape']} | {r['dtype']} | {r['mode']} | "

@@ -58,7 +58,7 @@ def case(layer: str, n: int, c_in, h, c_out, k, stride, pad, groups) -> Case:
         b = torch.randn(c_out, device=device, dtype=dtype) * 0.1
         fmt = torch.channels_last
         return {"inputs": [x.to(memory_format=fmt), w.to(memory_format=fmt), b],
-                "kwargs": dict(stride=stride, padding=pad, groups=groups)}
+                "kwargs": {"stride": stride, "padding": pad, "groups": groups}}
 
     def work(mode, dtype):
         bwd = fwd_flops * (1 if first else 2)

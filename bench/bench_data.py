@@ -20,6 +20,7 @@ reduced-scale decode applies.
 
     python bench/bench_data.py                 # 300 images, 5 rounds
     python bench/bench_data.py --images 500 --rounds 7 --large
+    python bench/bench_data.py --quick --results /tmp/r   # smoke test: 16 images, 1 round
 
 Appends to ``bench/results/data.csv`` and rewrites ``bench/results/data.md``.
 """
@@ -37,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import RESULTS, append_csv, git_revision
 from PIL import Image
 
-from _common import append_csv, git_revision
 from lightning_alexnet.data import ImageFolderDataModule
 
-RESULTS = Path(__file__).parent / "results"
 FIELDS = ["date", "git", "machine", "torch", "pillow", "image_set", "images", "kb_per_image",
           "provider", "img_per_s_median", "img_per_s_best", "ms_per_image", "vs_naive"]
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -107,7 +107,7 @@ def naive(path: str, rng: np.random.Generator) -> torch.Tensor:
 
 def bench_set(root: Path, rounds: int) -> dict[str, list[float]]:
     """Seconds per round (all images once) for each provider, rounds interleaved."""
-    common = dict(resize_size=256, crop_size=224, num_workers=0, batch_size=128)
+    common = {"resize_size": 256, "crop_size": 224, "num_workers": 0, "batch_size": 128}
     plain = ImageFolderDataModule(str(root), **common)
     cached = ImageFolderDataModule(str(root), use_cache=True, **common)
     cached.prepare(cache=True)
@@ -136,15 +136,15 @@ def bench_set(root: Path, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def write_markdown(rows: list[dict]) -> None:
+def write_markdown(rows: list[dict], path: Path) -> None:
     lines = [
         "# Input pipeline throughput (`bench/bench_data.py`)",
         "",
         "Training images/s **per worker process** (one process, one torch thread), each producing",
         "one augmented 224x224 crop. Median over rounds (best in brackets).",
         "",
-        f"Machine: {rows[0]['machine']}; torch {rows[0]['torch']}, Pillow {rows[0]['pillow']}; "
-        f"git {rows[0]['git']}; {rows[0]['date']}.",
+        (f"Machine: {rows[0]['machine']}; torch {rows[0]['torch']}, Pillow {rows[0]['pillow']}; "
+         f"git {rows[0]['git']}; {rows[0]['date']}."),
         "",
         "| image set | kB/image | provider | images/s (best) | ms/image | vs naive |",
         "|---|---|---|---|---|---|",
@@ -186,15 +186,22 @@ def write_markdown(rows: list[dict]) -> None:
         "is the `jpeg` (or `cache`) figure; training on the CPU, the workers run it too, and a",
         "worker's cost per image is `jpeg` + `finish` ms.",
     ]
-    (RESULTS / "data.md").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=300, help="training images per set")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes over the set")
     parser.add_argument("--large", action="store_true", help="also a set at about 1200x900")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 16 images, 1 round (not a measurement)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.rounds = 16, 1
+    if args.images < 1 or args.rounds < 1:
+        parser.error(f"--images and --rounds must be >= 1, got {args.images} and {args.rounds}")
     torch.set_num_threads(1)  # as in a DataLoader worker
 
     sets = [("500x375", 500, 375)] + ([("1200x900", 1200, 900)] if args.large else [])
@@ -216,10 +223,10 @@ def main() -> None:
                              "ms_per_image": f"{1e3 / rate:.2f}", "vs_naive": f"{rate / naive_rate:.2f}"})
                 print(f"{name:9s} {provider:7s} {rate:8.0f} img/s  {1e3 / rate:6.2f} ms  "
                       f"{rate / naive_rate:5.2f}x naive")
-    csv_path = RESULTS / "data.csv"
+    csv_path = args.results / "data.csv"
     append_csv(csv_path, FIELDS, rows)
-    write_markdown(rows)
-    print(f"wrote {csv_path} and {RESULTS / 'data.md'}")
+    write_markdown(rows, args.results / "data.md")
+    print(f"wrote {csv_path} and {args.results / 'data.md'}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from _common import Case, Op, bytes_of, run
 
 from lightning_alexnet.ops import eager_local_response_norm
 
-PARAMS = dict(size=5, alpha=5e-4, beta=0.75, k=2.0, groups=2)
+PARAMS = {"size": 5, "alpha": 5e-4, "beta": 0.75, "k": 2.0, "groups": 2}
 LAYERS = {"lrn1": (96, 55), "lrn2": (256, 27)}  # after conv1, after conv2: (C, H)
 QUICK = {"lrn1": (16, 11), "lrn2": (32, 7)}
 

@@ -18,7 +18,7 @@ from _common import Case, Op, bytes_of, run
 
 from lightning_alexnet.ops import eager_local_response_norm
 
-PARAMS = dict(size=5, alpha=5e-4, beta=0.75, k=2.0, groups=2)
+PARAMS = {"size": 5, "alpha": 5e-4, "beta": 0.75, "k": 2.0, "groups": 2}
 LAYERS = {"lrn_pool1": (96, 55), "lrn_pool2": (256, 27)}  # (C, H) of the conv output
 QUICK = {"lrn_pool1": (16, 11), "lrn_pool2": (32, 9)}
 

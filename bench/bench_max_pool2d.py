@@ -35,7 +35,7 @@ def case(layer: str, n: int, c: int, h: int) -> Case:
 
     def make(device, dtype):
         return {"inputs": [torch.randn(x_shape, device=device, dtype=dtype)],
-                "kwargs": dict(kernel_size=3, stride=2)}
+                "kwargs": {"kernel_size": 3, "stride": 2}}
 
     def work(mode, dtype):
         fwd = bwd = bytes_of(dtype, x_shape, y_shape)

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_alexnet import stats as stats_lib
 from lightning_alexnet import synthetic
+from lightning_alexnet.model import channels_last_on
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +163,20 @@ class FloatTransform:
         pca_basis: (3, 3) colour offset per unit alpha (column k: ``255 * lambda_k * p_k``).
         crop_size: Side C of the crops.
         scale: ``pixel_scale``.
+        channels_last: Crops out in channels_last layout (same values); None = where the network
+            runs so (:func:`~lightning_alexnet.model.channels_last_on`: on CUDA), so that it
+            needs no copy. Ten-crop batches (5-D) stay contiguous.
     """
 
-    def __init__(self, mean: np.ndarray, pca_basis: np.ndarray, crop_size: int, scale: float = 1.0):
+    def __init__(self, mean: np.ndarray, pca_basis: np.ndarray, crop_size: int, scale: float = 1.0,
+                 channels_last: bool | None = None):
         mean = np.asarray(mean, np.float32)
         if mean.ndim != 3 or mean.shape[0] != mean.shape[1] or mean.shape[2] != 3:
             raise ValueError(f"mean must be an (S, S, 3) image, got shape {mean.shape}")
         self.mean = torch.from_numpy(np.ascontiguousarray(mean.transpose(2, 0, 1)))  # (3, S, S)
         self.pca_basis = torch.from_numpy(np.asarray(pca_basis, np.float32) * np.float32(scale))
         self.crop_size, self.scale = crop_size, float(scale)
+        self.channels_last = channels_last
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -184,7 +190,11 @@ class FloatTransform:
         """float32 (N, 3, C, C): each uint8 crop (N, C, C, K) minus the window of the mean image
         it was cut from (mirrored where flipped), times ``scale``, plus its colour offset.
         ``gather``: whole-batch tensor ops (one indexed read of the mean; no host sync: the
-        default off the CPU); else image by image while it is in cache (~5x faster on a CPU)."""
+        default off the CPU); else image by image while it is in cache (~5x faster on a CPU).
+        channels_last or NCHW as :attr:`channels_last` says."""
+        cl = self.channels_last
+        fmt = (torch.channels_last if (channels_last_on(pixels.device) if cl is None else cl)
+               else torch.contiguous_format)
         mean, mean_flipped, basis = self._constants(pixels.device)
         x = pixels[..., :3].permute(0, 3, 1, 2)  # (N, 3, C, C) uint8 view
         offsets = params[:, 3:] @ basis.T  # (N, 3): one RGB offset per image (zero: no noise)
@@ -194,7 +204,8 @@ class FloatTransform:
             rows = params[:, 0, None].long() + ar  # (N, C)
             cols = params[:, 1, None].long() + torch.where(params[:, 2, None] > 0.5, c - 1 - ar, ar)
             window = mean[:, rows[:, :, None], cols[:, None, :]]  # (3, N, C, C)
-            out = torch.sub(x, window.transpose(0, 1)).contiguous()
+            out = torch.empty(x.shape, device=x.device, memory_format=fmt)
+            torch.sub(x, window.transpose(0, 1), out=out)
             if self.scale != 1.0:
                 out.mul_(self.scale)
             return out.add_(offsets[:, :, None, None])
@@ -210,7 +221,7 @@ class FloatTransform:
                 image *= np.float32(self.scale)
             if noise:
                 image += offsets[k, :, None, None]
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).contiguous(memory_format=fmt)
 
     def __call__(self, batch: RawBatch) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
         pixels, params = batch.pixels, batch.params

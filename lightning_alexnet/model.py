@@ -30,6 +30,13 @@ from lightning_alexnet.ops import Conv2dReLU, LocalResponseNormMaxPool2d, MaxPoo
 Kernels = Literal["auto", "triton", "eager"]
 
 
+def channels_last_on(device: torch.device | str) -> bool:
+    """Whether AlexNet runs channels_last on ``device``: on CUDA yes -- the conv kernel's fast
+    layout (its loads along the channel dimension are contiguous, see ``kernels.conv2d_relu``)
+    and cuDNN's for tensor-core convolutions; elsewhere PyTorch's default NCHW, unchanged."""
+    return torch.device(device).type == "cuda"
+
+
 @dataclass(frozen=True)
 class AlexNetConfig:
     """Everything that shapes the network. Presets by name: :meth:`from_name`.
@@ -161,6 +168,13 @@ class AlexNet(nn.Module):
             if hasattr(m, "kernels") and m is not self:
                 m.kernels = kernels
 
+    def to_layout_of(self, device: torch.device | str) -> AlexNet:
+        """Weights in the layout the network runs in on ``device`` (:func:`channels_last_on`);
+        ``.to(device)`` keeps it. The Lightning module calls it before the move to the GPU."""
+        if channels_last_on(device):
+            self.to(memory_format=torch.channels_last)
+        return self
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Paper: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, 0 elsewhere."""
@@ -179,5 +193,7 @@ class AlexNet(nn.Module):
         s = self.config.image_size
         if x.dim() != 4 or x.shape[1:] != (3, s, s):
             raise ValueError(f"AlexNet expects input of shape (N, 3, {s}, {s}), got {tuple(x.shape)}")
+        if channels_last_on(x.device):  # a no-op for the DataModule's batches, already so
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.features(x)
         return self.classifier(torch.flatten(x, 1))

@@ -125,9 +125,12 @@ class AlexNetModule(pl.LightningModule):
     # --- testing: single centre crop and the paper's ten crops, optionally an ensemble -----
 
     def setup(self, stage: str) -> None:
+        # before the Trainer moves (and wraps) the model: the fast layout of the target device
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        self.model.to_layout_of(device)
         if stage == "test" and self.hparams.ensemble and not self.ensemble_models:
             for path in self.hparams.ensemble:
-                self.ensemble_models.append(self._load_member(path))
+                self.ensemble_models.append(self._load_member(path).to_layout_of(device))
 
     def _load_member(self, path: str) -> AlexNet:
         try:

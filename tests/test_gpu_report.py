@@ -1,0 +1,276 @@
+"""bench/gpu_report.py (`make gpu-report`) where no GPU is needed: arguments, the refusal without
+a GPU, the plan's time limits, the report and summary built from recorded CSVs, that nothing it
+imports needs jsonargparse, and (slow) the whole machinery on CPU under the interpreter."""
+
+import csv
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SCRIPT = BENCH / "gpu_report.py"
+
+
+@pytest.fixture(scope="module")
+def report():
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("gpu_report")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def run(args, env_extra=None, drop=("TRITON_INTERPRET",)) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for k in drop:
+        env.pop(k, None)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=900)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Without a GPU
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_it_says_so_and_exits_2():
+    before = sorted(p.name for p in (BENCH / "results").iterdir())
+    proc = run([])
+    assert proc.returncode == 2
+    assert "no CUDA GPU visible to torch" in proc.stderr and "--summary-only DIR" in proc.stderr
+    assert sorted(p.name for p in (BENCH / "results").iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stages", "parity,bogus"], "--stages: unknown or empty ['bogus']"),
+    (["--ops", ""], "--ops: unknown or empty ''"),
+    (["--budget-s", "0"], "--budget-s and --jobs must be positive, got 0.0 and"),
+    (["--device", "cpu", "--out", "x"], "set TRITON_INTERPRET=1"),
+])
+def test_bad_arguments_are_named(report, argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(SystemExit) as e:
+        report.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cpu_mode_needs_an_out_folder_and_skips_the_tests_stage(report, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cpu"])
+    assert "--device cpu needs --out" in capsys.readouterr().err
+    args = report.parse_args(["--device", "cpu", "--out", "x"])
+    assert args.stages == ["parity", "kernels", "train"]
+
+
+@pytest.mark.parametrize("name, label, bf16, tb_s", [
+    ("NVIDIA H100 80GB HBM3", "H100 SXM", 989.4, 3.35),
+    ("NVIDIA H200", "H200 SXM", 989.4, 4.8),
+    ("NVIDIA H100 PCIe", "H100 PCIe", 756.0, 2.0),
+    ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB", 312.0, 2.039),
+    ("NVIDIA A100 80GB PCIe", "A100 PCIe 80GB", 312.0, 1.935),
+    ("NVIDIA A100-PCIE-40GB", "A100 40GB", 312.0, 1.555),
+])
+def test_peak_table(report, name, label, bf16, tb_s):
+    found, tflops, bandwidth = report.peak_of(name)
+    assert (found, tflops["bf16"], bandwidth) == (label, bf16, tb_s)
+    assert tflops["fp32"] < tflops["tf32"] < tflops["bf16"] == tflops["fp16"]
+
+
+def test_unknown_device_has_no_peak(report):
+    assert report.peak_of("NVIDIA GeForce RTX 4090") is None
+    assert report.slug("NVIDIA H100 80GB HBM3") == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_the_plan_fits_the_budget_and_covers_every_layer(report):
+    args = report.parse_args([])
+    phases = report.plan(args, Path("/tmp/out"))
+    names = [job.name for phase in phases for job in phase]
+    tests = next(j for p in phases for j in p if j.name == "tests")
+    assert {f"tests/test_{op}.py" for op in report.KERNEL_OPS} <= set(tests.argv)
+    assert {n for n in names if n.startswith("parity-")} == {
+        f"parity-{layer}" for layers in report.LAYERS.values() for layer in layers}
+    assert [n for n in names if n.startswith("bench_")] == [f"bench_{op}"
+                                                          for op in report.KERNEL_OPS]
+    conv = next(j for p in phases for j in p if j.name == "bench_conv2d_relu")
+    assert conv.argv[conv.argv.index("--batch") + 1] == "128"
+    assert [conv.argv[i + 1] for i, a in enumerate(conv.argv) if a == "--dtype"] == [
+        "bf16", "tf32", "fp32"]
+    train = [j for p in phases for j in p if j.stage == "train"]
+    assert {a for j in train for a in j.argv[j.argv.index("--providers") + 1].split(",")} == {
+        "eager", "triton", "compile"}
+    # phases run one after the other; inside one, every job ends by the phase's longest limit
+    worst = sum(max(job.timeout for job in phase) for phase in phases)
+    assert worst <= args.budget_s < 8 * 60
+
+
+def test_run_jobs_kills_a_job_at_its_limit_and_records_the_others(report, tmp_path):
+    py = sys.executable
+    jobs = [report.Job("x", "slow", [py, "-c", "import time; time.sleep(60)"], 1.0),
+            report.Job("x", "fails", [py, "-c", "import sys; print('boom'); sys.exit(3)"], 30.0),
+            report.Job("x", "fine", [py, "-c", "print('hello')"], 30.0)]
+    done = report.run_jobs(jobs, 3, tmp_path, "cpu")
+    assert done["slow"][0] is None and done["slow"][1] < 30
+    assert done["fails"][0] == 3 and done["fine"][0] == 0
+    assert (tmp_path / "fails.log").read_text().strip() == "boom"
+
+
+# ----------------------------------------------------------------------------------------------
+# The report from recorded CSVs
+# ----------------------------------------------------------------------------------------------
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def kernel_row(provider, mode, ms, tflops, dtype="bf16", layer="conv2"):
+    return {"date": "2026-01-01 00:00", "git": "abc", "device": H100, "torch": "2.11",
+            "triton": "3.6", "op": "conv2d_relu", "layer": layer, "shape": "s", "dtype": dtype,
+            "provider": provider, "mode": mode, "ms_median": ms, "ms_p20": ms, "ms_p80": ms,
+            "throughput": tflops, "unit": "TFLOP/s"}
+
+
+def parity_row(ok, error="1e-3", note=""):
+    return {"op": "conv2d_relu", "layer": "conv2", "shape": "s", "precision": "bf16",
+            "autotuner": "_conv_fwd[mma]", "config": "BLOCK_M=128 w4 s3", "tensor": "output",
+            "error": error, "eager_error": "1e-3", "bound": "1.6e-2", "ok": str(ok),
+            "note": note}
+
+
+def train_row(provider, precision, img_s, mem):
+    return {"date": "2026", "git": "abc", "device": H100, "torch": "2.11", "preset": "paper",
+            "towers": "2", "lrn": "True", "batch": "128", "provider": provider,
+            "precision": precision, "ms_median": "10", "ms_p20": "9", "ms_p80": "11",
+            "images_per_s": img_s, "peak_mem_mb": mem}
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    write_csv(tmp_path / "stages.csv", [
+        {"device": H100, "stage": "parity", "job": "parity-conv2", "status": "exit 1",
+         "seconds": "40"},
+        {"device": H100, "stage": "kernels", "job": "bench_conv2d_relu", "status": "timed out",
+         "seconds": "110"}])
+    write_csv(tmp_path / "parity" / "conv2.csv",
+              [parity_row(True), parity_row(False, error="0.5")])
+    write_csv(tmp_path / "parity" / "conv3.csv", [parity_row(True)])
+    write_csv(tmp_path / "conv2d_relu.csv", [
+        kernel_row("triton", "full", "2.0", "494.7"),  # half the H100's dense bf16 peak
+        kernel_row("eager", "full", "1.0", "989.4"),
+        kernel_row("compile", "full", "1.5", "660"),
+        kernel_row("triton", "forward", "0.5", "300"),
+    ])
+    write_csv(tmp_path / "train_step.csv", [
+        train_row("eager", "32-true", "4000", "9000"), train_row("triton", "32-true", "3000", "8000"),
+        train_row("eager", "bf16-mixed", "8000", "6000")])
+    return tmp_path
+
+
+def test_summary_only_builds_the_report_from_recorded_csvs(recorded):
+    proc = run(["--summary-only", str(recorded)])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"GPU report: {H100}" in out and "H100 SXM" in out
+    assert "parity: 3 checks (configuration x tensor), 1 failed" in out
+    assert "FAILED conv2d_relu conv2 bf16 _conv_fwd[mma] BLOCK_M=128 w4 s3 output 0.5" in out
+    full = next(line for line in out.splitlines() if line.startswith("conv2d_relu  conv2"))
+    # triton 2 ms, cuDNN 1 ms: 0.50x; compile 1.5 ms: 0.75x; 494.7 of 989.4 TFLOP/s: 50%
+    assert full.split()[4:] == ["2.000", "1.000", "1.500", "0.50x", "0.75x", "50%"]
+    assert "timed out" in out and "exit 1" in out
+    triton = next(line for line in out.splitlines() if line.startswith("32-true     triton"))
+    assert triton.split()[2:6] == ["3000", "10", "8000", "0.75x"]
+    report = (recorded / "report.md").read_text()
+    assert "| conv2d_relu | conv2 | bf16 | forward | 0.500 | - | - | - | - | 30% |" in report
+    assert (recorded / "summary.txt").read_text().strip() == out.strip()
+    with (recorded / "parity.csv").open() as f:  # the shards merged
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_summary_only_on_a_missing_folder_fails_clearly(tmp_path):
+    proc = run(["--summary-only", str(tmp_path / "nope")])
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
+
+
+def test_an_empty_report_says_there_are_no_results(report, tmp_path):
+    summary = report.write_report(tmp_path)
+    assert "parity: no results" in summary and summary.count("no results") == 3
+    assert "is not in bench/gpu_report.py's table" in summary
+
+
+# ----------------------------------------------------------------------------------------------
+# What it imports: the bare GPU machine has no jsonargparse
+# ----------------------------------------------------------------------------------------------
+
+
+def test_nothing_the_report_runs_imports_jsonargparse():
+    code = ("import sys; sys.modules['jsonargparse'] = None; sys.path.insert(0, 'bench')\n"
+            "import gpu_report, parity, bench_train_step, bench_data, bench_conv2d_relu\n"
+            "import bench_lrn, bench_max_pool2d, bench_lrn_max_pool2d, kernels\n"
+            "import lightning_alexnet.model, lightning_alexnet.data\n"
+            "print('ok')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole machinery on CPU (Triton interpreter, quick shapes)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_writes_every_file(tmp_path):
+    proc = run(["--device", "cpu", "--out", str(tmp_path), "--ops", "max_pool2d",
+                "--budget-s", "1500", "--jobs", "2"], env_extra={"TRITON_INTERPRET": "1"},
+               drop=())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("report.md", "summary.txt", "stages.csv", "parity.csv", "max_pool2d.csv",
+                 "max_pool2d.md", "train_step.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    with (tmp_path / "parity.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # 3 pool layers x fp32 x 2 autotuners x 1 config x (output, grad_input)
+    assert len(rows) == 12 and all(r["ok"] == "True" for r in rows)
+    assert "parity: 12 checks (configuration x tensor), 0 failed" in proc.stdout
+    assert "max_pool2d  pool5  fp32" not in proc.stdout  # forward only: no full-mode row
+    assert "eager" in (tmp_path / "train_step.csv").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# The README's command: make gpu-report
+# ----------------------------------------------------------------------------------------------
+
+
+def make(*args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTHONPATH")}
+    return subprocess.run(["make", "--no-print-directory", "gpu-report",
+                           f"PY={sys.executable}", *args], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_make_gpu_report_rebuilds_a_summary(recorded):
+    proc = make(f"ARGS=--summary-only {recorded}")
+    assert proc.returncode == 0, proc.stderr
+    assert "parity: 3 checks (configuration x tensor), 1 failed" in proc.stdout
+    assert (recorded / "report.md").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_make_gpu_report_without_a_gpu_fails_with_the_message():
+    proc = make()
+    assert proc.returncode != 0 and "no CUDA GPU visible to torch" in proc.stderr
