@@ -7,6 +7,7 @@ any test module.
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -14,3 +15,21 @@ if not torch.cuda.is_available():
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+# With a GPU, the kernel tests run compiled on it (``make gpu-report``'s first stage): their
+# tensors are created on the default device, which is CUDA for these modules when one exists.
+KERNEL_TEST_MODULES = {
+    "test_conv2d_relu", "test_conv2d_relu_edge", "test_custom_ops", "test_lrn",
+    "test_max_pool2d", "test_lrn_max_pool2d", "test_convergence",
+}
+
+
+@pytest.fixture(autouse=True)
+def _kernel_tests_on_the_gpu(request):
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    if torch.cuda.is_available() and name in KERNEL_TEST_MODULES:
+        with torch.device("cuda"):
+            yield
+    else:
+        yield
