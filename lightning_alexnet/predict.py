@@ -111,6 +111,7 @@ class PredictionWriter(BasePredictionWriter):
         if self.output is not None and self.output.suffix.lower() not in (".csv", ".json"):
             fail(f"--output {output}: the file name must end in .csv or .json")
         self.wordnet = any(c in synset_words() for c in classes or [])
+        self.top = min(5, len(classes)) if classes else 5  # fewer columns with fewer classes
         self.echo, self.count = echo, 0
         self._file = self._csv = None
 
@@ -128,7 +129,7 @@ class PredictionWriter(BasePredictionWriter):
             return
         self._csv = csv.writer(self._file)
         header = ["path"]
-        for k in range(1, 6):
+        for k in range(1, self.top + 1):
             header += [f"class{k}", f"prob{k}"] + ([f"name{k}"] if self.wordnet else [])
         self._csv.writerow(header)
 
@@ -191,8 +192,8 @@ def main(args: list[str]) -> list[dict[str, Any]]:
     if cfg.data.batch_size < 1 or cfg.data.num_workers < 0:
         fail(f"--data.batch_size must be >= 1 and --data.num_workers >= 0, got "
              f"{cfg.data.batch_size} and {cfg.data.num_workers}")
-    files = image_files(cfg.data.predict_root)
     module = load_module(cfg.ckpt_path, cfg.model.kernels)
+    files = image_files(cfg.data.predict_root)
     info = module.data_info
     writer = PredictionWriter(cfg.output, info.classes)
     batches = loader(info, [(f, f) for f in files], cfg.data.batch_size, cfg.data.num_workers)

@@ -215,6 +215,8 @@ def show_neighbours(args: Namespace) -> Path:
     stats_dir = Path(args.data.stats_dir) if args.data.stats_dir else root / CACHE_DIR
     cache = nb.cache_path(stats_dir, args.ckpt_path, root, files, info.resize_size)
     rows = [(p, i) for i, p in enumerate(files)]
+    print(f"fc7 features of {len(files)} training images: "
+          f"{'reading' if cache.is_file() else 'computing'} {cache}")
     feats, ok = nb.features(module, loader(info, rows, args.data.batch_size, args.data.num_workers),
                             len(files), cache, desc="fc7 of the training images")
     queries = [val[i] for i in spread(val, args.count)]
@@ -227,6 +229,9 @@ def show_neighbours(args: Namespace) -> Path:
         fail("none of the query images could be read")
     qidx = torch.cat(qidx).numpy()
     index, dist = nb.nearest(torch.cat(qfeats).numpy(), feats, ok, args.neighbours)
+    for row, q in enumerate(qidx):
+        print(f"{queries[q][0]}: " + ", ".join(f"{files[i]} (d={d:.4g})"
+                                               for i, d in zip(index[row], dist[row])))
     plt = pyplot()
     cols = 1 + index.shape[1]
     fig, axes = plt.subplots(len(qidx), cols, figsize=(cols * 1.45, len(qidx) * 1.75), squeeze=False)
@@ -246,7 +251,6 @@ def show_neighbours(args: Namespace) -> Path:
     fig.suptitle(f"validation queries (left, red frame) and their {index.shape[1]} nearest "
                  f"training images by fc7 distance", fontsize=10)
     fig.tight_layout()
-    print(f"fc7 features cached at {cache}")
     return save(fig, args.out or default_out(args.ckpt_path, "neighbours"))
 
 
