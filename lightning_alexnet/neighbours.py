@@ -70,7 +70,8 @@ def nearest(queries: np.ndarray, feats: np.ndarray, ok: np.ndarray, k: int = 6
             ) -> tuple[np.ndarray, np.ndarray]:
     """``(index, distance)``, each (Q, k): the ``k`` rows of ``feats`` (readable ones only)
     nearest to each query in Euclidean distance, nearest first, scanned ``CHUNK`` rows at a time."""
-    q = torch.from_numpy(np.asarray(queries, np.float32))
+    # the queries rounded as the stored features were: an identical image is at distance 0
+    q = torch.from_numpy(np.asarray(queries).astype(feats.dtype).astype(np.float32))
     best_d = torch.full((len(q), 0), float("inf"))
     best_i = torch.zeros((len(q), 0), dtype=torch.long)
     for start in range(0, len(feats), CHUNK):
