@@ -197,9 +197,12 @@ def main(args: list[str]) -> list[dict[str, Any]]:
     info = module.data_info
     writer = PredictionWriter(cfg.output, info.classes)
     batches = loader(info, [(f, f) for f in files], cfg.data.batch_size, cfg.data.num_workers)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[writer])
+    try:
+        trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, callbacks=[writer])
+    except Exception as e:  # noqa: BLE001 -- Lightning's message names the accelerator problem
+        fail(f"--trainer.accelerator {cfg.trainer.accelerator}: {e}")
     rows = [r for batch in trainer.predict(module, batches) for r in batch]
     # Lightning iterates a copy of the loader (to track batch indices): its list of skipped files
     used = trainer.predict_dataloaders

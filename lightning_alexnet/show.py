@@ -41,6 +41,7 @@ from lightning_alexnet.predict import PROG, fail, load_module, loader
 
 COMMANDS = ("filters", "predictions", "neighbours", "curves", "confusion")
 THUMB = 96  # side of the images drawn in the figures
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the network runs
 
 
 def pyplot():
@@ -151,7 +152,7 @@ def filter_grids(weight: torch.Tensor, towers: int, cols: int, pad: int = 1) -> 
 
 
 def show_filters(args: Namespace) -> Path:
-    module = load_module(args.ckpt_path)
+    module = load_module(args.ckpt_path).to(DEVICE)
     weight = module.model.features.conv1.weight
     towers = module.config.towers
     per = len(weight) // towers
@@ -172,7 +173,7 @@ def show_filters(args: Namespace) -> Path:
 
 
 def show_predictions(args: Namespace) -> Path:
-    module = load_module(args.ckpt_path)
+    module = load_module(args.ckpt_path).to(DEVICE)
     info = module.data_info
     _, samples = split_samples(info, args.data.root, "val")
     chosen = [samples[i] for i in spread(samples, args.count)]
@@ -207,7 +208,7 @@ def show_predictions(args: Namespace) -> Path:
 
 
 def show_neighbours(args: Namespace) -> Path:
-    module = load_module(args.ckpt_path)
+    module = load_module(args.ckpt_path).to(DEVICE)
     info = module.data_info
     root, train = split_samples(info, args.data.root, "train")
     _, val = split_samples(info, args.data.root, "val")
@@ -357,7 +358,7 @@ def confused_pairs(matrix: torch.Tensor, top: int) -> list[tuple[int, int, int]]
 
 
 def show_confusion(args: Namespace) -> Path:
-    module = load_module(args.ckpt_path)
+    module = load_module(args.ckpt_path).to(DEVICE)
     info = module.data_info
     _, samples = split_samples(info, args.data.root, "val")
     matrix = confusion(module, info, samples, args)
