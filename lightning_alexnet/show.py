@@ -437,7 +437,8 @@ def parser() -> ArgumentParser:
             c.add_argument("--neighbours", type=int, default=6, help="training images per query")
         if name == "confusion":
             c.add_argument("--top", type=int, default=10, help="confused pairs listed")
-        c.add_argument("--out", type=Path, default=None, help="PNG file to write")
+        c.add_argument("--out", type=str, default=None,
+                       help="PNG file to write (default: <run>/pictures/<picture>.png)")
         sub.add_subcommand(name, c, help=helps[name])
     return p
 
@@ -454,6 +455,7 @@ def main(args: list[str]) -> Path:
         fail(f"--data.batch_size must be >= 1 and --data.num_workers >= 0, got "
              f"{options.data.batch_size} and {options.data.num_workers}")
     pyplot()  # say what to install before any work
+    options.out = Path(options.out) if options.out else None
     out = {"filters": show_filters, "predictions": show_predictions, "neighbours": show_neighbours,
            "curves": show_curves, "confusion": show_confusion}[name](options)
     print(out)
