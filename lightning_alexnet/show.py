@@ -159,8 +159,10 @@ def show_filters(args: Namespace) -> Path:
     cols = 16 if per >= 32 else 8
     grids = filter_grids(weight, towers, cols)
     plt = pyplot()
-    fig, axes = plt.subplots(towers, 1, figsize=(cols * 0.55, 0.6 + towers * 0.55 * grids[0].shape[0] / 12 + 0.5 * towers),
-                             squeeze=False)
+    width = cols * 0.8
+    height = towers * (width * grids[0].shape[0] / grids[0].shape[1] + 0.4) + 0.4
+    fig, axes = plt.subplots(towers, 1, figsize=(width, height), squeeze=False,
+                             layout="constrained")
     k = weight.shape[-1]
     for t, (ax, grid) in enumerate(zip(axes[:, 0], grids)):
         ax.imshow(grid, interpolation="nearest")
