@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_CPU)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,show]"
 	touch $(STAMP)
 
 fit: $(STAMP)

@@ -1,4 +1,5 @@
-"""``python -m lightning_alexnet fit|validate|test|predict|prepare`` (LightningCLI).
+"""``python -m lightning_alexnet fit|validate|test|prepare|predict|show``: fit, validate and test
+are LightningCLI's; predict (``predict.py``) and show (``show.py``) are this package's own.
 
 ``--config`` takes a YAML file or the name of a preset shipped in ``lightning_alexnet/configs``
 (``tiny``: the quick CPU run on the built-in data; ``paper``: the paper's recipe).
@@ -112,10 +113,11 @@ def prepare(args: list[str]) -> None:
 
 DESCRIPTION = """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) with PyTorch Lightning.
 
-Subcommands: fit, validate, test, predict (Lightning's), and prepare (compute and cache the
-training-set statistics: `python -m lightning_alexnet prepare --help`). --config takes a YAML
-file or the name of a shipped preset: tiny (the quick CPU run on the built-in data) or paper
-(the paper's recipe)."""
+Subcommands: fit, validate, test (Lightning's), prepare (compute and cache the training-set
+statistics), predict (classify image files with a checkpoint: top-5 table, CSV or JSON) and
+show (pictures of a run: filters, predictions, neighbours, curves, confusion); each has --help.
+--config takes a YAML file or the name of a shipped preset: tiny (the quick CPU run on the
+built-in data) or paper (the paper's recipe)."""
 
 
 def main(args: ArgsType = None) -> AlexNetCLI | None:
@@ -127,6 +129,13 @@ def main(args: ArgsType = None) -> AlexNetCLI | None:
         args = argv = _resolve_config_names([str(a) for a in args])
     if argv and argv[0] == "prepare":
         prepare(argv[1:])
+        return None
+    if argv and argv[0] in ("predict", "show"):  # their own commands: see predict.py, show.py
+        if argv[0] == "predict":
+            from lightning_alexnet.predict import main as command
+        else:
+            from lightning_alexnet.show import main as command
+        command(argv[1:])
         return None
     return AlexNetCLI(
         AlexNetModule,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_alexnet import checkpoint_info
 from lightning_alexnet.data import RawBatch
 from lightning_alexnet.model import AlexNet, AlexNetConfig
 
@@ -85,6 +86,7 @@ class AlexNetModule(pl.LightningModule):
         )
         self.model = AlexNet(self.config, kernels=kernels)
         self.ensemble_models: list[AlexNet] = []
+        self.data_info: checkpoint_info.DataInfo | None = None  # set from a loaded checkpoint
 
         self.train_metrics = error_metrics(num_classes, "train/")
         self.val_metrics = error_metrics(num_classes, "val/")
@@ -170,12 +172,23 @@ class AlexNetModule(pl.LightningModule):
         x, paths = self._unpack(batch)
         probs = self._probs(x)
         top = probs.topk(min(5, probs.shape[-1]), dim=-1)
-        classes = getattr(self.trainer.datamodule, "classes", None) if self._trainer else None
+        if self.data_info is not None:  # the classes it was trained on, whatever the datamodule
+            classes = self.data_info.classes
+        else:
+            classes = getattr(self.trainer.datamodule, "classes", None) if self._trainer else None
         out = []
         for path, p, i in zip(paths, top.values.tolist(), top.indices.tolist()):
             names = [classes[j] for j in i] if classes else i
             out.append({"path": path, "top5": list(zip(names, p))})
         return out
+
+    # --- class names and preprocessing travel in the checkpoint (see checkpoint_info) ---
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint_info.save(checkpoint, self._trainer, self.data_info)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.data_info = checkpoint_info.load(checkpoint)
 
     # --- the paper's optimiser ------------------------------------------------------------
 
