@@ -123,3 +123,69 @@ class KernelSpec:
     num_stages: int = 3
     uses_dot: bool = False  # conv kernels: must compile to mma/wgmma
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- kpool ---
+# Shared by the LRN and pooling kernels (kernels.lrn, kernels.max_pool2d, kernels.lrn_max_pool2d).
+
+FLOAT_DTYPES = (*SUPPORTED_DTYPES, torch.float64)  # LRN and pooling also take fp64 (fp64 math)
+
+INDEX_LIMIT = 2**31
+
+
+def check_float_tensor(x: Any, name: str) -> torch.Tensor:
+    """:func:`check_tensor` for kernels that also take float64 (computed in fp64)."""
+    if isinstance(x, torch.Tensor) and x.dtype not in FLOAT_DTYPES:
+        raise NotImplementedError(
+            f"{name}.dtype={x.dtype} is not supported; use one of "
+            f"{', '.join(str(d) for d in FLOAT_DTYPES)}"
+        )
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
+        check_tensor(x.new_empty(0, dtype=torch.float32), name)  # the device rules
+        return x
+    return check_tensor(x, name)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes in: float64 for float64 tensors, float32 for the rest."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def triton_acc(dtype: torch.dtype):
+    """:func:`acc_dtype` as the Triton type a kernel's ``ACC: tl.constexpr`` takes."""
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def memory_span(t: torch.Tensor) -> int:
+    """Elements from a tensor's first to its last addressed element, strides included."""
+    if t.numel() == 0:
+        return 0
+    return 1 + sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride()))
+
+
+def check_index_range(**tensors: torch.Tensor | None) -> None:
+    """Kernels index with int32: every tensor must span fewer than 2**31 elements. Checked on
+    the span a (possibly strided or expanded) view reaches, not on its element count."""
+    for name, t in tensors.items():
+        span = 0 if t is None else memory_span(t)
+        if span >= INDEX_LIMIT:
+            raise NotImplementedError(
+                f"{name} of shape {tuple(t.shape)} and strides {tuple(t.stride())} spans {span} "
+                f"elements; the kernels index with int32 (< 2**31): split the batch or make it "
+                "contiguous"
+            )
+
+
+def refuse_double_backward(op_name: str) -> Callable:
+    """A ``register_autograd`` backward for a kernel's backward op: double backward raises the
+    library's unsupported-feature error instead of a generic one."""
+
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"double backward of {op_name} is not supported: its backward kernel is not "
+            "differentiable (use the eager reference for higher-order gradients)"
+        )
+
+    return backward
