@@ -61,6 +61,7 @@ Refused, with a clear error:
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import numbers
 
@@ -271,7 +272,7 @@ def is_channels_last(t: torch.Tensor) -> bool:
 def _trailing_dims_merge(t: torch.Tensor) -> bool:
     """Whether t's dims 2.. view as one stride (so t.view(N, C, S) is free)."""
     dims = [(d, st) for d, st in zip(t.shape[2:], t.stride()[2:]) if d != 1]
-    return all(st == d_in * st_in for (_, st), (d_in, st_in) in zip(dims, dims[1:]))
+    return all(st == d_in * st_in for (_, st), (d_in, st_in) in itertools.pairwise(dims))
 
 
 def _output_like(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -300,7 +301,7 @@ def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
     x3, y3 = _as_ncs(x), _as_ncs(y)  # y and the scale merge by construction: views
     s3 = _as_ncs(scale) if save_scale else y3
     check_index_range(input=x3, output=y3, scale=s3)
-    n, c, s = x3.shape
+    _, c, s = x3.shape
     if y3.numel() == 0:  # empty batch: nothing to launch
         return
     grid = lambda meta: (triton.cdiv(y3.numel(), meta["BLOCK"]),)
@@ -316,7 +317,7 @@ def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
     size, alpha, beta, groups = params
     x3, s3, dy3, dx3 = _as_ncs(x), _as_ncs(scale), _as_ncs(dy), _as_ncs(dx)
     check_index_range(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
-    n, c, s = x3.shape
+    _, c, s = x3.shape
     if dx3.numel() == 0:
         return
     grid = lambda meta: (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
