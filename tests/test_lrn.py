@@ -201,9 +201,11 @@ def test_saved_scale_strides():
     assert_close(expected, xr.grad, F64)
 
 
-@pytest.mark.parametrize("beta", [0.75, 1.0, 1.5, -0.5, 0.0])
-@pytest.mark.parametrize("dtype", [F64, torch.float32])
-@pytest.mark.parametrize("where", ["x", "dy", "both"])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN notes in the interpreter
+@pytest.mark.parametrize("where,dtype,beta", [
+    *[(where, F64, beta) for beta in (0.75, 1.0, 1.5, -0.5, 0.0) for where in ("x", "dy", "both")],
+    ("both", torch.float32, 0.75), ("both", torch.float32, 1.5),
+])
 def test_nan_and_inf_as_torch(where, dtype, beta):
     # NaN, +inf, -inf in the input and/or the gradient: the same NaN/inf positions as
     # F.local_response_norm's autograd graph, for powers below, at and above 1 and beta = 0
