@@ -51,9 +51,10 @@ op runs in its input's dtype (fp32 math inside), as max-pooling does under autoc
 
 Refused, with a clear error:
 - ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA, or CPU without ``TRITON_INTERPRET=1``; a tensor (input, gradient or saved) whose
-  memory span reaches 2**31 elements (int32 offsets); double backward.
+  than CUDA or CPU; a tensor (input, gradient or saved) whose memory span reaches 2**31
+  elements (int32 offsets); double backward.
 - ``ValueError``: input with fewer than 3 dims; size not a positive int; alpha, beta or k not
   finite real numbers; alpha < 0; k <= 0; groups not a positive int or not dividing C.
 """

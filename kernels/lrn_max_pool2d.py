@@ -47,13 +47,14 @@ rule, so ``torch.compile(fullgraph=True)`` traces through it. Autocast: no cast 
 
 Refused, with a clear error:
 - ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA, or CPU without ``TRITON_INTERPRET=1``; a tensor (input, gradient or argmax) whose
-  memory span reaches 2**31 elements (int32 offsets); double backward.
+  than CUDA or CPU; a tensor (input, gradient or argmax) whose memory span reaches 2**31
+  elements (int32 offsets); double backward.
 - ``ValueError``: input not 4-D (3-D included, see above); the LRN arguments
   :func:`kernels.local_response_norm` refuses (size, alpha < 0, k <= 0, non-finite constants,
   groups); the pooling arguments :func:`kernels.max_pool2d` refuses (zero channels or spatial
-  size, kernel_size/stride/padding out of range, an output size below 1).
+  size, kernel_size/stride/padding malformed or out of range, an output size below 1).
 """
 
 from __future__ import annotations

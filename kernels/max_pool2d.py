@@ -37,13 +37,14 @@ runs in its input's dtype, as ``F.max_pool2d`` does under autocast (a max is exa
 
 Refused, with a clear error:
 - ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA, or CPU without ``TRITON_INTERPRET=1``; dilation != 1; ceil_mode=True;
-  return_indices=True; a tensor (input, gradient or argmax) whose memory span reaches 2**31
-  elements (int32 offsets); double backward.
-- ``ValueError``: input not 3-D or 4-D; zero channels or spatial size; kernel_size, stride or
-  padding not an int or a pair of ints; kernel_size or stride < 1; padding < 0 or more than half
-  the kernel; an output size below 1.
+  than CUDA or CPU; dilation != 1; ceil_mode=True; return_indices=True; a tensor (input,
+  gradient or argmax) whose memory span reaches 2**31 elements (int32 offsets); double
+  backward.
+- ``ValueError``: input not 3-D or 4-D; zero channels or spatial size; kernel_size, stride,
+  padding or dilation not an int or a pair of ints; kernel_size or stride < 1; padding < 0 or
+  more than half the kernel; an output size below 1.
 """
 
 from __future__ import annotations
