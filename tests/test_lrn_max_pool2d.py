@@ -182,8 +182,8 @@ def test_saved_tensor_strides():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN notes in the interpreter
 @pytest.mark.parametrize("where,dtype,beta", [
-    *[(where, F64, beta) for beta in (0.75, 1.5, 0.0) for where in ("x", "dy", "both")],
-    ("both", torch.float32, 0.75),
+    ("x", F64, 0.75), ("dy", F64, 0.75), ("both", F64, 0.75),
+    ("both", F64, 1.5), ("both", F64, 0.0), ("both", torch.float32, 0.75),
 ])
 def test_nan_and_inf_as_the_composition(where, dtype, beta):
     # NaN, +inf, -inf: NaN/inf where the unfused ops put them, forward and backward; the fused

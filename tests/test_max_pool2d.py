@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.max_pool2d import PoolGeometry, _pool_backward, max_pool2d, max_pool2d_backward_op, max_pool2d_op
+from kernels.max_pool2d import (
+    PoolGeometry,
+    _pool_backward,
+    max_pool2d,
+    max_pool2d_backward_op,
+    max_pool2d_op,
+)
 from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
 from tolerances import assert_close
 
