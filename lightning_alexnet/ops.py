@@ -14,8 +14,9 @@ hand-written backward (Caffe's formulation), saving only the input and the scale
 paper's beta = 3/4 power as sqrt/rsqrt. Its arguments are the Triton kernels' (alpha >= 0 and
 k > 0, so the scale is positive and ``s ** -beta`` equals ``torch.pow``; beta = 0 is the
 identity, as in PyTorch); anything else raises the same ``ValueError``. Measured on 2 CPU
-cores (batch 32, paper model): eager LRN ~29 img/s, this path ~35 img/s, no LRN at all ~41 img/s. (``torch.compile`` of the same
-formulas was slower inside the full training step here: ~21 img/s.)
+cores (batch 32, paper model): eager LRN ~29 img/s, this path ~35 img/s, no LRN at all
+~41 img/s. (``torch.compile`` of the same formulas was slower inside the full training step
+here: ~21 img/s.)
 """
 
 from __future__ import annotations
