@@ -127,23 +127,33 @@ class KernelSpec:
 
 # --- kpool ---
 # Shared by the LRN and pooling kernels (kernels.lrn, kernels.max_pool2d, kernels.lrn_max_pool2d).
+# check_tensor_or_float64 and check_int32_span are, word for word, the helpers kconv added to
+# main meanwhile (one copy is enough once both branches are merged).
 
-FLOAT_DTYPES = (*SUPPORTED_DTYPES, torch.float64)  # LRN and pooling also take fp64 (fp64 math)
-
-INDEX_LIMIT = 2**31
+INT32_SPAN_LIMIT = 2**31
 
 
-def check_float_tensor(x: Any, name: str) -> torch.Tensor:
-    """:func:`check_tensor` for kernels that also take float64 (computed in fp64)."""
-    if isinstance(x, torch.Tensor) and x.dtype not in FLOAT_DTYPES:
-        raise NotImplementedError(
-            f"{name}.dtype={x.dtype} is not supported; use one of "
-            f"{', '.join(str(d) for d in FLOAT_DTYPES)}"
-        )
+def check_tensor_or_float64(x: Any, name: str) -> torch.Tensor:
+    """``check_tensor`` that also accepts float64, for kernels that accumulate it in fp64."""
     if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
-        check_tensor(x.new_empty(0, dtype=torch.float32), name)  # the device rules
+        check_tensor(x.new_empty((), dtype=torch.float32), name)  # the device checks alone
         return x
     return check_tensor(x, name)
+
+
+def check_int32_span(**tensors: torch.Tensor | None) -> None:
+    """Refuse a tensor whose memory span (not element count: a strided view reaches further)
+    does not fit the kernels' int32 offsets."""
+    for name, t in tensors.items():
+        if t is None or t.numel() == 0:
+            continue
+        span = 1 + sum((d - 1) * abs(s) for d, s in zip(t.shape, t.stride()))
+        if span >= INT32_SPAN_LIMIT:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} and strides {t.stride()} spans {span} "
+                f"elements; the kernels index with int32 (< 2**31): split the batch, or pass "
+                "a contiguous tensor if this is a sparse view"
+            )
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -156,26 +166,6 @@ def triton_acc(dtype: torch.dtype):
     import triton.language as tl
 
     return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def memory_span(t: torch.Tensor) -> int:
-    """Elements from a tensor's first to its last addressed element, strides included."""
-    if t.numel() == 0:
-        return 0
-    return 1 + sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride()))
-
-
-def check_index_range(**tensors: torch.Tensor | None) -> None:
-    """Kernels index with int32: every tensor must span fewer than 2**31 elements. Checked on
-    the span a (possibly strided or expanded) view reaches, not on its element count."""
-    for name, t in tensors.items():
-        span = 0 if t is None else memory_span(t)
-        if span >= INDEX_LIMIT:
-            raise NotImplementedError(
-                f"{name} of shape {tuple(t.shape)} and strides {tuple(t.stride())} spans {span} "
-                f"elements; the kernels index with int32 (< 2**31): split the batch or make it "
-                "contiguous"
-            )
 
 
 def refuse_double_backward(op_name: str) -> Callable:

@@ -53,10 +53,11 @@ Refused, with a clear error:
 - ``TypeError``: input not a tensor.
 - ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA or CPU; a tensor (input, gradient or saved) whose memory span reaches 2**31
-  elements (int32 offsets); double backward.
-- ``ValueError``: input with fewer than 3 dims; size not a positive int; alpha, beta or k not
-  finite real numbers; alpha < 0; k <= 0; groups not a positive int or not dividing C.
+  than CUDA or CPU; double backward.
+- ``ValueError``: a tensor (input, gradient or saved scale) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input with fewer than 3 dims;
+  size not a positive int; alpha, beta or k not finite real numbers; alpha < 0; k <= 0;
+  groups not a positive int or not dividing C.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ from kernels._common import (
     KernelSpec,
     acc_dtype,
     autotune_configs,
-    check_float_tensor,
-    check_index_range,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
     refuse_double_backward,
     triton_acc,
@@ -301,11 +302,12 @@ def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
     size, alpha, beta, k, groups = params
     x3, y3 = _as_ncs(x), _as_ncs(y)  # y and the scale merge by construction: views
     s3 = _as_ncs(scale) if save_scale else y3
-    check_index_range(input=x3, output=y3, scale=s3)
+    check_int32_span(input=x3, output=y3, scale=s3)
     _, c, s = x3.shape
     if y3.numel() == 0:  # empty batch: nothing to launch
         return
-    grid = lambda meta: (triton.cdiv(y3.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(y3.numel(), meta["BLOCK"]),)
     with device_context(x3):
         _lrn_fwd[grid](
             x3, y3, s3, y3.numel(), c, s, c // groups, *x3.stride(), *y3.stride(), *s3.stride(),
@@ -317,11 +319,12 @@ def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
 def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
     size, alpha, beta, groups = params
     x3, s3, dy3, dx3 = _as_ncs(x), _as_ncs(scale), _as_ncs(dy), _as_ncs(dx)
-    check_index_range(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
+    check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
     _, c, s = x3.shape
     if dx3.numel() == 0:
         return
-    grid = lambda meta: (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
     with device_context(x3):
         _lrn_bwd[grid](
             x3, s3, dy3, dx3, dx3.numel(), c, s, c // groups,
@@ -399,14 +402,14 @@ def local_response_norm(
             beta=0.75, k=2.0``.
         groups: equal channel slices normalised independently (AlexNet's two towers: 2).
     """
-    check_float_tensor(input, "input")
+    check_tensor_or_float64(input, "input")
     if input.dim() < 3:
         raise ValueError(
             f"local_response_norm expects input of 3 or more dims (N, C, *), got shape "
             f"{tuple(input.shape)}"
         )
     check_lrn_params(size, alpha, beta, k, groups, input.shape[1])
-    check_index_range(input=input)
+    check_int32_span(input=input)
     save_scale = torch.is_grad_enabled() and input.requires_grad
     y, _ = lrn_op(input, size, float(alpha), float(beta), float(k), groups, save_scale)
     return y

@@ -49,12 +49,13 @@ Refused, with a clear error:
 - ``TypeError``: input not a tensor.
 - ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA or CPU; a tensor (input, gradient or argmax) whose memory span reaches 2**31
-  elements (int32 offsets); double backward.
-- ``ValueError``: input not 4-D (3-D included, see above); the LRN arguments
-  :func:`kernels.local_response_norm` refuses (size, alpha < 0, k <= 0, non-finite constants,
-  groups); the pooling arguments :func:`kernels.max_pool2d` refuses (zero channels or spatial
-  size, kernel_size/stride/padding malformed or out of range, an output size below 1).
+  than CUDA or CPU; double backward.
+- ``ValueError``: a tensor (input, gradient or argmax) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input not 4-D (3-D included,
+  see above); the LRN arguments :func:`kernels.local_response_norm` refuses (size,
+  alpha < 0, k <= 0, non-finite constants, groups); the pooling arguments
+  :func:`kernels.max_pool2d` refuses (zero channels or spatial size, kernel_size/stride/padding
+  malformed or out of range, an output size below 1).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
     autotune_configs,
-    check_float_tensor,
-    check_index_range,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
     refuse_double_backward,
     triton_acc,
@@ -221,10 +222,11 @@ def _lrn_consts(params: tuple) -> dict:
 def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the pooled LRN of x (N, C, H, W) to y and the argmax window offsets to arg."""
     _, c, h, w = x.shape
-    check_index_range(input=x, output=y)
+    check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    grid = lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
     with device_context(x):
         _fused_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
                          c // params[4], *x.stride(), *y.stride(), **_lrn_consts(params),
@@ -235,10 +237,11 @@ def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) 
 
 def _fused_backward(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> None:
     _, c, h, w = x.shape
-    check_index_range(input=x, grad_output=dy, argmax=arg, grad_input=dx)
+    check_int32_span(input=x, grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    grid = lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
     with device_context(x):
         _fused_bwd[grid](x, dy, arg, dx, dx.numel(), c, h, w, *geo.out, c // params[4],
                          *x.stride(), *dy.stride(), *arg.stride(), *dx.stride(),
@@ -324,7 +327,7 @@ def lrn_max_pool2d(
             the paper's layer: ``5, 5e-4, 0.75, 2.0``, groups=2 for the two towers).
         kernel_size, stride, padding: as :func:`kernels.max_pool2d` (AlexNet: 3, 2, 0).
     """
-    check_float_tensor(input, "input")
+    check_tensor_or_float64(input, "input")
     if input.dim() != 4:
         hint = (" (a 3-D input is (N, C, L) to local_response_norm but (C, H, W) to max_pool2d;"
                 " pass input.unsqueeze(0) for one image)") if input.dim() == 3 else ""
@@ -332,7 +335,7 @@ def lrn_max_pool2d(
                          f"{tuple(input.shape)}{hint}")
     check_lrn_params(size, alpha, beta, k, groups, input.shape[1])
     geo = check_pool_args(input, kernel_size, stride, padding)
-    check_index_range(input=input)
+    check_int32_span(input=input)
     save_arg = torch.is_grad_enabled() and input.requires_grad
     y, _ = lrn_max_pool2d_op(input, size, float(alpha), float(beta), float(k), groups,
                              list(geo.kernel), list(geo.stride), list(geo.padding), save_arg)

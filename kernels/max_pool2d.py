@@ -39,12 +39,12 @@ Refused, with a clear error:
 - ``TypeError``: input not a tensor.
 - ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
 - ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
-  than CUDA or CPU; dilation != 1; ceil_mode=True; return_indices=True; a tensor (input,
-  gradient or argmax) whose memory span reaches 2**31 elements (int32 offsets); double
-  backward.
-- ``ValueError``: input not 3-D or 4-D; zero channels or spatial size; kernel_size, stride,
-  padding or dilation not an int or a pair of ints; kernel_size or stride < 1; padding < 0 or
-  more than half the kernel; an output size below 1.
+  than CUDA or CPU; dilation != 1; ceil_mode=True; return_indices=True; double backward.
+- ``ValueError``: a tensor (input, gradient or argmax) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input not 3-D or 4-D; zero
+  channels or spatial size; kernel_size, stride, padding or dilation not an int or a pair of
+  ints; kernel_size or stride < 1; padding < 0 or more than half the kernel; an output size
+  below 1.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
     autotune_configs,
-    check_float_tensor,
-    check_index_range,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
     pair,
     refuse_double_backward,
@@ -278,10 +278,11 @@ def grad_input_like(dy: torch.Tensor, h: int, w: int, channels_last: bool) -> to
 def _pool_forward(x, y, arg, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the max of each window of x (N, C, H, W) to y and its window offset to arg."""
     _, c, h, w = x.shape
-    check_index_range(input=x, output=y)
+    check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    grid = lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
     with device_context(x):
         _pool_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
                         *x.stride(), *y.stride(), **geo.constexprs(), SAVE_ARG=save_arg,
@@ -291,10 +292,11 @@ def _pool_forward(x, y, arg, geo: PoolGeometry, save_arg: bool) -> None:
 
 def _pool_backward(dy, arg, dx, geo: PoolGeometry) -> None:
     _, c, h, w = dx.shape
-    check_index_range(grad_output=dy, argmax=arg, grad_input=dx)
+    check_int32_span(grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    grid = lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),)
+    def grid(meta):
+        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
     with device_context(dy):
         _pool_bwd[grid](dy, arg, dx, dx.numel(), c, h, w, *geo.out,
                         *dy.stride(), *arg.stride(), *dx.stride(), **geo.constexprs(),
@@ -396,7 +398,7 @@ def max_pool2d(
         kernel_size, stride, padding: as torch; padding at most half the kernel.
         dilation, ceil_mode, return_indices: only the defaults (1, False, False).
     """
-    check_float_tensor(input, "input")
+    check_tensor_or_float64(input, "input")
     check_unsupported(dilation, ceil_mode, return_indices)
     if input.dim() not in (3, 4):
         raise ValueError(f"max_pool2d expects (N, C, H, W) or (C, H, W) input, got shape "
@@ -404,7 +406,7 @@ def max_pool2d(
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     geo = check_pool_args(x, kernel_size, stride, padding)
-    check_index_range(input=x)
+    check_int32_span(input=x)
     save_arg = torch.is_grad_enabled() and x.requires_grad
     y, _ = max_pool2d_op(x, list(geo.kernel), list(geo.stride), list(geo.padding), save_arg)
     return y.squeeze(0) if unbatched else y  # N = 0: empty result, nothing launched
