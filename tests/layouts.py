@@ -15,7 +15,7 @@ def as_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
 def _strided(x: torch.Tensor) -> torch.Tensor:
     """x's values at every other channel and a column offset of a larger buffer."""
     *batch, c, h, w = x.shape
-    big = torch.zeros(*batch, 2 * c, h, w + 3, dtype=x.dtype)
+    big = torch.zeros(*batch, 2 * c, h, w + 3, dtype=x.dtype, device=x.device)
     view = big[..., ::2, :, 1 : x.shape[-1] + 1]
     view.copy_(x.detach())
     return view
@@ -38,7 +38,7 @@ def as_view(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "strided":
         return _strided(x)
     if kind == "offset":
-        buf = torch.zeros(x.numel() + 3, dtype=x.dtype)
+        buf = torch.zeros(x.numel() + 3, dtype=x.dtype, device=x.device)
         view = buf[3:].view(x.shape)
         view.copy_(x)
         return view
@@ -52,8 +52,8 @@ def as_view(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 def with_specials(x: torch.Tensor, seed: int, fraction: float = 0.15) -> torch.Tensor:
     """x with NaN, +inf and -inf at random positions (about ``fraction`` of them, a third each)."""
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.rand(x.shape, generator=g)
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    pick = torch.rand(x.shape, generator=g, device=x.device)
     out = x.clone()
     out[pick < fraction] = float("nan")
     out[(pick >= fraction) & (pick < 2 * fraction)] = float("inf")
@@ -72,7 +72,8 @@ def check_against_reference(op, ref, x: torch.Tensor, dy_kind: str = "contiguous
     y, yr = op(xk), ref(xr)
     assert y.dtype == x.dtype and y.shape == yr.shape
     assert_close(y, yr, x.dtype, reduce_dim)
-    dy = torch.randn(yr.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator(device=x.device).manual_seed(1)
+    dy = torch.randn(yr.shape, dtype=torch.float64, generator=g, device=x.device)
     if dy_specials:
         dy = with_specials(dy, seed=2)
     dy = as_view(dy.to(x.dtype), dy_kind)

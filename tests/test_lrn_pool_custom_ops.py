@@ -10,6 +10,8 @@ from kernels.lrn import lrn_backward_op, lrn_op
 from kernels.lrn_max_pool2d import lrn_max_pool2d_backward_op, lrn_max_pool2d_op
 from kernels.max_pool2d import max_pool2d_backward_op, max_pool2d_op
 
+# compiled on the GPU when there is one, else under the interpreter (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 LRN = (3, 2.0, 0.75, 1.0, 2)  # size, alpha, beta, k, groups
 POOL = ([3, 3], [2, 2], [1, 1])  # kernel, stride, padding
 
@@ -22,7 +24,7 @@ def lrn_and_pools(x):
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_compile_fullgraph_equals_eager(backend):
     torch.manual_seed(0)
-    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    x = torch.randn(2, 4, 7, 7, device=DEVICE, requires_grad=True)
     y = lrn_and_pools(x)
     dy = torch.randn_like(y)
     (dx,) = torch.autograd.grad(y, x, dy)
@@ -50,7 +52,7 @@ def test_fake_implementations_match_the_kernels(layout):
     # schema, fake tensors (shapes, dtypes and strides of every output) and autograd
     # registration, for each forward and backward op
     torch.manual_seed(0)
-    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, device=DEVICE)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     elif layout == "strided":
@@ -76,7 +78,7 @@ def test_fake_implementations_match_the_kernels(layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_autocast_runs_them_in_the_input_dtype(dtype):
     # no autocast rule on purpose (see the module docstrings): bf16 in, bf16 out; fp32 stays
-    x = torch.randn(1, 4, 5, 5).to(dtype)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    x = torch.randn(1, 4, 5, 5, device=DEVICE).to(dtype)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
         outputs = (local_response_norm(x, 3), max_pool2d(x, 3, 2), lrn_max_pool2d(x, 3))
     assert [y.dtype for y in outputs] == [dtype] * 3

@@ -64,8 +64,9 @@ def test_cpu_lrn_refuses_what_the_kernels_refuse(alpha, k, text):
     x = torch.randn(1, 4, 2, 2)
     with pytest.raises(ValueError, match=text):
         cpu_local_response_norm(x, 3, alpha, 0.75, k, 1)
-    with pytest.raises(ValueError, match=text):
-        local_response_norm(x, 3, alpha, 0.75, k, 1)
+    with pytest.raises(ValueError, match=text):  # the kernels' device: CUDA, else interpreted
+        local_response_norm(x.to("cuda" if torch.cuda.is_available() else "cpu"), 3, alpha,
+                            0.75, k, 1)
 
 
 def test_cpu_lrn_beta_zero_is_the_identity():
