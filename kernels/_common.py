@@ -125,8 +125,7 @@ class KernelSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --- kconv ---
-
+# float64 acceptance, the int32 span guard and the double-backward refusal, for every op.
 
 INT32_SPAN_LIMIT = 2**31
 
@@ -136,6 +135,11 @@ def check_tensor_or_float64(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor) and x.dtype == torch.float64:
         check_tensor(x.new_empty((), dtype=torch.float32), name)  # the device checks alone
         return x
+    if isinstance(x, torch.Tensor) and x.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(
+            f"{name}.dtype={x.dtype} is not supported; use one of "
+            f"{', '.join(str(d) for d in (*SUPPORTED_DTYPES, torch.float64))}"
+        )
     return check_tensor(x, name)
 
 
@@ -152,3 +156,28 @@ def check_int32_span(**tensors: torch.Tensor | None) -> None:
                 f"elements; the kernels index with int32 (< 2**31): split the batch, or pass "
                 "a contiguous tensor if this is a sparse view"
             )
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes in: float64 for float64 tensors, float32 for the rest."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def triton_acc(dtype: torch.dtype):
+    """:func:`acc_dtype` as the Triton type a kernel's ``ACC: tl.constexpr`` takes."""
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def refuse_double_backward(op_name: str) -> Callable:
+    """A ``register_autograd`` backward for a kernel's backward op: double backward raises the
+    library's unsupported-feature error instead of a generic one."""
+
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            f"double backward of {op_name} is not supported: its backward kernel is not "
+            "differentiable (use the eager reference for higher-order gradients)"
+        )
+
+    return backward

@@ -7,7 +7,7 @@ channel slices (``groups=2``: each of AlexNet's two towers normalises only its o
     input (N, C, *) -> output (N, C, *)        (trailing dims are flattened to S)
     s_c = k + alpha / size * sum_{j = c - size//2}^{c + (size-1)//2} x_j^2    (zero padded,
           the window clipped to the channel group, the sum always divided by size)
-    y_c = x_c * s_c^-beta
+    y_c = x_c / s_c^beta
 
 Conventions: ``alpha`` follows ``torch.nn.functional`` and is divided by ``size``. The paper
 (Krizhevsky et al. 2012, section 3.3) writes its formula without that division and gives
@@ -18,42 +18,69 @@ does divide by n, i.e. it trained with ``alpha=1e-4`` in torch terms.
 Kernels (one program per BLOCK elements, enumerated in the output's memory order):
 
 - forward: one pass over the channel window (``size`` loads per element, neighbours hit the
-  cache), writes y and, when a gradient is needed, the fp32 scale s.
-- backward (Caffe's formulation, windows restricted to the group):
-  ``dx_c = dy_c s_c^-beta - (2 alpha beta / size) x_c sum_j dy_j x_j s_j^(-beta-1)``, j over
-  the channels whose window holds c (dy_j y_j / s_j), from x, the saved s and dy; no atomics.
+  cache), writes y and, when a gradient is needed, the scale s (fp32; fp64 for fp64 input).
+- backward: ``dx_i = dy_i / D_i + 2 x_i (alpha / size) sum_c g_c``, c over the channels whose
+  window holds i, ``D = s^beta`` and ``g_c = -dy_c ((x_c / D_c) / D_c) (beta s_c^(beta-1))``:
+  the factors of PyTorch's own autograd graph for ``F.local_response_norm``, so NaN and inf in
+  the input or the gradient land where they land in PyTorch (``0 * inf`` included). From x, the
+  saved s and dy; ``3 * size`` loads per element (cached), no atomics.
 
-Layout: the kernels take strides, so contiguous NCHW, channels_last and strided views work
-without a copy (trailing dims that cannot be flattened to one stride are copied by
-``reshape``). Both dense layouts are fast: with NCHW neighbouring lanes are neighbouring
-pixels, with channels_last they are neighbouring channels, so every load is coalesced. The
-output (and the saved scale) takes the input's layout when the input is dense, else NCHW.
+Powers: ``s^e`` is ``exp2(e * log2 s)``, which equals ``torch.pow`` on s in (0, inf] and NaN,
+with ``s^0 = 1`` (NaN included) and ``s^1 = s`` taken exactly. ``k > 0`` and ``alpha >= 0`` keep
+every finite s positive; so k <= 0 and alpha < 0 are refused (where torch.pow would need the
+sign of s and whether beta is an integer). ``beta = 0`` is the identity, as in PyTorch.
 
-Precision: fp32, fp16 and bf16 in, the same dtype out, all arithmetic in fp32, ``s^-beta`` as
-``exp2(-beta * log2 s)``. The fp32 scale costs one extra fp32 tensor the size of the input
-while a gradient is needed; :func:`kernels.lrn_max_pool2d` recomputes it instead. Offsets are
-int32: every tensor must span < 2**31 elements. Not yet timed on a GPU; every autotune config
-compiles ahead of time for sm_80 and sm_90 (see ``aot_specs``). Double backward is not
-supported.
+Layout: the kernels take strides for every pointer, so contiguous NCHW, channels_last, strided,
+expanded (stride 0) and offset views work without a copy (trailing dims that cannot be flattened
+to one stride are copied by ``reshape``). Both dense layouts are fast: with NCHW neighbouring
+lanes are neighbouring pixels, with channels_last they are neighbouring channels, so every load
+is coalesced. The output (and the saved scale) takes the input's layout when the input is dense
+and its trailing dims merge, else NCHW.
+
+Precision: float32, float16 and bfloat16 in, the same dtype out, arithmetic in fp32; float64
+in fp64 (for ``torch.autograd.gradcheck``). The scale costs one extra fp32 tensor the size of
+the input while a gradient is needed; :func:`kernels.lrn_max_pool2d` recomputes it instead.
+Not yet timed on a GPU; every autotune config compiles ahead of time for sm_80 and sm_90 (see
+``aot_specs``).
+
+PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::lrn`` and its
+backward ``lightning_alexnet::lrn_backward``) with a fake implementation and an autograd rule,
+so ``torch.compile(fullgraph=True)`` traces through it. Autocast: no cast rule on purpose -- the
+op runs in its input's dtype (fp32 math inside), as max-pooling does under autocast; under
+``bf16-mixed`` it reads and writes the convolution's bf16 output, half the traffic of fp32.
+
+Refused, with a clear error:
+- ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
+- ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
+  than CUDA or CPU; double backward.
+- ``ValueError``: a tensor (input, gradient or saved scale) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input with fewer than 3 dims;
+  size not a positive int; alpha, beta or k not finite real numbers; alpha < 0; k <= 0;
+  groups not a positive int or not dividing C.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import numbers
 
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
+    acc_dtype,
     autotune_configs,
-    check_tensor,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
+    refuse_double_backward,
+    triton_acc,
 )
 
 # Memory-bound, elementwise-like (sm_80 / sm_90): 4 elements per thread (8 made the backward
@@ -71,11 +98,9 @@ LRN_BWD_CONFIGS = [
 # Under the interpreter each program is numpy on the whole block: large blocks, few programs.
 INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
 
-_INDEX_LIMIT = 2**31
-
 
 # ----------------------------------------------------------------------------------------------
-# Triton kernels
+# Triton kernels (the helpers are shared with kernels.lrn_max_pool2d)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -92,17 +117,51 @@ def _ncs_index(i, C, S, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
+def pow_pos(s, E: tl.constexpr):
+    """s ** E as torch.pow for s in (0, inf] or NaN: exp2(E log2 s), with s ** 0 = 1 (NaN too,
+    where exp2(0 * log2 s) would be NaN at s = inf or NaN) and s ** 1 = s."""
+    if E == 0.0:
+        p = tl.full(s.shape, 1.0, s.dtype)
+    elif E == 1.0:
+        p = s
+    else:
+        p = tl.exp2(tl.full((), E, s.dtype) * tl.log2(s))
+    return p
+
+
+@triton.jit
 def lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE: tl.constexpr, ALPHA: tl.constexpr,
-              K: tl.constexpr, BLOCK: tl.constexpr):
+              K: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """s = k + alpha/size * sum of x^2 over channels c - SIZE//2 .. c + (SIZE-1)//2 inside the
-    group [g_lo, g_lo + C_GROUP); x_pix points at each lane's (n, pixel). fp32, (BLOCK,)."""
-    sq = tl.zeros([BLOCK], dtype=tl.float32)
+    group [g_lo, g_lo + C_GROUP); x_pix points at each lane's (n, pixel). (BLOCK,) in ACC."""
+    sq = tl.zeros([BLOCK], dtype=ACC)
     for t in range(SIZE):
         cj = c + (t - SIZE // 2)
         ok_j = ok & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        v = tl.load(x_pix + cj * stride_xc, mask=ok_j, other=0.0).to(tl.float32)
+        v = tl.load(x_pix + cj * stride_xc, mask=ok_j, other=0.0).to(ACC)
         sq += v * v
-    return K + (ALPHA / SIZE) * sq
+    return tl.full((), K, ACC) + tl.full((), ALPHA / SIZE, ACC) * sq
+
+
+@triton.jit
+def lrn_grad_term(dy, x, s, BETA: tl.constexpr):
+    """d loss / d s for one channel, as PyTorch's graph factors it:
+    -dy ((x / D) / D) (beta s^(beta-1)), D = s^beta; exactly 0 for beta = 0 (torch.pow's
+    backward returns zeros there)."""
+    if BETA == 0.0:
+        g = tl.zeros(s.shape, s.dtype)
+    else:
+        d = pow_pos(s, BETA)
+        g = -dy * ((x / d) / d) * (tl.full((), BETA, s.dtype) * pow_pos(s, BETA - 1.0))
+    return g
+
+
+@triton.jit
+def lrn_grad_input(dy, x, s, acc, ALPHA: tl.constexpr, SIZE: tl.constexpr, BETA: tl.constexpr):
+    """dx = dy / s^beta + 2 x (alpha/size) acc, acc = sum of lrn_grad_term over the channels
+    whose window holds this one; the square's gradient as torch's x * g + x * g."""
+    g_sq = acc * tl.full((), ALPHA / SIZE, acc.dtype)
+    return dy / pow_pos(s, BETA) + (x * g_sq + x * g_sq)
 
 
 @triton.jit
@@ -110,12 +169,13 @@ def _lrn_fwd_kernel(
     x_ptr, y_ptr, scale_ptr,
     # sizes: elements, channels, flattened trailing dims, channels per group
     numel, C, S, C_GROUP,
-    # strides; y and scale share one layout
+    # strides
     stride_xn, stride_xc, stride_xs,
     stride_yn, stride_yc, stride_ys,
+    stride_sn, stride_sc, stride_ss,
     # op params
     SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, K: tl.constexpr,
-    SAVE_SCALE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    SAVE_SCALE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -124,13 +184,13 @@ def _lrn_fwd_kernel(
     n, c, s = _ncs_index(i, C, S, CHANNELS_LAST)
     g_lo = (c // C_GROUP) * C_GROUP  # the window stays inside [g_lo, g_lo + C_GROUP)
     x_pix = x_ptr + n * stride_xn + s * stride_xs
-    scale = lrn_scale(x_pix, c, g_lo, mask, C_GROUP, stride_xc, SIZE, ALPHA, K, BLOCK)
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(tl.float32)
-    y = x * tl.exp2(-BETA * tl.log2(scale))
-    out = n * stride_yn + c * stride_yc + s * stride_ys
-    tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=mask)
+    scale = lrn_scale(x_pix, c, g_lo, mask, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
+    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
+    y = x / pow_pos(scale, BETA)
+    tl.store(y_ptr + n * stride_yn + c * stride_yc + s * stride_ys,
+             y.to(y_ptr.dtype.element_ty), mask=mask)
     if SAVE_SCALE:
-        tl.store(scale_ptr + out, scale, mask=mask)
+        tl.store(scale_ptr + n * stride_sn + c * stride_sc + s * stride_ss, scale, mask=mask)
 
 
 @triton.jit
@@ -138,12 +198,14 @@ def _lrn_bwd_kernel(
     x_ptr, scale_ptr, dy_ptr, dx_ptr,
     # sizes
     numel, C, S, C_GROUP,
-    # strides; scale and dx share one layout
+    # strides
     stride_xn, stride_xc, stride_xs,
+    stride_sn, stride_sc, stride_ss,
     stride_dyn, stride_dyc, stride_dys,
-    stride_on, stride_oc, stride_os,
+    stride_dxn, stride_dxc, stride_dxs,
     # op params
     SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -152,22 +214,23 @@ def _lrn_bwd_kernel(
     n, c, s = _ncs_index(i, C, S, CHANNELS_LAST)
     g_lo = (c // C_GROUP) * C_GROUP
     x_pix = x_ptr + n * stride_xn + s * stride_xs
+    s_pix = scale_ptr + n * stride_sn + s * stride_ss
     dy_pix = dy_ptr + n * stride_dyn + s * stride_dys
-    o_pix = n * stride_on + s * stride_os
     # sum over the channels j whose window holds c: j = c - (SIZE-1)//2 .. c + SIZE//2
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    acc = tl.zeros([BLOCK], dtype=ACC)
     for t in range(SIZE):
         cj = c + (t - (SIZE - 1) // 2)
         ok = mask & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(tl.float32)
-        dyj = tl.load(dy_pix + cj * stride_dyc, mask=ok, other=0.0).to(tl.float32)
-        sj = tl.load(scale_ptr + o_pix + cj * stride_oc, mask=ok, other=1.0)
-        acc += dyj * xj * tl.exp2((-BETA - 1.0) * tl.log2(sj))  # dy_j * y_j / s_j
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_pix + c * stride_dyc, mask=mask, other=0.0).to(tl.float32)
-    sc = tl.load(scale_ptr + o_pix + c * stride_oc, mask=mask, other=1.0)
-    dx = dy * tl.exp2(-BETA * tl.log2(sc)) - (2.0 * ALPHA * BETA / SIZE) * x * acc
-    tl.store(dx_ptr + o_pix + c * stride_oc, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(ACC)
+        dyj = tl.load(dy_pix + cj * stride_dyc, mask=ok, other=0.0).to(ACC)
+        sj = tl.load(s_pix + cj * stride_sc, mask=ok, other=1.0).to(ACC)
+        acc += lrn_grad_term(dyj, xj, sj, BETA)  # 0 outside the group: dy = x = 0, s = 1
+    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
+    dy = tl.load(dy_pix + c * stride_dyc, mask=mask, other=0.0).to(ACC)
+    sc = tl.load(s_pix + c * stride_sc, mask=mask, other=1.0).to(ACC)
+    dx = lrn_grad_input(dy, x, sc, acc, ALPHA, SIZE, BETA)
+    tl.store(dx_ptr + n * stride_dxn + c * stride_dxc + s * stride_dxs,
+             dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 _lrn_fwd = triton.autotune(
@@ -191,19 +254,15 @@ def check_lrn_params(size, alpha, beta, k, groups, channels: int) -> None:
         real = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not real or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    # s = k + alpha/size * sum x^2 must stay positive: s ** -beta is taken through log2 s
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0 (the kernels need a positive scale), got {alpha!r}")
+    if k <= 0:
+        raise ValueError(f"k must be > 0 (the kernels need a positive scale), got {k!r}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if channels % groups:
         raise ValueError(f"groups={groups} must divide the {channels} input channels")
-
-
-def check_index_range(*tensors: torch.Tensor) -> None:
-    """Kernels use int32 offsets: every tensor must span fewer than 2**31 elements."""
-    for t in tensors:
-        span = 1 + sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride()) if d > 0)
-        if t.numel() and span >= _INDEX_LIMIT:
-            raise ValueError(f"tensor of shape {tuple(t.shape)} spans {span} elements; "
-                             f"the kernels index with int32 (< {_INDEX_LIMIT})")
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
@@ -212,64 +271,117 @@ def is_channels_last(t: torch.Tensor) -> bool:
     return t.shape[1] > 1 and t.stride(1) == 1
 
 
-def _lrn_forward(x3: torch.Tensor, params: tuple, save_scale: bool):
-    """(N, C, S) -> y (N, C, S) in x3's layout, and the fp32 scale (or None)."""
+def _trailing_dims_merge(t: torch.Tensor) -> bool:
+    """Whether t's dims 2.. view as one stride (so t.view(N, C, S) is free)."""
+    dims = [(d, st) for d, st in zip(t.shape[2:], t.stride()[2:]) if d != 1]
+    return all(st == d_in * st_in for (_, st), (d_in, st_in) in itertools.pairwise(dims))
+
+
+def _output_like(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An empty (N, C, *) tensor in x's layout when x is dense and its trailing dims merge, else
+    contiguous: what the kernels write (y, the scale, dx). Real and fake ops share it."""
+    out = torch.empty_like(x, dtype=dtype)
+    if not _trailing_dims_merge(out):
+        out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    return out
+
+
+def _as_ncs(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], t.shape[1], math.prod(t.shape[2:]))
+
+
+def _lrn_outputs(x: torch.Tensor, save_scale: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    y = _output_like(x, x.dtype)
+    scale = _output_like(x, acc_dtype(x.dtype)) if save_scale else \
+        x.new_empty(0, dtype=acc_dtype(x.dtype))
+    return y, scale
+
+
+def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
+    """Writes y and (when save_scale) the scale of x, all (N, C, *)."""
     size, alpha, beta, k, groups = params
-    n, c, s = x3.shape
-    y = torch.empty_like(x3)  # keeps a dense input's strides, else contiguous
-    scale = torch.empty_like(y, dtype=torch.float32) if save_scale else y
-    check_index_range(x3, y)
-    grid = lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)
-    if y.numel() == 0:  # empty batch: nothing to launch
-        return y, (scale if save_scale else None)
+    x3, y3 = _as_ncs(x), _as_ncs(y)  # y and the scale merge by construction: views
+    s3 = _as_ncs(scale) if save_scale else y3
+    check_int32_span(input=x3, output=y3, scale=s3)
+    _, c, s = x3.shape
+    if y3.numel() == 0:  # empty batch: nothing to launch
+        return
+    def grid(meta):
+        return (triton.cdiv(y3.numel(), meta["BLOCK"]),)
     with device_context(x3):
         _lrn_fwd[grid](
-            x3, y, scale, y.numel(), c, s, c // groups, *x3.stride(), *y.stride(),
-            SIZE=size, ALPHA=float(alpha), BETA=float(beta), K=float(k),
-            SAVE_SCALE=save_scale, CHANNELS_LAST=is_channels_last(y),
+            x3, y3, s3, y3.numel(), c, s, c // groups, *x3.stride(), *y3.stride(), *s3.stride(),
+            SIZE=size, ALPHA=alpha, BETA=beta, K=k, SAVE_SCALE=save_scale,
+            CHANNELS_LAST=is_channels_last(y3), ACC=triton_acc(x.dtype),
         )
-    return y, (scale if save_scale else None)
 
 
-def _lrn_backward(x3: torch.Tensor, scale: torch.Tensor, dy3: torch.Tensor, params: tuple):
-    size, alpha, beta, _, groups = params
-    n, c, s = x3.shape
-    dx = torch.empty_like(scale, dtype=x3.dtype)  # scale's (dense) layout
-    check_index_range(dy3)
-    grid = lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),)
-    if dx.numel() == 0:
-        return dx
+def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
+    size, alpha, beta, groups = params
+    x3, s3, dy3, dx3 = _as_ncs(x), _as_ncs(scale), _as_ncs(dy), _as_ncs(dx)
+    check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
+    _, c, s = x3.shape
+    if dx3.numel() == 0:
+        return
+    def grid(meta):
+        return (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
     with device_context(x3):
         _lrn_bwd[grid](
-            x3, scale, dy3, dx, dx.numel(), c, s, c // groups,
-            *x3.stride(), *dy3.stride(), *dx.stride(),
-            SIZE=size, ALPHA=float(alpha), BETA=float(beta), CHANNELS_LAST=is_channels_last(dx),
+            x3, s3, dy3, dx3, dx3.numel(), c, s, c // groups,
+            *x3.stride(), *s3.stride(), *dy3.stride(), *dx3.stride(),
+            SIZE=size, ALPHA=alpha, BETA=beta, CHANNELS_LAST=is_channels_last(dx3),
+            ACC=triton_acc(x.dtype),
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom operators and autograd
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("lightning_alexnet::lrn", mutates_args=())
+def lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+           save_scale: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, *) -> y (N, C, *) and the scale (fp32/fp64; empty unless save_scale)."""
+    y, scale = _lrn_outputs(x, save_scale)
+    _lrn_forward(x, y, scale, (size, alpha, beta, k, groups), save_scale)
+    return y, scale
+
+
+@lrn_op.register_fake
+def _(x, size, alpha, beta, k, groups, save_scale):
+    return _lrn_outputs(x, save_scale)
+
+
+@torch.library.custom_op("lightning_alexnet::lrn_backward", mutates_args=())
+def lrn_backward_op(x: torch.Tensor, scale: torch.Tensor, grad_output: torch.Tensor, size: int,
+                    alpha: float, beta: float, groups: int) -> torch.Tensor:
+    dx = _output_like(x, x.dtype)
+    _lrn_backward(x, scale, grad_output, dx, (size, alpha, beta, groups))
     return dx
 
 
-# ----------------------------------------------------------------------------------------------
-# Autograd
-# ----------------------------------------------------------------------------------------------
+@lrn_backward_op.register_fake
+def _(x, scale, grad_output, size, alpha, beta, groups):
+    return _output_like(x, x.dtype)
 
 
-class _LocalResponseNorm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, params):
-        shape = x.shape
-        # (N, C, *) -> (N, C, S), a view when the trailing dims merge
-        x3 = x.reshape(shape[0], shape[1], math.prod(shape[2:]))
-        y3, scale = _lrn_forward(x3, params, save_scale=ctx.needs_input_grad[0])
-        ctx.save_for_backward(x3, scale)
-        ctx.params, ctx.shape = params, shape
-        return y3.view(shape)
+def _lrn_setup_context(ctx, inputs, output):
+    x, size, alpha, beta, _, groups, _ = inputs
+    ctx.save_for_backward(x, output[1])
+    ctx.params = (size, alpha, beta, groups)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x3, scale = ctx.saved_tensors
-        dy3 = dy.reshape(x3.shape)
-        return _lrn_backward(x3, scale, dy3, ctx.params).view(ctx.shape), None
+
+def _lrn_grad(ctx, grad_y, _grad_scale):
+    x, scale = ctx.saved_tensors
+    if scale.numel() != x.numel():
+        raise RuntimeError("lightning_alexnet::lrn was called with save_scale=False, so it "
+                           "cannot be differentiated; call kernels.local_response_norm")
+    return lrn_backward_op(x, scale, grad_y, *ctx.params), None, None, None, None, None, None
+
+
+lrn_op.register_autograd(_lrn_grad, setup_context=_lrn_setup_context)
+lrn_backward_op.register_autograd(refuse_double_backward("local_response_norm"))
 
 
 def local_response_norm(
@@ -283,21 +395,24 @@ def local_response_norm(
     """``F.local_response_norm(input, size, alpha, beta, k)`` on each of ``groups`` channel slices.
 
     Args:
-        input: (N, C, *) with at least 3 dims, float32/float16/bfloat16.
+        input: (N, C, *) with at least 3 dims, float32/float16/bfloat16/float64, any layout.
         size: channels in the window (c - size//2 .. c + (size-1)//2, zero padded).
-        alpha, beta, k: torch convention, ``s = k + alpha / size * sum x^2``, ``y = x / s^beta``.
-            The paper's AlexNet layer is ``size=5, alpha=5e-4, beta=0.75, k=2.0``.
+        alpha, beta, k: torch convention, ``s = k + alpha / size * sum x^2``, ``y = x / s^beta``;
+            alpha >= 0 and k > 0. The paper's AlexNet layer is ``size=5, alpha=5e-4,
+            beta=0.75, k=2.0``.
         groups: equal channel slices normalised independently (AlexNet's two towers: 2).
     """
-    check_tensor(input, "input")
+    check_tensor_or_float64(input, "input")
     if input.dim() < 3:
         raise ValueError(
             f"local_response_norm expects input of 3 or more dims (N, C, *), got shape "
             f"{tuple(input.shape)}"
         )
     check_lrn_params(size, alpha, beta, k, groups, input.shape[1])
-    params = (size, float(alpha), float(beta), float(k), groups)
-    return _LocalResponseNorm.apply(input, params)
+    check_int32_span(input=input)
+    save_scale = torch.is_grad_enabled() and input.requires_grad
+    y, _ = lrn_op(input, size, float(alpha), float(beta), float(k), groups, save_scale)
+    return y
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,6 +446,10 @@ def kernel_spec(name: str, fn, args: dict, config: triton.Config) -> KernelSpec:
                       num_stages=config.num_stages)
 
 
+def _named(prefix: str, t: torch.Tensor, dims: str = "ncs") -> dict:
+    return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
+
+
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
@@ -342,15 +461,12 @@ def aot_specs() -> list[KernelSpec]:
         scale = torch.empty(shape, dtype=torch.float32, device="meta")
         sizes = dict(numel=x.numel(), C=shape[1], S=shape[2], C_GROUP=shape[1] // groups)
         label = TORCH_TO_TRITON[dtype]
-        fwd = dict(x_ptr=x, y_ptr=x, scale_ptr=scale, **sizes,
-                   **dict(zip(("stride_xn", "stride_xc", "stride_xs"), x.stride())),
-                   **dict(zip(("stride_yn", "stride_yc", "stride_ys"), x.stride())),
-                   **ops, K=2.0, SAVE_SCALE=True, CHANNELS_LAST=False)
-        bwd = dict(x_ptr=x, scale_ptr=scale, dy_ptr=x, dx_ptr=x, **sizes,
-                   **dict(zip(("stride_xn", "stride_xc", "stride_xs"), x.stride())),
-                   **dict(zip(("stride_dyn", "stride_dyc", "stride_dys"), x.stride())),
-                   **dict(zip(("stride_on", "stride_oc", "stride_os"), x.stride())),
-                   **ops, CHANNELS_LAST=False)
+        fwd = dict(x_ptr=x, y_ptr=x, scale_ptr=scale, **sizes, **_named("x", x),
+                   **_named("y", x), **_named("s", scale), **ops, K=2.0, SAVE_SCALE=True,
+                   CHANNELS_LAST=False, ACC=tl.float32)
+        bwd = dict(x_ptr=x, scale_ptr=scale, dy_ptr=x, dx_ptr=x, **sizes, **_named("x", x),
+                   **_named("s", scale), **_named("dy", x), **_named("dx", x), **ops,
+                   CHANNELS_LAST=False, ACC=tl.float32)
         for kname, fn, args, configs in (("fwd", _lrn_fwd_kernel, fwd, LRN_FWD_CONFIGS),
                                          ("bwd", _lrn_bwd_kernel, bwd, LRN_BWD_CONFIGS)):
             for cfg in configs:

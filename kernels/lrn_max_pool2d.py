@@ -4,11 +4,16 @@
 ``F.max_pool2d(local_response_norm(input, size, alpha, beta, k, groups), kernel_size, stride,
 padding)``: AlexNet's ``conv -> ReLU -> LRN -> max-pool 3/2`` after conv1 and conv2.
 
-    input (N, C, H, W) or unbatched (C, H, W) -> (N, C, OH, OW),  OH = (H + 2 pad - KH) // SH + 1
+    input (N, C, H, W) -> (N, C, OH, OW),  OH = (H + 2 pad - KH) // SH + 1
+
+Only 4-D input: a 3-D input is (N, C, L) to ``local_response_norm`` (as in PyTorch) but one
+image (C, H, W) to ``max_pool2d``, so the composition would normalise over H; pass
+``input.unsqueeze(0)`` for one image.
 
 LRN constants follow ``torch.nn.functional`` (alpha divided by size); see :mod:`kernels.lrn` for
-the paper's and cuda-convnet's conventions. Pooling semantics are :mod:`kernels.max_pool2d`'s
-(first maximum wins, NaN propagates as in PyTorch).
+the paper's and cuda-convnet's conventions, the power's domain and the backward's factors.
+Pooling semantics are :mod:`kernels.max_pool2d`'s (first maximum wins, NaN propagates and the
+last NaN of a window gets the gradient, as in PyTorch).
 
 Kernels (one program per BLOCK elements, enumerated in memory order):
 
@@ -17,22 +22,40 @@ Kernels (one program per BLOCK elements, enumerated in memory order):
   max and its window offset are kept. It reads the conv output once and writes the pooled map
   (4x smaller for 3x3 / 2) and an int8 argmax: the LRN map itself never reaches memory.
 - backward: per input pixel, the pooled gradient is routed to the LRN output through the stored
-  argmax (a gather over ceil(K/S)^2 candidate windows, no atomics), and the LRN backward
-  (Caffe's formulation) is applied with the scale recomputed from the saved input, for the
-  ``size`` channels whose window holds the pixel. Only the input and the argmax are saved (the
-  input is the conv output that autograd keeps anyway); channels whose routed gradient is 0
-  (about 3 in 4 for 3x3 / 2) skip the scale's loads.
+  argmax (a gather over ceil(K/S)^2 candidate windows, no atomics), and the LRN backward is
+  applied with the scale recomputed from the saved input, for the ``size`` channels whose
+  window holds the pixel. Only the input and the argmax are saved (the input is the conv output
+  that autograd keeps anyway). Every channel's term is computed, also where the routed gradient
+  is 0: PyTorch's composition gives NaN there when the input holds inf or NaN
+  (``0 * (inf / inf)``), and so does this kernel.
 
 The price of never storing the LRN map: overlapping windows recompute the LRN of a pixel up to
 ceil(K/S)^2 times in forward and the backward recomputes each scale once per channel of its
-window (``size`` times); AlexNet's LRN/pool layers are memory bound, so arithmetic is the cheap
-side of that trade. Not yet timed on a GPU; every autotune config compiles ahead of time for
-sm_80 and sm_90 (see ``aot_specs``).
+window (``size`` times, ``size * (size + 1)`` loads per element, cached); AlexNet's LRN/pool
+layers are memory bound, so arithmetic is the cheap side of that trade. Not yet timed on a GPU;
+every autotune config compiles ahead of time for sm_80 and sm_90 (see ``aot_specs``).
 
-Layout: strides everywhere; contiguous NCHW and channels_last are both fast (lanes walk the
-memory order), strided views work without a copy. Outputs and the input gradient are
-channels_last when the input is, else NCHW. fp32, fp16, bf16 in and out, fp32 arithmetic.
-Offsets are int32 (< 2**31 elements). No dilation, ceil_mode or double backward.
+Layout: strides for every pointer (input, output, argmax, gradients); contiguous NCHW and
+channels_last are both fast (lanes walk the memory order), strided, expanded and offset views
+work without a copy. Outputs and the input gradient are channels_last when the input is, else
+NCHW. float32, float16, bfloat16 in and out with fp32 arithmetic; float64 in fp64.
+
+PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::lrn_max_pool2d``
+and ``lightning_alexnet::lrn_max_pool2d_backward``) with a fake implementation and an autograd
+rule, so ``torch.compile(fullgraph=True)`` traces through it. Autocast: no cast rule on purpose
+-- the op runs in its input's dtype with fp32 math inside, like :mod:`kernels.lrn`.
+
+Refused, with a clear error:
+- ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
+- ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
+  than CUDA or CPU; double backward.
+- ``ValueError``: a tensor (input, gradient or argmax) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input not 4-D (3-D included,
+  see above); the LRN arguments :func:`kernels.local_response_norm` refuses (size,
+  alpha < 0, k <= 0, non-finite constants, groups); the pooling arguments
+  :func:`kernels.max_pool2d` refuses (zero channels or spatial size, kernel_size/stride/padding
+  malformed or out of range, an output size below 1).
 """
 
 from __future__ import annotations
@@ -40,21 +63,34 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
     autotune_configs,
-    check_tensor,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
+    refuse_double_backward,
+    triton_acc,
 )
-from kernels.lrn import check_index_range, check_lrn_params, kernel_spec, lrn_scale
+from kernels.lrn import (
+    check_lrn_params,
+    kernel_spec,
+    lrn_grad_input,
+    lrn_grad_term,
+    lrn_scale,
+    pow_pos,
+)
 from kernels.max_pool2d import (
     PoolGeometry,
+    check_arg_for_backward,
     check_pool_args,
+    geometry,
+    grad_input_like,
     memory_format,
     nchw_index,
+    pool_outputs,
     routed_grad,
     take_max,
 )
@@ -66,9 +102,11 @@ LRN_POOL_FWD_CONFIGS = [
     triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
     triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
 ]
+# The backward computes every channel's term (no skip where the routed gradient is 0, see the
+# module docstring): 2 elements per thread spilled 8 bytes on sm_90, so 1 per thread.
 LRN_POOL_BWD_CONFIGS = [
+    triton.Config({"BLOCK": 64}, num_warps=2, num_stages=1),
     triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
     triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
 ]
 INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
@@ -91,6 +129,7 @@ def _lrn_max_pool2d_fwd_kernel(
     SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, K: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, SAVE_ARG: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -98,7 +137,7 @@ def _lrn_max_pool2d_fwd_kernel(
     mask = i < numel
     n, c, oh, ow = nchw_index(i, C, OH, OW, CHANNELS_LAST)
     g_lo = (c // C_GROUP) * C_GROUP
-    best = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
+    best = tl.full([BLOCK], float("-inf"), dtype=ACC)
     arg = tl.full([BLOCK], -1, dtype=tl.int32)
     for kh in tl.static_range(KH):
         h = oh * SH - PH + kh
@@ -106,9 +145,9 @@ def _lrn_max_pool2d_fwd_kernel(
             w = ow * SW - PW + kw
             ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             x_pix = x_ptr + n * stride_xn + h * stride_xh + w * stride_xw
-            scale = lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE, ALPHA, K, BLOCK)
-            x = tl.load(x_pix + c * stride_xc, mask=ok, other=0.0).to(tl.float32)
-            v = x * tl.exp2(-BETA * tl.log2(scale))  # LRN output at (n, c, h, w)
+            scale = lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
+            x = tl.load(x_pix + c * stride_xc, mask=ok, other=0.0).to(ACC)
+            v = x / pow_pos(scale, BETA)  # LRN output at (n, c, h, w)
             best, arg = take_max(v, best, arg, kh * KW + kw, ok)
     out = n * stride_yn + c * stride_yc + oh * stride_yh + ow * stride_yw
     tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=mask)
@@ -129,7 +168,7 @@ def _lrn_max_pool2d_bwd_kernel(
     # op params
     SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, K: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -138,29 +177,27 @@ def _lrn_max_pool2d_bwd_kernel(
     n, c, h, w = nchw_index(i, C, H, W, CHANNELS_LAST)
     g_lo = (c // C_GROUP) * C_GROUP
     x_pix = x_ptr + n * stride_xn + h * stride_xh + w * stride_xw
-    # sum over channels j whose window holds c (j = c - (SIZE-1)//2 .. c + SIZE//2) of
-    # g_j x_j s_j^(-beta-1), g = the pooled gradient routed to the LRN output
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    # sum over channels j whose window holds c (j = c - (SIZE-1)//2 .. c + SIZE//2) of the
+    # LRN backward's terms, with g = the pooled gradient routed to the LRN output. Outside the
+    # group g = x = 0 and s = k > 0: the term is 0.
+    acc = tl.zeros([BLOCK], dtype=ACC)
     for t in range(SIZE):
         cj = c + (t - (SIZE - 1) // 2)
         ok = mask & (cj >= g_lo) & (cj < g_lo + C_GROUP)
         gj = routed_grad(dy_ptr, arg_ptr, n, cj, h, w, ok, OH, OW,
                          stride_dyn, stride_dyc, stride_dyh, stride_dyw,
                          stride_an, stride_ac, stride_ah, stride_aw,
-                         KH, KW, SH, SW, PH, PW, BLOCK)
-        need = ok & (gj != 0.0)  # most pixels are nobody's max: skip their scale
-        sj = lrn_scale(x_pix, cj, g_lo, need, C_GROUP, stride_xc, SIZE, ALPHA, K, BLOCK)
-        xj = tl.load(x_pix + cj * stride_xc, mask=need, other=0.0).to(tl.float32)
-        acc += tl.where(need, gj * xj * tl.exp2((-BETA - 1.0) * tl.log2(sj)), 0.0)
+                         KH, KW, SH, SW, PH, PW, ACC, BLOCK)
+        sj = lrn_scale(x_pix, cj, g_lo, ok, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
+        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(ACC)
+        acc += lrn_grad_term(gj, xj, sj, BETA)
     gc = routed_grad(dy_ptr, arg_ptr, n, c, h, w, mask, OH, OW,
                      stride_dyn, stride_dyc, stride_dyh, stride_dyw,
                      stride_an, stride_ac, stride_ah, stride_aw,
-                     KH, KW, SH, SW, PH, PW, BLOCK)
-    need = mask & (gc != 0.0)
-    sc = lrn_scale(x_pix, c, g_lo, need, C_GROUP, stride_xc, SIZE, ALPHA, K, BLOCK)
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(tl.float32)
-    direct = tl.where(need, gc * tl.exp2(-BETA * tl.log2(sc)), 0.0)
-    dx = direct - (2.0 * ALPHA * BETA / SIZE) * x * acc
+                     KH, KW, SH, SW, PH, PW, ACC, BLOCK)
+    sc = lrn_scale(x_pix, c, g_lo, mask, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
+    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
+    dx = lrn_grad_input(gc, x, sc, acc, ALPHA, SIZE, BETA)
     out = n * stride_dxn + c * stride_dxc + h * stride_dxh + w * stride_dxw
     tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -182,57 +219,91 @@ def _lrn_consts(params: tuple) -> dict:
     return dict(SIZE=size, ALPHA=alpha, BETA=beta, K=k)
 
 
-def _fused_forward(x: torch.Tensor, params: tuple, geo: PoolGeometry, save_arg: bool):
-    """(N, C, H, W) -> pooled LRN (N, C, OH, OW) and the argmax window offsets (or None)."""
-    n, c, h, w = x.shape
-    fmt = memory_format(x)
-    y = torch.empty((n, c, *geo.out), dtype=x.dtype, device=x.device, memory_format=fmt)
-    arg = torch.empty_like(y, dtype=geo.arg_dtype()) if save_arg else y
-    check_index_range(x, y)
+def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
+    """Writes the pooled LRN of x (N, C, H, W) to y and the argmax window offsets to arg."""
+    _, c, h, w = x.shape
+    check_int32_span(input=x, output=y)
     if y.numel() == 0:
-        return y, (arg if save_arg else None)
-    grid = lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)
+        return
+    def grid(meta):
+        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
     with device_context(x):
-        _fused_fwd[grid](x, y, arg, y.numel(), c, h, w, *geo.out, c // params[4],
-                         *x.stride(), *y.stride(), **_lrn_consts(params), **geo.constexprs(),
-                         SAVE_ARG=save_arg, CHANNELS_LAST=fmt == torch.channels_last)
-    return y, (arg if save_arg else None)
+        _fused_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
+                         c // params[4], *x.stride(), *y.stride(), **_lrn_consts(params),
+                         **geo.constexprs(), SAVE_ARG=save_arg,
+                         CHANNELS_LAST=memory_format(x) == torch.channels_last,
+                         ACC=triton_acc(x.dtype))
 
 
-def _fused_backward(x, dy, arg, params: tuple, geo: PoolGeometry) -> torch.Tensor:
-    n, c, h, w = x.shape
-    fmt = memory_format(x)
-    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-    check_index_range(dy, dx)
+def _fused_backward(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> None:
+    _, c, h, w = x.shape
+    check_int32_span(input=x, grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
-        return dx
-    grid = lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),)
+        return
+    def grid(meta):
+        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
     with device_context(x):
         _fused_bwd[grid](x, dy, arg, dx, dx.numel(), c, h, w, *geo.out, c // params[4],
                          *x.stride(), *dy.stride(), *arg.stride(), *dx.stride(),
                          **_lrn_consts(params), **geo.constexprs(),
-                         CHANNELS_LAST=fmt == torch.channels_last)
+                         CHANNELS_LAST=memory_format(dx) == torch.channels_last,
+                         ACC=triton_acc(x.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom operators and autograd
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("lightning_alexnet::lrn_max_pool2d", mutates_args=())
+def lrn_max_pool2d_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                      groups: int, kernel: list[int], stride: list[int], padding: list[int],
+                      save_arg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) -> pooled LRN (N, C, OH, OW) and the argmax (empty unless save_arg)."""
+    geo = geometry(x.shape, kernel, stride, padding)
+    y, arg = pool_outputs(x, geo, save_arg)
+    _fused_forward(x, y, arg, (size, alpha, beta, k, groups), geo, save_arg)
+    return y, arg
+
+
+@lrn_max_pool2d_op.register_fake
+def _(x, size, alpha, beta, k, groups, kernel, stride, padding, save_arg):
+    return pool_outputs(x, geometry(x.shape, kernel, stride, padding), save_arg)
+
+
+@torch.library.custom_op("lightning_alexnet::lrn_max_pool2d_backward", mutates_args=())
+def lrn_max_pool2d_backward_op(x: torch.Tensor, grad_output: torch.Tensor, arg: torch.Tensor,
+                               size: int, alpha: float, beta: float, k: float, groups: int,
+                               kernel: list[int], stride: list[int],
+                               padding: list[int]) -> torch.Tensor:
+    channels_last = memory_format(x) == torch.channels_last
+    dx = grad_input_like(x, x.shape[2], x.shape[3], channels_last)
+    _fused_backward(x, grad_output, arg, dx, (size, alpha, beta, k, groups),
+                    geometry(x.shape, kernel, stride, padding))
     return dx
 
 
-# ----------------------------------------------------------------------------------------------
-# Autograd
-# ----------------------------------------------------------------------------------------------
+@lrn_max_pool2d_backward_op.register_fake
+def _(x, grad_output, arg, size, alpha, beta, k, groups, kernel, stride, padding):
+    channels_last = memory_format(x) == torch.channels_last
+    return grad_input_like(x, x.shape[2], x.shape[3], channels_last)
 
 
-class _LRNMaxPool2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, params: tuple, geo: PoolGeometry):
-        y, arg = _fused_forward(x, params, geo, save_arg=ctx.needs_input_grad[0])
-        ctx.save_for_backward(x, arg)
-        ctx.params, ctx.geo = params, geo
-        return y
+def _fused_setup_context(ctx, inputs, output):
+    x, *params, _ = inputs
+    ctx.save_for_backward(x, output[1])
+    ctx.params = params  # size, alpha, beta, k, groups, kernel, stride, padding
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        x, arg = ctx.saved_tensors
-        return _fused_backward(x, dy, arg, ctx.params, ctx.geo), None, None
+
+def _fused_grad(ctx, grad_y, _grad_arg):
+    x, arg = ctx.saved_tensors
+    check_arg_for_backward(arg, "lightning_alexnet::lrn_max_pool2d")
+    dx = lrn_max_pool2d_backward_op(x, grad_y, arg, *ctx.params)
+    return dx, *([None] * 9)
+
+
+lrn_max_pool2d_op.register_autograd(_fused_grad, setup_context=_fused_setup_context)
+lrn_max_pool2d_backward_op.register_autograd(refuse_double_backward("lrn_max_pool2d"))
 
 
 def lrn_max_pool2d(
@@ -250,22 +321,25 @@ def lrn_max_pool2d(
     stride, padding)`` in one pass each way.
 
     Args:
-        input: (N, C, H, W) or unbatched (C, H, W), float32/float16/bfloat16, any layout.
+        input: (N, C, H, W), float32/float16/bfloat16/float64, any layout (one image:
+            ``input.unsqueeze(0)``; 3-D input is refused, see the module docstring).
         size, alpha, beta, k, groups: as :func:`kernels.local_response_norm` (torch convention;
             the paper's layer: ``5, 5e-4, 0.75, 2.0``, groups=2 for the two towers).
         kernel_size, stride, padding: as :func:`kernels.max_pool2d` (AlexNet: 3, 2, 0).
     """
-    check_tensor(input, "input")
-    if input.dim() not in (3, 4):
-        raise ValueError(f"lrn_max_pool2d expects (N, C, H, W) or (C, H, W) input, got shape "
-                         f"{tuple(input.shape)}")
-    unbatched = input.dim() == 3
-    x = input.unsqueeze(0) if unbatched else input
-    check_lrn_params(size, alpha, beta, k, groups, x.shape[1])
-    geo = check_pool_args(x, kernel_size, stride, padding)
-    params = (size, float(alpha), float(beta), float(k), groups)
-    y = _LRNMaxPool2d.apply(x, params, geo)  # N = 0: empty result, nothing launched
-    return y.squeeze(0) if unbatched else y
+    check_tensor_or_float64(input, "input")
+    if input.dim() != 4:
+        hint = (" (a 3-D input is (N, C, L) to local_response_norm but (C, H, W) to max_pool2d;"
+                " pass input.unsqueeze(0) for one image)") if input.dim() == 3 else ""
+        raise ValueError(f"lrn_max_pool2d expects (N, C, H, W) input, got shape "
+                         f"{tuple(input.shape)}{hint}")
+    check_lrn_params(size, alpha, beta, k, groups, input.shape[1])
+    geo = check_pool_args(input, kernel_size, stride, padding)
+    check_int32_span(input=input)
+    save_arg = torch.is_grad_enabled() and input.requires_grad
+    y, _ = lrn_max_pool2d_op(input, size, float(alpha), float(beta), float(k), groups,
+                             list(geo.kernel), list(geo.stride), list(geo.padding), save_arg)
+    return y  # N = 0: empty result, nothing launched
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,10 +363,11 @@ def aot_specs() -> list[KernelSpec]:
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
         sizes = dict(C=96, H=55, W=55, OH=27, OW=27, C_GROUP=48)
         fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **_named("x", x),
-                   **_named("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False)
+                   **_named("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
+                   ACC=tl.float32)
         bwd = dict(x_ptr=x, dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
                    **_named("x", x), **_named("dy", y), **_named("a", arg), **_named("dx", x),
-                   **lrn, **geo.constexprs(), CHANNELS_LAST=False)
+                   **lrn, **geo.constexprs(), CHANNELS_LAST=False, ACC=tl.float32)
         label = TORCH_TO_TRITON[dtype]
         for kname, fn, args, configs in (
             ("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),

@@ -5,9 +5,11 @@ arguments:
 
     input (N, C, H, W) or unbatched (C, H, W) -> (N, C, OH, OW),  OH = (H + 2 pad_h - KH) // SH + 1
 
-Semantics as in PyTorch: padding is -inf; the first maximum in row-major window order wins and
-receives the gradient; a NaN wins over any number (PyTorch's ``val > max || isnan(val)``, so of
-several NaNs in a window the last one is the argmax) and the output is NaN.
+Semantics as in PyTorch (its CPU and CUDA kernels: ``val > max || isnan(val)``): padding never
+wins; the first maximum in row-major window order wins and receives the gradient; a NaN wins
+over any number, so of several NaNs in a window the last one is the argmax and the output is
+NaN; a window whose in-bounds taps are all -inf gives -inf and its first in-bounds tap gets the
+gradient. NaN and inf in the gradient go to the argmax only, as in PyTorch.
 
 Kernels (one program per BLOCK elements, enumerated in the output's memory order):
 
@@ -18,15 +20,31 @@ Kernels (one program per BLOCK elements, enumerated in the output's memory order
   contain it (ceil(KH/SH) x ceil(KW/SW) candidates, 2x2 for 3x3 / 2), compares their stored
   argmax with its own offset and sums the matching gradients in fp32, then casts once.
 
-Layout: strides everywhere, so contiguous NCHW, channels_last and strided views work without a
-copy. Both dense layouts are fast (lanes walk the output's memory order, so loads and stores are
-coalesced in either). The output, the argmax and the input gradient are channels_last when the
-input is, else contiguous NCHW.
+Layout: strides for every pointer (input, output, argmax, gradients), so contiguous NCHW,
+channels_last, strided, expanded (stride 0) and offset views work without a copy. Both dense
+layouts are fast (lanes walk the output's memory order, so loads and stores are coalesced in
+either). The output, the argmax and the input gradient are channels_last when the input is,
+else contiguous NCHW.
 
-fp32, fp16 and bf16 (compared in fp32, which is exact). Offsets are int32: every tensor must span
-< 2**31 elements. Not supported (clear errors): dilation != 1, ceil_mode=True,
-return_indices=True, double backward. Not yet timed on a GPU; every autotune config compiles
-ahead of time for sm_80 and sm_90 (see ``aot_specs``).
+float32, float16 and bfloat16 (compared in fp32, which is exact; gradients summed in fp32), and
+float64 (fp64 throughout, for ``torch.autograd.gradcheck``). Not yet timed on a GPU; every
+autotune config compiles ahead of time for sm_80 and sm_90 (see ``aot_specs``).
+
+PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::max_pool2d`` and
+``lightning_alexnet::max_pool2d_backward``) with a fake implementation and an autograd rule, so
+``torch.compile(fullgraph=True)`` traces through it. Autocast: no cast rule on purpose -- the op
+runs in its input's dtype, as ``F.max_pool2d`` does under autocast (a max is exact in any dtype).
+
+Refused, with a clear error:
+- ``TypeError``: input not a tensor.
+- ``RuntimeError``: a CPU tensor without ``TRITON_INTERPRET=1``, or a CUDA tensor with it.
+- ``NotImplementedError``: dtype other than float32/float16/bfloat16/float64; a device other
+  than CUDA or CPU; dilation != 1; ceil_mode=True; return_indices=True; double backward.
+- ``ValueError``: a tensor (input, gradient or argmax) whose memory span reaches 2**31
+  elements (int32 offsets, the library's one error for it); input not 3-D or 4-D; zero
+  channels or spatial size; kernel_size, stride, padding or dilation not an int or a pair of
+  ints; kernel_size or stride < 1; padding < 0 or more than half the kernel; an output size
+  below 1.
 """
 
 from __future__ import annotations
@@ -36,17 +54,19 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
     autotune_configs,
-    check_tensor,
+    check_int32_span,
+    check_tensor_or_float64,
     device_context,
     pair,
+    refuse_double_backward,
+    triton_acc,
 )
-from kernels.lrn import check_index_range, kernel_spec
+from kernels.lrn import kernel_spec
 
 POOL_FWD_CONFIGS = [
     triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
@@ -94,10 +114,10 @@ def routed_grad(
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
     stride_an, stride_ac, stride_ah, stride_aw,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, BLOCK: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """fp32 sum of the pooled gradients whose window picked input pixel (n, c, h, w)."""
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    """Sum (in ACC) of the pooled gradients whose window picked input pixel (n, c, h, w)."""
+    acc = tl.zeros([BLOCK], dtype=ACC)
     oh_last = (h + PH) // SH  # the last window starting at or above h
     ow_last = (w + PW) // SW
     for i in tl.static_range((KH + SH - 1) // SH):
@@ -112,7 +132,7 @@ def routed_grad(
             arg = tl.load(arg_ptr + a_off, mask=cand, other=-1).to(tl.int32)
             hit = cand & (arg == h_tap * KW + w_tap)
             dy_off = n * stride_dyn + c * stride_dyc + oh * stride_dyh + ow * stride_dyw
-            acc += tl.load(dy_ptr + dy_off, mask=hit, other=0.0).to(tl.float32)
+            acc += tl.load(dy_ptr + dy_off, mask=hit, other=0.0).to(ACC)
     return acc
 
 
@@ -127,6 +147,7 @@ def _max_pool2d_fwd_kernel(
     # op params
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, SAVE_ARG: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -134,7 +155,7 @@ def _max_pool2d_fwd_kernel(
     mask = i < numel
     n, c, oh, ow = nchw_index(i, C, OH, OW, CHANNELS_LAST)
     x_plane = x_ptr + n * stride_xn + c * stride_xc
-    best = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
+    best = tl.full([BLOCK], float("-inf"), dtype=ACC)
     arg = tl.full([BLOCK], -1, dtype=tl.int32)
     for kh in tl.static_range(KH):
         h = oh * SH - PH + kh
@@ -142,7 +163,7 @@ def _max_pool2d_fwd_kernel(
             w = ow * SW - PW + kw
             ok = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             v = tl.load(x_plane + h * stride_xh + w * stride_xw, mask=ok, other=float("-inf"))
-            best, arg = take_max(v.to(tl.float32), best, arg, kh * KW + kw, ok)
+            best, arg = take_max(v.to(ACC), best, arg, kh * KW + kw, ok)
     out = n * stride_yn + c * stride_yc + oh * stride_yh + ow * stride_yw
     tl.store(y_ptr + out, best.to(y_ptr.dtype.element_ty), mask=mask)
     if SAVE_ARG:
@@ -160,7 +181,7 @@ def _max_pool2d_bwd_kernel(
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # op params
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
     # tiling
     BLOCK: tl.constexpr,
 ):
@@ -170,7 +191,7 @@ def _max_pool2d_bwd_kernel(
     dx = routed_grad(dy_ptr, arg_ptr, n, c, h, w, mask, OH, OW,
                      stride_dyn, stride_dyc, stride_dyh, stride_dyw,
                      stride_an, stride_ac, stride_ah, stride_aw,
-                     KH, KW, SH, SW, PH, PW, BLOCK)
+                     KH, KW, SH, SW, PH, PW, ACC, BLOCK)
     out = n * stride_dxn + c * stride_dxc + h * stride_dxh + w * stride_dxw
     tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
@@ -236,55 +257,116 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _pool_forward(x: torch.Tensor, geo: PoolGeometry, save_arg: bool):
-    """(N, C, H, W) -> y (N, C, OH, OW) and the argmax window offsets (or None)."""
-    n, c, h, w = x.shape
-    fmt = memory_format(x)
-    y = torch.empty((n, c, *geo.out), dtype=x.dtype, device=x.device, memory_format=fmt)
-    arg = torch.empty_like(y, dtype=geo.arg_dtype()) if save_arg else y
-    check_index_range(x, y)
-    grid = lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)
+def pool_outputs(x: torch.Tensor, geo: PoolGeometry, save_arg: bool):
+    """Empty (N, C, OH, OW) output in x's format and its argmax (or an empty placeholder).
+    Real and fake ops share it (and :mod:`kernels.lrn_max_pool2d`)."""
+    n, c = x.shape[:2]
+    y = torch.empty((n, c, *geo.out), dtype=x.dtype, device=x.device,
+                    memory_format=memory_format(x))
+    arg = torch.empty_like(y, dtype=geo.arg_dtype()) if save_arg else \
+        y.new_empty(0, dtype=geo.arg_dtype())
+    return y, arg
+
+
+def grad_input_like(dy: torch.Tensor, h: int, w: int, channels_last: bool) -> torch.Tensor:
+    """Empty (N, C, H, W) input gradient, channels_last when the input was."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((*dy.shape[:2], h, w), dtype=dy.dtype, device=dy.device,
+                       memory_format=fmt)
+
+
+def _pool_forward(x, y, arg, geo: PoolGeometry, save_arg: bool) -> None:
+    """Writes the max of each window of x (N, C, H, W) to y and its window offset to arg."""
+    _, c, h, w = x.shape
+    check_int32_span(input=x, output=y)
     if y.numel() == 0:
-        return y, (arg if save_arg else None)
+        return
+    def grid(meta):
+        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
     with device_context(x):
-        _pool_fwd[grid](x, y, arg, y.numel(), c, h, w, *geo.out, *x.stride(), *y.stride(),
-                        **geo.constexprs(), SAVE_ARG=save_arg,
-                        CHANNELS_LAST=fmt == torch.channels_last)
-    return y, (arg if save_arg else None)
+        _pool_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
+                        *x.stride(), *y.stride(), **geo.constexprs(), SAVE_ARG=save_arg,
+                        CHANNELS_LAST=memory_format(x) == torch.channels_last,
+                        ACC=triton_acc(x.dtype))
 
 
-def _pool_backward(dy: torch.Tensor, arg: torch.Tensor, x_shape, fmt, geo: PoolGeometry):
-    n, c, h, w = x_shape
-    dx = torch.empty(x_shape, dtype=dy.dtype, device=dy.device, memory_format=fmt)
-    check_index_range(dy, dx)
-    grid = lambda meta: (triton.cdiv(dx.numel(), meta["BLOCK"]),)
+def _pool_backward(dy, arg, dx, geo: PoolGeometry) -> None:
+    _, c, h, w = dx.shape
+    check_int32_span(grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
-        return dx
+        return
+    def grid(meta):
+        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
     with device_context(dy):
         _pool_bwd[grid](dy, arg, dx, dx.numel(), c, h, w, *geo.out,
-                        *dy.stride(), *arg.stride(), *dx.stride(),
-                        **geo.constexprs(), CHANNELS_LAST=fmt == torch.channels_last)
+                        *dy.stride(), *arg.stride(), *dx.stride(), **geo.constexprs(),
+                        CHANNELS_LAST=memory_format(dx) == torch.channels_last,
+                        ACC=triton_acc(dy.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom operators and autograd
+# ----------------------------------------------------------------------------------------------
+
+
+def geometry(x_shape, kernel, stride, padding) -> PoolGeometry:
+    """The checked geometry again from the op's int lists (the op schema has no dataclass)."""
+    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
+    out = tuple((size + 2 * p - k) // s + 1
+                for size, k, s, p in zip(x_shape[-2:], kernel, stride, padding))
+    return PoolGeometry(kernel, stride, padding, out)
+
+
+def check_arg_for_backward(arg: torch.Tensor, op_name: str) -> None:
+    if arg.dim() != 4:
+        raise RuntimeError(f"{op_name} was called with save_arg=False, so it cannot be "
+                           f"differentiated; call its kernels.* function")
+
+
+@torch.library.custom_op("lightning_alexnet::max_pool2d", mutates_args=())
+def max_pool2d_op(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                  save_arg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, H, W) -> y (N, C, OH, OW) and the argmax window offsets (empty unless save_arg)."""
+    geo = geometry(x.shape, kernel, stride, padding)
+    y, arg = pool_outputs(x, geo, save_arg)
+    _pool_forward(x, y, arg, geo, save_arg)
+    return y, arg
+
+
+@max_pool2d_op.register_fake
+def _(x, kernel, stride, padding, save_arg):
+    return pool_outputs(x, geometry(x.shape, kernel, stride, padding), save_arg)
+
+
+@torch.library.custom_op("lightning_alexnet::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward_op(grad_output: torch.Tensor, arg: torch.Tensor, h: int, w: int,
+                           channels_last: bool, kernel: list[int], stride: list[int],
+                           padding: list[int]) -> torch.Tensor:
+    dx = grad_input_like(grad_output, h, w, channels_last)
+    _pool_backward(grad_output, arg, dx, geometry((h, w), kernel, stride, padding))
     return dx
 
 
-# ----------------------------------------------------------------------------------------------
-# Autograd
-# ----------------------------------------------------------------------------------------------
+@max_pool2d_backward_op.register_fake
+def _(grad_output, arg, h, w, channels_last, kernel, stride, padding):
+    return grad_input_like(grad_output, h, w, channels_last)
 
 
-class _MaxPool2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, geo: PoolGeometry):
-        y, arg = _pool_forward(x, geo, save_arg=ctx.needs_input_grad[0])
-        ctx.save_for_backward(arg)
-        ctx.geo, ctx.x_shape, ctx.fmt = geo, x.shape, memory_format(x)
-        return y
+def _pool_setup_context(ctx, inputs, output):
+    x, kernel, stride, padding, _ = inputs
+    ctx.save_for_backward(output[1])
+    ctx.shape = (x.shape[2], x.shape[3], memory_format(x) == torch.channels_last)
+    ctx.geo = (kernel, stride, padding)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy):
-        (arg,) = ctx.saved_tensors
-        return _pool_backward(dy, arg, ctx.x_shape, ctx.fmt, ctx.geo), None
+
+def _pool_grad(ctx, grad_y, _grad_arg):
+    (arg,) = ctx.saved_tensors
+    check_arg_for_backward(arg, "lightning_alexnet::max_pool2d")
+    return max_pool2d_backward_op(grad_y, arg, *ctx.shape, *ctx.geo), None, None, None, None
+
+
+max_pool2d_op.register_autograd(_pool_grad, setup_context=_pool_setup_context)
+max_pool2d_backward_op.register_autograd(refuse_double_backward("max_pool2d"))
 
 
 def check_unsupported(dilation, ceil_mode, return_indices) -> None:
@@ -311,11 +393,12 @@ def max_pool2d(
     """``F.max_pool2d`` with the same arguments (ints or pairs; stride defaults to kernel_size).
 
     Args:
-        input: (N, C, H, W) or unbatched (C, H, W), float32/float16/bfloat16, any layout.
+        input: (N, C, H, W) or unbatched (C, H, W), float32/float16/bfloat16/float64, any
+            layout.
         kernel_size, stride, padding: as torch; padding at most half the kernel.
         dilation, ceil_mode, return_indices: only the defaults (1, False, False).
     """
-    check_tensor(input, "input")
+    check_tensor_or_float64(input, "input")
     check_unsupported(dilation, ceil_mode, return_indices)
     if input.dim() not in (3, 4):
         raise ValueError(f"max_pool2d expects (N, C, H, W) or (C, H, W) input, got shape "
@@ -323,8 +406,10 @@ def max_pool2d(
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     geo = check_pool_args(x, kernel_size, stride, padding)
-    y = _MaxPool2d.apply(x, geo)  # N = 0: empty result, nothing launched
-    return y.squeeze(0) if unbatched else y
+    check_int32_span(input=x)
+    save_arg = torch.is_grad_enabled() and x.requires_grad
+    y, _ = max_pool2d_op(x, list(geo.kernel), list(geo.stride), list(geo.padding), save_arg)
+    return y.squeeze(0) if unbatched else y  # N = 0: empty result, nothing launched
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,10 +434,10 @@ def aot_specs() -> list[KernelSpec]:
         sizes = dict(C=256, H=13, W=13, OH=6, OW=6)
         fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes,
                    **_named("x", x), **_named("y", y), **geo.constexprs(), SAVE_ARG=True,
-                   CHANNELS_LAST=False)
+                   CHANNELS_LAST=False, ACC=tl.float32)
         bwd = dict(dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
                    **_named("dy", y), **_named("a", arg), **_named("dx", x), **geo.constexprs(),
-                   CHANNELS_LAST=False)
+                   CHANNELS_LAST=False, ACC=tl.float32)
         for kname, fn, args, configs in (("fwd", _max_pool2d_fwd_kernel, fwd, POOL_FWD_CONFIGS),
                                          ("bwd", _max_pool2d_bwd_kernel, bwd, POOL_BWD_CONFIGS)):
             for cfg in configs:

@@ -11,9 +11,12 @@ module here with a ``kernels`` attribute:
 CPU path: eager PyTorch's LRN is a chain of seven ops that dominates a CPU training step.
 :func:`cpu_local_response_norm` computes the same function as one autograd node with a
 hand-written backward (Caffe's formulation), saving only the input and the scale, and the
-paper's beta = 3/4 power as sqrt/rsqrt. Measured on 2 CPU cores (batch 32, paper model): eager
-LRN ~29 img/s, this path ~35 img/s, no LRN at all ~41 img/s. (``torch.compile`` of the same
-formulas was slower inside the full training step here: ~21 img/s.)
+paper's beta = 3/4 power as sqrt/rsqrt. Its arguments are the Triton kernels' (alpha >= 0 and
+k > 0, so the scale is positive and ``s ** -beta`` equals ``torch.pow``; beta = 0 is the
+identity, as in PyTorch); anything else raises the same ``ValueError``. Measured on 2 CPU
+cores (batch 32, paper model): eager LRN ~29 img/s, this path ~35 img/s, no LRN at all
+~41 img/s. (``torch.compile`` of the same formulas was slower inside the full training step
+here: ~21 img/s.)
 """
 
 from __future__ import annotations
@@ -66,8 +69,10 @@ def _window_sum(t: torch.Tensor, size: int, groups: int) -> torch.Tensor:
 
 
 def _neg_pow_(s: torch.Tensor, beta: float) -> torch.Tensor:
-    """s ** -beta as a new tensor; the paper's beta = 3/4 as rsqrt(s * sqrt(s)), which
-    vectorises (pow does not)."""
+    """s ** -beta as a new tensor, for s in (0, inf] or NaN; the paper's beta = 3/4 as
+    rsqrt(s * sqrt(s)), which vectorises (pow does not). s ** 0 = 1, NaN included (torch.pow)."""
+    if beta == 0:
+        return torch.ones_like(s)
     if beta == 0.75:
         return torch.sqrt(s).mul_(s).rsqrt_()
     return torch.log(s).mul_(-beta).exp_()
@@ -81,6 +86,8 @@ def _lrn_forward(x, size: int, alpha: float, beta: float, k: float, groups: int)
 def _lrn_backward(x, scale, dy, size: int, alpha: float, beta: float, groups: int):
     # Caffe's formulation: dx_c = dy_c s_c^-b - (2ab/n) x_c sum_{j: c in window(j)} dy_j x_j s_j^(-b-1)
     scale_pow = _neg_pow_(scale, beta)
+    if beta == 0:  # torch.pow's backward at exponent 0 is zeros: only the square's x * 0 stays
+        return dy * scale_pow + (x * 0.0) * 2.0
     t = (dy * x).mul_(scale_pow).div_(scale)
     if size % 2 == 0:  # the transposed window of an even size is the mirrored one
         acc = _window_sum(t.flip(1), size, groups).flip(1)
@@ -112,6 +119,10 @@ def cpu_local_response_norm(
         raise ValueError(f"expected (N, C, H, W) input, got shape {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"groups={groups} does not divide the {x.shape[1]} channels")
+    if alpha < 0:  # the same domain as kernels.local_response_norm: a positive scale
+        raise ValueError(f"alpha must be >= 0 (the kernels need a positive scale), got {alpha!r}")
+    if k <= 0:
+        raise ValueError(f"k must be > 0 (the kernels need a positive scale), got {k!r}")
     return _CPULocalResponseNorm.apply(x, size, alpha, beta, k, groups)
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.lrn import local_response_norm
+from kernels.lrn import _lrn_backward, local_response_norm, lrn_backward_op, lrn_op
+from layouts import VIEWS, as_view, check_against_reference, with_specials
 from tolerances import assert_close
 
 # --- float64 references --------------------------------------------------------------------
@@ -147,6 +148,10 @@ BAD_ARGS = [
     (dict(size=3, alpha=math.inf), ValueError, "alpha must be a finite real number, got inf"),
     (dict(size=3, beta=math.nan), ValueError, "beta must be a finite real number, got nan"),
     (dict(size=3, k="2"), ValueError, "k must be a finite real number, got '2'"),
+    # the power's domain: s = k + alpha/size sum x^2 must stay positive
+    (dict(size=3, k=0.0), ValueError, "k must be > 0 .*got 0.0"),
+    (dict(size=3, k=-1), ValueError, "k must be > 0 .*got -1"),
+    (dict(size=3, alpha=-1e-4), ValueError, "alpha must be >= 0 .*got -0.0001"),
 ]
 
 
@@ -158,10 +163,92 @@ def test_bad_arguments(kwargs, error, text):
 
 @pytest.mark.parametrize("x,error,text", [
     (torch.randn(6, 3), ValueError, r"3 or more dims \(N, C, \*\), got shape \(6, 3\)"),
-    (torch.randn(2, 6, 3, dtype=torch.float64), NotImplementedError, "torch.float64"),
     (torch.ones(2, 6, 3, dtype=torch.int32), NotImplementedError, "torch.int32"),
+    (torch.ones(2, 6, 3, dtype=torch.complex64), NotImplementedError, "torch.complex64"),
     ([[1.0]], TypeError, "got list"),
 ])
 def test_bad_input(x, error, text):
     with pytest.raises(error, match=text):
         local_response_norm(x, 3)
+
+
+# --- every pointer's strides, NaN and inf, powers, float64 ---------------------------------
+
+F64 = torch.float64
+VIEW_CASES = [pytest.param(kind, "contiguous", id=f"x-{kind}") for kind in VIEWS] + [
+    pytest.param("contiguous", kind, id=f"dy-{kind}") for kind in VIEWS[:3]]
+
+
+@pytest.mark.parametrize("x_kind,dy_kind", VIEW_CASES)
+def test_views_of_input_and_gradient(x_kind, dy_kind):
+    torch.manual_seed(0)
+    x = as_view(torch.randn(2, 6, 3, 4, dtype=F64), x_kind)
+    check_against_reference(lambda t: local_response_norm(t, 3, 2.0, 0.75, 1.0, 2),
+                            lambda t: ref_lrn(t, 3, 2.0, 0.75, 1.0, 2), x, dy_kind)
+
+
+def test_saved_scale_strides():
+    # the backward op reads the saved scale through its own strides, not the gradient's
+    torch.manual_seed(0)
+    x, dy = torch.randn(2, 4, 3, 3, dtype=F64), torch.randn(2, 4, 3, 3, dtype=F64)
+    _, scale = lrn_op(x, 3, 2.0, 0.75, 1.0, 1, True)
+    expected = lrn_backward_op(x, scale, dy, 3, 2.0, 0.75, 1)
+    for view in ("strided", "offset", "channels_last"):
+        got = lrn_backward_op(x, as_view(scale, view), dy, 3, 2.0, 0.75, 1)
+        assert torch.equal(got, expected), view
+    xr = x.clone().requires_grad_()
+    ref_lrn(xr, 3, 2.0, 0.75, 1.0).backward(dy)
+    assert_close(expected, xr.grad, F64)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN notes in the interpreter
+@pytest.mark.parametrize("where,dtype,beta", [
+    *[(where, F64, beta) for beta in (0.75, 1.0, 1.5, -0.5, 0.0) for where in ("x", "dy", "both")],
+    ("both", torch.float32, 0.75), ("both", torch.float32, 1.5),
+])
+def test_nan_and_inf_as_torch(where, dtype, beta):
+    # NaN, +inf, -inf in the input and/or the gradient: the same NaN/inf positions as
+    # F.local_response_norm's autograd graph, for powers below, at and above 1 and beta = 0
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 3, 3, dtype=F64) * 3
+    if where != "dy":
+        x = with_specials(x, seed=0)
+    dx, _ = check_against_reference(lambda t: local_response_norm(t, 3, 2.0, beta, 1.0, 2),
+                                    lambda t: ref_lrn(t, 3, 2.0, beta, 1.0, 2), x.to(dtype),
+                                    dy_specials=where != "x", reduce_dim=3)
+    assert torch.isnan(dx).any() and not torch.isnan(dx).all()
+
+
+def test_beta_zero_is_the_identity():
+    # s ** 0 = 1 even where the window holds inf or NaN (torch.pow): y = x exactly
+    x = torch.tensor([[[1.0], [float("inf")], [2.0], [float("nan")], [-3.0]]], dtype=F64)
+    y = local_response_norm(x, 3, 1e-4, 0.0, 2.0)
+    assert torch.equal(y.isnan(), x.isnan()) and torch.equal(y[~x.isnan()], x[~x.isnan()])
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 2, 3, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 3, 3.0, 0.75, 1.0, 2), (x,))
+
+
+def test_double_backward_is_refused():
+    x = torch.randn(1, 4, 2, 2, dtype=F64, requires_grad=True)
+    (dx,) = torch.autograd.grad(local_response_norm(x, 3).sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward of local_response_norm"):
+        dx.sum().backward()
+
+
+def test_int32_span_is_refused_without_allocating():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # tensors with shapes and strides but no memory
+        huge = torch.empty_strided((2, 4, 3, 3), (2**31, 9, 3, 1))  # 2 * 4 * 9 elements
+        small = torch.empty(2, 4, 3, 3)
+        with pytest.raises(ValueError, match=r"input .* spans 2147483684 elements"):
+            local_response_norm(huge, 3)
+        scale = small.clone()
+        for name, args in (("grad_output", (small, scale, huge)), ("scale", (small, huge, small)),
+                           ("input", (huge, scale, small))):
+            with pytest.raises(ValueError, match=f"{name} of shape .* spans"):
+                _lrn_backward(*args, torch.empty(2, 4, 3, 3), (3, 1e-4, 0.75, 1))

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.max_pool2d import max_pool2d
-from layouts import as_layout
+from kernels.max_pool2d import (
+    PoolGeometry,
+    _pool_backward,
+    max_pool2d,
+    max_pool2d_backward_op,
+    max_pool2d_op,
+)
+from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
 from tolerances import assert_close
 
 # --- float64 reference ---------------------------------------------------------------------
@@ -132,9 +138,104 @@ def test_bad_arguments(kwargs, error, text):
     (torch.randn(9, 9), ValueError, r"got shape \(9, 9\)"),
     (torch.randn(1, 2, 3, 9, 9), ValueError, r"got shape \(1, 2, 3, 9, 9\)"),
     (torch.randn(2, 0, 9, 9), ValueError, r"shape \(2, 0, 9, 9\)"),
-    (torch.randn(2, 3, 9, 9, dtype=torch.float64), NotImplementedError, "torch.float64"),
+    (torch.ones(2, 3, 9, 9, dtype=torch.int64), NotImplementedError, "torch.int64"),
     ("x", TypeError, "got str"),
 ])
 def test_bad_input(x, error, text):
     with pytest.raises(error, match=text):
         max_pool2d(x, 3, 2)
+
+
+# --- every pointer's strides, NaN and inf, float64 -----------------------------------------
+
+F64 = torch.float64
+VIEW_CASES = [pytest.param(kind, "contiguous", id=f"x-{kind}") for kind in VIEWS] + [
+    pytest.param("contiguous", kind, id=f"dy-{kind}") for kind in VIEWS[:3]]
+
+
+@pytest.mark.parametrize("x_kind,dy_kind", VIEW_CASES)
+def test_views_of_input_and_gradient(x_kind, dy_kind):
+    torch.manual_seed(0)
+    x = as_view(torch.randn(2, 3, 7, 6, dtype=F64), x_kind)
+    check_against_reference(lambda t: max_pool2d(t, 3, 2, 1), lambda t: ref_pool(t, 3, 2, 1), x,
+                            dy_kind, reduce_dim=4)
+
+
+def test_saved_argmax_strides():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 7, dtype=F64)
+    y, arg = max_pool2d_op(x, [3, 3], [2, 2], [1, 1], True)
+    dy = torch.randn_like(y)
+    expected = max_pool2d_backward_op(dy, arg, 7, 7, False, [3, 3], [2, 2], [1, 1])
+    for view in ("strided", "offset", "channels_last"):
+        got = max_pool2d_backward_op(dy, as_view(arg, view), 7, 7, False, [3, 3], [2, 2], [1, 1])
+        assert torch.equal(got, expected), view
+    xr = x.clone().requires_grad_()
+    ref_pool(xr, 3, 2, 1).backward(dy)
+    assert torch.equal(expected, xr.grad)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN notes in the interpreter
+@pytest.mark.parametrize("padding,where,dtype", [
+    *[(padding, where, F64) for padding in (0, 1) for where in ("x", "dy", "both")],
+    (1, "both", torch.float32), (1, "both", torch.float16),
+])
+def test_nan_and_inf_as_torch(padding, where, dtype):
+    # NaN, +inf, -inf: the same outputs and the same argmax (which tap gets the gradient, NaN
+    # and inf gradients included) as F.max_pool2d, padding or not
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 7, dtype=F64)
+    if where != "dy":
+        x = with_specials(x, seed=0, fraction=0.2)
+    dx, ref_dx = check_against_reference(lambda t: max_pool2d(t, 3, 2, padding),
+                                         lambda t: ref_pool(t, 3, 2, padding), x.to(dtype),
+                                         dy_specials=where != "x", reduce_dim=4)
+    assert torch.equal(dx != 0, ref_dx != 0)  # NaN != 0 too: the same taps got a gradient
+
+
+def test_inf_ties_and_minus_inf_windows():
+    # +inf twice in window (0, 1): the first in row-major order, (0, 2), gets its gradient;
+    # window (2, 2) holds -inf only: output -inf, its first in-bounds tap (3, 3) gets it
+    x = torch.full((1, 1, 6, 6), float("-inf"), dtype=F64)
+    x[0, 0, 0, 2] = x[0, 0, 1, 1] = float("inf")
+    y, grad, ref_grad = check(x, 3, 2, 1)
+    assert torch.equal(grad, ref_grad)
+    y = y.detach()
+    assert y[0, 0, 0, 1] == float("inf") and y[0, 0, 2, 2] == float("-inf")
+    dy = torch.zeros_like(y)
+    dy[0, 0, 0, 1] = dy[0, 0, 2, 2] = 1.0
+    xk = x.detach().clone().requires_grad_()
+    max_pool2d(xk, 3, 2, 1).backward(dy)
+    assert xk.grad[0, 0, 0, 2] == 1 and xk.grad[0, 0, 3, 3] == 1 and xk.grad.sum() == 2
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 5, 5, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: max_pool2d(t, 3, 2, 1), (x,))
+
+
+def test_double_backward_is_refused():
+    x = torch.randn(1, 2, 5, 5, dtype=F64, requires_grad=True)
+    y = max_pool2d(x, 3, 2)
+    dy = torch.ones_like(y, requires_grad=True)  # dx is linear in dy: differentiate that
+    (dx,) = torch.autograd.grad(y, x, dy, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward of max_pool2d"):
+        dx.sum().backward()
+
+
+def test_int32_span_is_refused_without_allocating():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():  # tensors with shapes and strides but no memory
+        huge_x = torch.empty_strided((2, 3, 5, 5), (2**31, 25, 5, 1))
+        with pytest.raises(ValueError, match=r"input of shape \(2, 3, 5, 5\) .* spans"):
+            max_pool2d(huge_x, 3, 2)
+        huge_dy = torch.empty_strided((2, 3, 2, 2), (2**31, 4, 2, 1))
+        arg = torch.empty(2, 3, 2, 2, dtype=torch.int8)
+        geo = PoolGeometry((3, 3), (2, 2), (0, 0), (2, 2))
+        with pytest.raises(ValueError, match="grad_output of shape .* spans"):
+            _pool_backward(huge_dy, arg, torch.empty(2, 3, 5, 5), geo)
+        with pytest.raises(ValueError, match="argmax of shape .* spans"):
+            huge_arg = torch.empty_strided((2, 3, 2, 2), (2**31, 4, 2, 1), dtype=torch.int8)
+            _pool_backward(torch.empty(2, 3, 2, 2), huge_arg, torch.empty(2, 3, 5, 5), geo)

@@ -51,6 +51,40 @@ def test_cpu_lrn_rejects_bad_input():
         cpu_local_response_norm(torch.randn(1, 5, 2, 2), 5, 1e-4, 0.75, 2.0, 2)
 
 
+@pytest.mark.parametrize("alpha,k,text", [
+    (5e-2, 0.0, "k must be > 0 .*got 0.0"),
+    (5e-2, -2.0, "k must be > 0 .*got -2.0"),
+    (-1e-4, 2.0, "alpha must be >= 0 .*got -0.0001"),
+])
+def test_cpu_lrn_refuses_what_the_kernels_refuse(alpha, k, text):
+    # one domain for both paths: s = k + alpha/size sum x^2 stays positive, so s ** -beta is
+    # torch.pow's value; the same ValueError from the CPU path and the Triton kernel
+    from kernels.lrn import local_response_norm
+
+    x = torch.randn(1, 4, 2, 2)
+    with pytest.raises(ValueError, match=text):
+        cpu_local_response_norm(x, 3, alpha, 0.75, k, 1)
+    with pytest.raises(ValueError, match=text):  # the kernels' device: CUDA, else interpreted
+        local_response_norm(x.to("cuda" if torch.cuda.is_available() else "cpu"), 3, alpha,
+                            0.75, k, 1)
+
+
+def test_cpu_lrn_beta_zero_is_the_identity():
+    # s ** 0 = 1 even where the window holds inf or NaN; the gradient is dy, and NaN where
+    # x = +-inf (torch's x * 0 for the square's term)
+    x = torch.tensor([1.0, float("inf"), 2.0, float("nan"), -3.0, 0.5], dtype=torch.float64)
+    x = x.view(1, 6, 1, 1).requires_grad_()
+    y = cpu_local_response_norm(x, 3, 1.0, 0.0, 2.0, 2)
+    dy = torch.arange(6.0, dtype=torch.float64).view(1, 6, 1, 1) + 1
+    (dx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().clone().requires_grad_()
+    yr = lrn_reference(xr, 3, 1.0, 0.0, 2.0, 2)
+    (dxr,) = torch.autograd.grad(yr, xr, dy)
+    torch.testing.assert_close(y, yr, equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(dx, dxr, equal_nan=True, rtol=0, atol=0)
+    assert torch.isnan(dx).sum() == 2  # the inf and the NaN
+
+
 def test_eager_group_lrn_keeps_windows_inside_towers():
     x = torch.randn(1, 8, 2, 2, dtype=torch.float64)
     y = eager_local_response_norm(x, 5, 1.0, 0.75, 2.0, 2)
