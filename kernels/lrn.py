@@ -454,12 +454,12 @@ def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
     shape, groups = (128, 96, 55 * 55), 2
-    ops = dict(SIZE=5, ALPHA=5e-4, BETA=0.75)
+    ops = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75}
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(shape, dtype=dtype, device="meta")
         scale = torch.empty(shape, dtype=torch.float32, device="meta")
-        sizes = dict(numel=x.numel(), C=shape[1], S=shape[2], C_GROUP=shape[1] // groups)
+        sizes = {"numel": x.numel(), "C": shape[1], "S": shape[2], "C_GROUP": shape[1] // groups}
         label = TORCH_TO_TRITON[dtype]
         fwd = dict(x_ptr=x, y_ptr=x, scale_ptr=scale, **sizes, **_named("x", x),
                    **_named("y", x), **_named("s", scale), **ops, K=2.0, SAVE_SCALE=True,

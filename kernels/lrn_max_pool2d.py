@@ -216,7 +216,7 @@ _fused_bwd = triton.autotune(autotune_configs(LRN_POOL_BWD_CONFIGS, INTERPRET_CO
 
 def _lrn_consts(params: tuple) -> dict:
     size, alpha, beta, k, _ = params
-    return dict(SIZE=size, ALPHA=alpha, BETA=beta, K=k)
+    return {"SIZE": size, "ALPHA": alpha, "BETA": beta, "K": k}
 
 
 def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
@@ -355,13 +355,13 @@ def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
     geo = PoolGeometry((3, 3), (2, 2), (0, 0), (27, 27))
-    lrn = dict(SIZE=5, ALPHA=5e-4, BETA=0.75, K=2.0)
+    lrn = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75, "K": 2.0}
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(128, 96, 55, 55, dtype=dtype, device="meta")
         y = torch.empty(128, 96, 27, 27, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
-        sizes = dict(C=96, H=55, W=55, OH=27, OW=27, C_GROUP=48)
+        sizes = {"C": 96, "H": 55, "W": 55, "OH": 27, "OW": 27, "C_GROUP": 48}
         fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **_named("x", x),
                    **_named("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
                    ACC=tl.float32)

@@ -104,7 +104,7 @@ def nchw_index(i, C, H, W, CHANNELS_LAST: tl.constexpr):
 def take_max(v, best, arg, tap, ok):
     """Running (max, argmax) over window taps in row-major order: the first maximum wins, a NaN
     wins over anything (as torch), and the first in-bounds tap is taken even if it is -inf."""
-    take = ok & ((v > best) | (v != v) | (arg < 0))
+    take = ok & ((v > best) | (v != v) | (arg < 0))  # noqa: PLR0124 (v != v: NaN)
     return tl.where(take, v, best), tl.where(take, tap, arg)
 
 
@@ -217,7 +217,7 @@ class PoolGeometry:
 
     def constexprs(self) -> dict:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return dict(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
+        return {"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw}
 
     def arg_dtype(self) -> torch.dtype:
         return torch.int8 if self.kernel[0] * self.kernel[1] <= 127 else torch.int32
@@ -431,7 +431,7 @@ def aot_specs() -> list[KernelSpec]:
         y = torch.empty(128, 256, 6, 6, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
         label = TORCH_TO_TRITON[dtype]
-        sizes = dict(C=256, H=13, W=13, OH=6, OW=6)
+        sizes = {"C": 256, "H": 13, "W": 13, "OH": 6, "OW": 6}
         fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes,
                    **_named("x", x), **_named("y", y), **geo.constexprs(), SAVE_ARG=True,
                    CHANNELS_LAST=False, ACC=tl.float32)

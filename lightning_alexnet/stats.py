@@ -122,7 +122,7 @@ def _decode_chunk(decode: Decode, paths: Sequence[str], size: int, keep: bool):
     for k, path in enumerate(paths):
         try:
             image = decode(path, size)
-        except Exception as e:  # unreadable files are reported by the caller, not fatal
+        except Exception as e:  # noqa: BLE001 -- unreadable files are reported by the caller, not fatal
             failures.append((k, f"{path}: {describe_error(e)}"))
             continue
         acc.add(image)

@@ -8,7 +8,12 @@ import torch
 from PIL import Image
 
 from lightning_alexnet import stats
-from lightning_alexnet.data import ImageFolderDataModule, ImageFolderDataset, RawBatch, decode_center
+from lightning_alexnet.data import (
+    ImageFolderDataModule,
+    ImageFolderDataset,
+    RawBatch,
+    decode_center,
+)
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
 
@@ -178,7 +183,7 @@ def test_val_is_the_centre_crop_minus_the_mean_image(tree):
     mean = dm.stats.mean.astype(np.float64)
     o = (S - C) // 2
     for i in (0, 3, 5):
-        x, y = ds.example(i)
+        x, _ = ds.example(i)
         ref = centred(raw(ds.samples[i][0]), mean)[:, o:o + C, o:o + C]
         np.testing.assert_allclose(x.numpy(), ref, atol=1e-4)
 

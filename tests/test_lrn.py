@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels.lrn import _lrn_backward, local_response_norm, lrn_backward_op, lrn_op
 from layouts import VIEWS, as_view, check_against_reference, with_specials
 from tolerances import assert_close
+
+from kernels.lrn import _lrn_backward, local_response_norm, lrn_backward_op, lrn_op
 
 # --- float64 references --------------------------------------------------------------------
 
@@ -140,18 +140,18 @@ def test_no_grad_skips_the_scale():
 
 BAD_ARGS = [
     # (kwargs, error, text that must be in the message)
-    (dict(size=0), ValueError, "size must be a positive int, got 0"),
-    (dict(size=2.5), ValueError, "got 2.5"),
-    (dict(size=True), ValueError, "got True"),
-    (dict(size=3, groups=0), ValueError, "groups must be a positive int, got 0"),
-    (dict(size=3, groups=4), ValueError, "groups=4 must divide the 6 input channels"),
-    (dict(size=3, alpha=math.inf), ValueError, "alpha must be a finite real number, got inf"),
-    (dict(size=3, beta=math.nan), ValueError, "beta must be a finite real number, got nan"),
-    (dict(size=3, k="2"), ValueError, "k must be a finite real number, got '2'"),
+    ({"size": 0}, ValueError, "size must be a positive int, got 0"),
+    ({"size": 2.5}, ValueError, "got 2.5"),
+    ({"size": True}, ValueError, "got True"),
+    ({"size": 3, "groups": 0}, ValueError, "groups must be a positive int, got 0"),
+    ({"size": 3, "groups": 4}, ValueError, "groups=4 must divide the 6 input channels"),
+    ({"size": 3, "alpha": math.inf}, ValueError, "alpha must be a finite real number, got inf"),
+    ({"size": 3, "beta": math.nan}, ValueError, "beta must be a finite real number, got nan"),
+    ({"size": 3, "k": "2"}, ValueError, "k must be a finite real number, got '2'"),
     # the power's domain: s = k + alpha/size sum x^2 must stay positive
-    (dict(size=3, k=0.0), ValueError, "k must be > 0 .*got 0.0"),
-    (dict(size=3, k=-1), ValueError, "k must be > 0 .*got -1"),
-    (dict(size=3, alpha=-1e-4), ValueError, "alpha must be >= 0 .*got -0.0001"),
+    ({"size": 3, "k": 0.0}, ValueError, "k must be > 0 .*got 0.0"),
+    ({"size": 3, "k": -1}, ValueError, "k must be > 0 .*got -1"),
+    ({"size": 3, "alpha": -1e-4}, ValueError, "alpha must be >= 0 .*got -0.0001"),
 ]
 
 

@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
+from tolerances import assert_close
 
 from kernels.lrn_max_pool2d import (
     _fused_backward,
@@ -11,8 +13,6 @@ from kernels.lrn_max_pool2d import (
     lrn_max_pool2d_op,
 )
 from kernels.max_pool2d import PoolGeometry
-from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
-from tolerances import assert_close
 
 # --- float64 reference ---------------------------------------------------------------------
 
@@ -121,15 +121,15 @@ def test_no_grad_forward():
 
 
 @pytest.mark.parametrize("kwargs,error,text", [
-    (dict(size=0), ValueError, "size must be a positive int, got 0"),
-    (dict(size=5, groups=4), ValueError, "groups=4 must divide the 6 input channels"),
-    (dict(size=5, alpha=float("inf")), ValueError, "alpha must be a finite real number, got inf"),
-    (dict(size=5, alpha=-1.0), ValueError, "alpha must be >= 0 .*got -1.0"),
-    (dict(size=5, k=0), ValueError, "k must be > 0 .*got 0"),
-    (dict(size=5, kernel_size=0), ValueError, "kernel_size must be positive, got 0"),
-    (dict(size=5, stride=-1), ValueError, r"stride must be positive, got \(-1, -1\)"),
-    (dict(size=5, padding=2), ValueError, r"pad=\(2, 2\), kernel_size=\(3, 3\)"),
-    (dict(size=5, kernel_size=13), ValueError, r"output size \(-1, -1\)"),
+    ({"size": 0}, ValueError, "size must be a positive int, got 0"),
+    ({"size": 5, "groups": 4}, ValueError, "groups=4 must divide the 6 input channels"),
+    ({"size": 5, "alpha": float("inf")}, ValueError, "alpha must be a finite real number, got inf"),
+    ({"size": 5, "alpha": -1.0}, ValueError, "alpha must be >= 0 .*got -1.0"),
+    ({"size": 5, "k": 0}, ValueError, "k must be > 0 .*got 0"),
+    ({"size": 5, "kernel_size": 0}, ValueError, "kernel_size must be positive, got 0"),
+    ({"size": 5, "stride": -1}, ValueError, r"stride must be positive, got \(-1, -1\)"),
+    ({"size": 5, "padding": 2}, ValueError, r"pad=\(2, 2\), kernel_size=\(3, 3\)"),
+    ({"size": 5, "kernel_size": 13}, ValueError, r"output size \(-1, -1\)"),
 ])
 def test_bad_arguments(kwargs, error, text):
     with pytest.raises(error, match=text):

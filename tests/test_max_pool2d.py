@@ -3,6 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
+from tolerances import assert_close
 
 from kernels.max_pool2d import (
     PoolGeometry,
@@ -11,8 +13,6 @@ from kernels.max_pool2d import (
     max_pool2d_backward_op,
     max_pool2d_op,
 )
-from layouts import VIEWS, as_layout, as_view, check_against_reference, with_specials
-from tolerances import assert_close
 
 # --- float64 reference ---------------------------------------------------------------------
 
@@ -117,17 +117,17 @@ def test_no_grad_forward():
 
 
 @pytest.mark.parametrize("kwargs,error,text", [
-    (dict(kernel_size=3, dilation=2), NotImplementedError, "dilation=2"),
-    (dict(kernel_size=3, dilation=(1, 2)), NotImplementedError, r"dilation=\(1, 2\)"),
-    (dict(kernel_size=3, ceil_mode=True), NotImplementedError, "ceil_mode=True"),
-    (dict(kernel_size=3, return_indices=True), NotImplementedError, "return_indices=True"),
-    (dict(kernel_size=3, padding=2), ValueError, r"pad=\(2, 2\), kernel_size=\(3, 3\)"),
-    (dict(kernel_size=3, padding=-1), ValueError, r"got \(-1, -1\)"),
-    (dict(kernel_size=0), ValueError, "kernel_size must be positive, got 0"),
-    (dict(kernel_size=3, stride=0), ValueError, r"stride must be positive, got \(0, 0\)"),
-    (dict(kernel_size="3"), ValueError, "kernel_size must be an int or a pair of ints, got '3'"),
-    (dict(kernel_size=(3, 3, 3)), ValueError, r"got \(3, 3, 3\)"),
-    (dict(kernel_size=11), ValueError, r"output size \(0, 0\)"),
+    ({"kernel_size": 3, "dilation": 2}, NotImplementedError, "dilation=2"),
+    ({"kernel_size": 3, "dilation": (1, 2)}, NotImplementedError, r"dilation=\(1, 2\)"),
+    ({"kernel_size": 3, "ceil_mode": True}, NotImplementedError, "ceil_mode=True"),
+    ({"kernel_size": 3, "return_indices": True}, NotImplementedError, "return_indices=True"),
+    ({"kernel_size": 3, "padding": 2}, ValueError, r"pad=\(2, 2\), kernel_size=\(3, 3\)"),
+    ({"kernel_size": 3, "padding": -1}, ValueError, r"got \(-1, -1\)"),
+    ({"kernel_size": 0}, ValueError, "kernel_size must be positive, got 0"),
+    ({"kernel_size": 3, "stride": 0}, ValueError, r"stride must be positive, got \(0, 0\)"),
+    ({"kernel_size": "3"}, ValueError, "kernel_size must be an int or a pair of ints, got '3'"),
+    ({"kernel_size": (3, 3, 3)}, ValueError, r"got \(3, 3, 3\)"),
+    ({"kernel_size": 11}, ValueError, r"output size \(0, 0\)"),
 ])
 def test_bad_arguments(kwargs, error, text):
     with pytest.raises(error, match=text):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import assert_close
 
 from lightning_alexnet import AlexNet, AlexNetConfig
 from lightning_alexnet.ops import cpu_local_response_norm, eager_local_response_norm
-from tolerances import assert_close
 
 
 def lrn_reference(x, size, alpha, beta, k, groups):

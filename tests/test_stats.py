@@ -120,7 +120,7 @@ def test_statistics_cached_next_to_the_data_and_reused(tmp_path, monkeypatch):
     dm.prepare()
     path = dm.stats_path()
     assert path.parent == root / ".lightning_alexnet" and path.is_file()
-    mean_rgb, vals, _ = expected_stats()
+    _, vals, _ = expected_stats()
     np.testing.assert_allclose(dm.stats.eigvals, vals, rtol=1e-9)
 
     def fail(*a, **k):
