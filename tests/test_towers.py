@@ -114,19 +114,21 @@ def reference(dp: int, dropout: float = 0.0) -> list[dict]:
 # --- equivalence ---------------------------------------------------------------------------------
 
 
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """float32 rtol (tests/tolerances.py); atol 2e-5 of the tensor's largest entry: the sums
+    (batch, K) run in another order on two processes, and after a step the round-off of the
+    first carries into the second step's gradients."""
+    atol = max(1e-6, 2e-5 * want.abs().max().item())
+    torch.testing.assert_close(got, want, rtol=1.3e-5, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
 def assert_steps_match(got: list[dict], want: list[dict], rows: int) -> None:
-    tol = dict(rtol=1.3e-5, atol=1e-6)  # float32 (tests/tolerances.py)
     for step, (g, w) in enumerate(zip(got, want)):
-        # logits sum 256 products: atol scaled as in tests/tolerances.py
-        torch.testing.assert_close(g["logits"], w["logits"][rows:rows + BATCH], rtol=1.3e-5,
-                                   atol=1.6e-4,
-                                   msg=lambda m: f"step {step} logits: {m}")
-        assert set(g["grads"]) == set(w["grads"])
+        assert_close(g["logits"], w["logits"][rows:rows + BATCH], f"step {step} logits")
+        assert set(g["grads"]) == set(w["grads"]) == set(w["params"])
         for name in w["grads"]:
-            torch.testing.assert_close(g["grads"][name], w["grads"][name], **tol,
-                                       msg=lambda m: f"step {step} grad {name}: {m}")
-            torch.testing.assert_close(g["params"][name], w["params"][name], **tol,
-                                       msg=lambda m: f"step {step} param {name}: {m}")
+            assert_close(g["grads"][name], w["grads"][name], f"step {step} grad {name}")
+            assert_close(g["params"][name], w["params"][name], f"step {step} param {name}")
 
 
 @pytest.mark.parametrize("world", [2, pytest.param(4, id="2x2")])
@@ -144,3 +146,47 @@ def test_towers_match_one_process(world, tmp_path):
     # the test can tell a wrong gradient from a right one: steps really change the weights
     assert not torch.equal(want[0]["params"]["features.conv3.weight"],
                            want[1]["params"]["features.conv3.weight"])
+
+
+def test_dropout_drops_each_neuron_once_as_one_process(tmp_path):
+    """Dropout 0.5 on: with the same seed the two towers draw the one-process masks (fc6's
+    sharded output: each rank its columns of one full mask), so everything matches again."""
+    want = reference(1, dropout=0.5)
+    for got in run_towers(2, tmp_path, dropout=0.5):
+        assert_steps_match(got["steps"], want, 0)
+    off = reference(1)  # the masks did act
+    assert not torch.allclose(off[0]["logits"], want[0]["logits"], atol=1e-3)
+
+
+# --- bad input: one clear error before any process is started ------------------------------------
+
+
+@pytest.mark.parametrize("devices", [1, 3])
+def test_odd_device_count_is_refused(devices):
+    import pytorch_lightning as pl
+
+    with pytest.raises(ValueError, match=f"even number of devices.*= {devices}; set --trainer.devices"):
+        pl.Trainer(accelerator="cpu", devices=devices, strategy="towers")
+
+
+def test_one_tower_model_is_refused_before_launch(monkeypatch):
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from lightning_alexnet.module import AlexNetModule
+
+    def must_not_launch(*args, **kwargs):
+        raise AssertionError("processes were started")
+
+    monkeypatch.setattr(_SubprocessScriptLauncher, "_call_children_scripts", must_not_launch)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="towers", logger=False)
+    with pytest.raises(ValueError, match="towers=1; use --model.towers 2"):
+        trainer.fit(AlexNetModule(preset="tiny", towers=1, num_classes=4, image_size=SIZE))
+
+
+def test_odd_widths_are_refused():
+    with pytest.raises(ValueError, match="divisible by towers=2, got .*63"):  # the config itself
+        AlexNetConfig.from_name("tiny", conv_channels=(32, 64, 96, 96, 63))
+    config = AlexNetConfig.from_name("tiny", fc_features=(256, 255))  # fine for one device
+    with pytest.raises(ValueError, match=r"fc_features must all be divisible by 2, got \(256, 255\)"):
+        towers.check_config(config)
