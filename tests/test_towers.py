@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -190,3 +191,105 @@ def test_odd_widths_are_refused():
     config = AlexNetConfig.from_name("tiny", fc_features=(256, 255))  # fine for one device
     with pytest.raises(ValueError, match=r"fc_features must all be divisible by 2, got \(256, 255\)"):
         towers.check_config(config)
+
+
+# --- the command line: fit on two processes, checkpoints across the two layouts -----------------
+
+ROOT = Path(__file__).resolve().parents[1]
+# One full batch per epoch (16 images), no augmentation, no dropout: a run's result does not
+# depend on the order of the images, so the one- and two-device runs must agree.
+FIT = [
+    "--config", "tiny", "--data.resize_size", "72", "--data.crop_size", "64",
+    "--data.batch_size", "16", "--data.num_workers", "0", "--data.random_crop", "false",
+    "--data.hflip", "false", "--data.pca_noise", "0", "--model.dropout", "0",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", "runs",
+]
+TOWERS_FLAGS = ["--trainer.devices", "2", "--trainer.strategy", "towers"]
+
+
+def make_data(root: Path) -> Path:
+    from test_cli import make_tree
+
+    return make_tree(root, classes=("disc", "bar", "ring", "dot"), per_class=(4, 2))
+
+
+def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> Path:
+    """``python -m lightning_alexnet ARGS`` in ``cwd`` (or under ``launcher``); its last.ckpt."""
+    cmd = [*(launcher or [sys.executable]), "-m", "lightning_alexnet", *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    (last,) = cwd.glob("runs/lightning_logs/version_*/checkpoints/last.ckpt")
+    return last
+
+
+def in_dir(cwd: Path, args: list[str]):
+    from lightning_alexnet.cli import main
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main([str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_checkpoints_match(got: dict, want: dict) -> None:
+    assert got["state_dict"].keys() == want["state_dict"].keys()
+    for k, w in want["state_dict"].items():
+        assert_close(got["state_dict"][k], w, k)
+    got_opt, want_opt = got["optimizer_states"][0], want["optimizer_states"][0]
+    assert got_opt["param_groups"] == want_opt["param_groups"]
+    for i, w in want_opt["state"].items():
+        assert_close(got_opt["state"][i]["momentum_buffer"], w["momentum_buffer"], f"momentum {i}")
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """A one-device fit of one epoch: (its folder, data root, last.ckpt)."""
+    work = tmp_path_factory.mktemp("one")
+    root = make_data(work / "data")
+    cli = in_dir(work, ["fit", *FIT, "--data.root", root, "--trainer.max_epochs", "1"])
+    return work, root, Path(work, cli.trainer.checkpoint_callback.last_model_path)
+
+
+def test_cli_fit_on_two_processes_checkpoint_loads_in_one(one_device, tmp_path):
+    """``fit --trainer.devices 2 --trainer.strategy towers`` trains as one device does; its
+    checkpoint has the one-device format and ``validate``/``test`` in one process reproduce the
+    errors the two processes logged."""
+    _, root, one_ckpt = one_device
+    last = run_cli(["fit", *FIT, *TOWERS_FLAGS, "--data.root", root, "--trainer.max_epochs", "1"],
+                   tmp_path)
+    ckpt, want = load(last), load(one_ckpt)
+    assert_checkpoints_match(ckpt, want)  # same keys, shapes, weights and momentum
+    logged = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    logged = float(logged["best_model_score"])  # val/top1_error of the two-process run
+
+    val = in_dir(tmp_path, ["validate", *FIT, "--data.root", root, "--ckpt_path", last])
+    assert val.trainer.strategy.world_size == 1
+    assert val.trainer.callback_metrics["val/top1_error"].item() == pytest.approx(logged, abs=1e-6)
+    test = in_dir(tmp_path, ["test", *FIT, "--data.root", root, "--ckpt_path", last])
+    assert test.trainer.callback_metrics["test/top1_error"].item() == pytest.approx(logged, abs=1e-6)
+
+
+def test_one_device_checkpoint_resumes_on_two_processes(one_device, tmp_path):
+    """A one-device checkpoint resumes a two-process run (launched by torchrun), weights and
+    momentum included: one more epoch lands where the one-device resume lands."""
+    work, root, one_ckpt = one_device
+    resume = ["fit", *FIT, "--data.root", root, "--trainer.max_epochs", "2", "--ckpt_path", one_ckpt]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(_free_port())]
+    two = load(run_cli([*resume, *TOWERS_FLAGS], tmp_path, launcher=torchrun))
+    (tmp_path / "one").mkdir()
+    one = in_dir(tmp_path / "one", resume)
+    assert two["epoch"] == one.trainer.current_epoch - 1 == 1
+    assert_checkpoints_match(two, load(Path(tmp_path / "one", one.trainer.checkpoint_callback.last_model_path)))
+    # the resumed epoch did move the weights (so matching them tests the restored momentum)
+    before = load(one_ckpt)["state_dict"]["model.features.conv3.weight"]
+    assert not torch.allclose(two["state_dict"]["model.features.conv3.weight"], before, atol=1e-6)
