@@ -41,8 +41,14 @@ from pytorch_lightning.strategies import ModelParallelStrategy, StrategyRegistry
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_module
-from torch.distributed.tensor import distribute_tensor
+from torch.distributed.tensor import (
+    DTensor,
+    Partial,
+    Replicate,
+    Shard,
+    distribute_module,
+    distribute_tensor,
+)
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     ParallelStyle,
@@ -226,7 +232,7 @@ class TowersStrategy(ModelParallelStrategy):
         # Lightning seeds DataLoader workers by global rank; the two ranks of a tower pair must
         # draw the same crops, flips and colour noise, so seed them by data-parallel rank.
         dataloader = super().process_dataloader(dataloader)
-        seeds_workers = int(os.environ.get("PL_SEED_WORKERS", 0))
+        seeds_workers = int(os.environ.get("PL_SEED_WORKERS", "0"))
         if seeds_workers and getattr(dataloader, "worker_init_fn", 0) is None:
             rank = self.device_mesh["data_parallel"].get_local_rank()
             dataloader.worker_init_fn = partial(pl_worker_init_function, rank=rank)

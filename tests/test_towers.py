@@ -193,6 +193,32 @@ def test_odd_widths_are_refused():
         towers.check_config(config)
 
 
+def test_loader_workers_seeded_by_data_parallel_rank(monkeypatch):
+    """Lightning seeds DataLoader workers by global rank; the two ranks of a tower pair must
+    draw the same crops, so the strategy seeds them by data-parallel rank (here 1 of a 2x2
+    mesh, global rank 3)."""
+    from functools import partial
+
+    from lightning_fabric.utilities.seed import pl_worker_init_function
+    from torch.utils.data import DataLoader
+
+    class Mesh:  # the data-parallel coordinate of global rank 3 in a (2, 2) mesh
+        def __getitem__(self, name):
+            assert name == "data_parallel"
+            return self
+
+        def get_local_rank(self):
+            return 1
+
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    strategy = towers.TowersStrategy()
+    strategy._device_mesh = Mesh()
+    loader = strategy.process_dataloader(DataLoader(range(4), num_workers=1))
+    assert isinstance(loader.worker_init_fn, partial)
+    assert loader.worker_init_fn.func is pl_worker_init_function
+    assert loader.worker_init_fn.keywords == {"rank": 1}
+
+
 # --- the command line: fit on two processes, checkpoints across the two layouts -----------------
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +244,8 @@ def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> Pa
     """``python -m lightning_alexnet ARGS`` in ``cwd`` (or under ``launcher``); its last.ckpt."""
     cmd = [*(launcher or [sys.executable]), "-m", "lightning_alexnet", *map(str, args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
     (last,) = cwd.glob("runs/lightning_logs/version_*/checkpoints/last.ckpt")
@@ -281,7 +308,7 @@ def test_cli_fit_on_two_processes_checkpoint_loads_in_one(one_device, tmp_path):
 def test_one_device_checkpoint_resumes_on_two_processes(one_device, tmp_path):
     """A one-device checkpoint resumes a two-process run (launched by torchrun), weights and
     momentum included: one more epoch lands where the one-device resume lands."""
-    work, root, one_ckpt = one_device
+    _, root, one_ckpt = one_device
     resume = ["fit", *FIT, "--data.root", root, "--trainer.max_epochs", "2", "--ckpt_path", one_ckpt]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port())]
