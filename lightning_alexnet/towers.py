@@ -80,8 +80,8 @@ def gather_channels(x: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
 
     The consumer (conv3) is tower-local, so the gradient each rank gets is partial (its tower's
     kernels only): ``Partial()`` makes the backward one reduce-scatter back to the shards."""
-    full = DTensor.from_local(x, mesh, [Shard(1)], run_check=False).redistribute(mesh, [Replicate()])
-    return full.to_local(grad_placements=[Partial()])
+    shards = DTensor.from_local(x, mesh, [Shard(1)], run_check=False)
+    return shards.redistribute(mesh, [Replicate()]).to_local(grad_placements=[Partial()])
 
 
 class TowerConv2d(ParallelStyle):
@@ -102,8 +102,9 @@ class TowerConv2d(ParallelStyle):
             return
         for pname, p in list(module.named_parameters(recurse=False)):
             module.register_parameter(pname, nn.Parameter(distribute_tensor(p, mesh, [Shard(0)])))
-        # a grouped conv over both towers is one tower's (or half its groups) per rank;
-        # ops.Conv2dReLU computes with the local weight shards and these groups
+        # groups=2 (one group per tower) becomes groups=1 on each rank; a conv reading both
+        # towers (groups=1) stays groups=1 on the gathered input. ops.Conv2dReLU computes with
+        # the local weight shards and these groups.
         module.groups = max(1, module.groups // mesh.size())
 
     @staticmethod
@@ -195,7 +196,8 @@ class _TowersLauncher(_SubprocessScriptLauncher):
 
 
 class TowersStrategy(ModelParallelStrategy):
-    """The paper's two towers on two devices (``--trainer.strategy towers``), times data parallelism.
+    """The paper's two towers on two devices (``--trainer.strategy towers``), times data
+    parallelism.
 
     Tensor-parallel size 2; data-parallel size = (devices x nodes) / 2. Checkpoints are single
     files with full tensors, the one-device model's format.
@@ -215,8 +217,8 @@ class TowersStrategy(ModelParallelStrategy):
         world = self.num_processes * self.num_nodes
         if world % TOWERS:
             raise ValueError(
-                f"--trainer.strategy towers puts each of the paper's two towers on its own device, so "
-                f"it needs an even number of devices (2: the towers; 4: 2 towers x 2 data-parallel "
+                f"--trainer.strategy towers puts each of the paper's two towers on its own device, "
+                f"so it needs an even number of devices (2: the towers; 4: 2 towers x 2 data-parallel "
                 f"replicas; ...), got {self.num_processes} device(s) x {self.num_nodes} node(s) = "
                 f"{world}; set --trainer.devices to a multiple of 2")
         super()._configure_launcher()

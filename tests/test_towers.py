@@ -87,12 +87,16 @@ def _worker(rank: int, world: int, port: int, dropout: float, out_dir: str) -> N
                                 mesh_dim_names=("data_parallel", "tensor_parallel"))
         torch.manual_seed(0)
         model = towers.parallelize(AlexNet(tiny_config(dropout)), mesh["tensor_parallel"])
+        stored = {n: p.detach().to_local().clone() for n, p in model.named_parameters()}
         x, y = batch(dp)
-        rows = slice(mesh["data_parallel"].get_local_rank() * BATCH, None)
-        x, y = x[rows][:BATCH], y[rows][:BATCH]
-        steps = train_steps(model, x, y,
-                            lambda: towers.average_gradients(model.parameters(), mesh["data_parallel"]))
-        torch.save({"steps": steps, "x_rows": rows.start}, Path(out_dir, f"rank{rank}.pt"))
+        start = mesh["data_parallel"].get_local_rank() * BATCH  # this replica's images
+        def average() -> None:
+            towers.average_gradients(model.parameters(), mesh["data_parallel"])
+
+        steps = train_steps(model, x[start:start + BATCH], y[start:start + BATCH], average)
+        tower = mesh["tensor_parallel"].get_local_rank()
+        torch.save({"steps": steps, "x_rows": start, "stored": stored, "tower": tower},
+                   Path(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -141,6 +145,19 @@ def test_towers_match_one_process(world, tmp_path):
     ranks = run_towers(world, tmp_path)
     for got in ranks:
         assert_steps_match(got["steps"], want, got["x_rows"])
+    # each rank stores its tower only: half of every layer (fc7's bias, 256 numbers, whole)
+    torch.manual_seed(0)
+    init = dict(AlexNet(tiny_config()).named_parameters())
+    for got in ranks:
+        t, stored = got["tower"], got["stored"]
+        total = sum(v.numel() for v in init.values())
+        assert sum(v.numel() for v in stored.values()) == (total + 256) // 2
+        for name, half in [("features.conv1.weight", slice(16 * t, 16 * t + 16)),
+                           ("features.conv4.weight", slice(48 * t, 48 * t + 48)),
+                           ("classifier.fc6.weight", slice(128 * t, 128 * t + 128))]:
+            torch.testing.assert_close(stored[name], init[name][half])
+        fc7 = init["classifier.fc7.weight"][:, 128 * t:128 * t + 128]  # row-parallel: columns
+        torch.testing.assert_close(stored["classifier.fc7.weight"], fc7)
     for step, w in enumerate(want):  # each replica's loss is its half's mean
         replicas = torch.stack([r["steps"][step]["loss"] for r in ranks[::2]])
         torch.testing.assert_close(replicas.mean(), w["loss"], rtol=1.3e-5, atol=0)
@@ -166,7 +183,8 @@ def test_dropout_drops_each_neuron_once_as_one_process(tmp_path):
 def test_odd_device_count_is_refused(devices):
     import pytorch_lightning as pl
 
-    with pytest.raises(ValueError, match=f"even number of devices.*= {devices}; set --trainer.devices"):
+    message = f"even number of devices.*= {devices}; set --trainer.devices"
+    with pytest.raises(ValueError, match=message):
         pl.Trainer(accelerator="cpu", devices=devices, strategy="towers")
 
 
@@ -189,7 +207,8 @@ def test_odd_widths_are_refused():
     with pytest.raises(ValueError, match="divisible by towers=2, got .*63"):  # the config itself
         AlexNetConfig.from_name("tiny", conv_channels=(32, 64, 96, 96, 63))
     config = AlexNetConfig.from_name("tiny", fc_features=(256, 255))  # fine for one device
-    with pytest.raises(ValueError, match=r"fc_features must all be divisible by 2, got \(256, 255\)"):
+    message = r"fc_features must all be divisible by 2, got \(256, 255\)"
+    with pytest.raises(ValueError, match=message):
         towers.check_config(config)
 
 
@@ -302,21 +321,24 @@ def test_cli_fit_on_two_processes_checkpoint_loads_in_one(one_device, tmp_path):
     assert val.trainer.strategy.world_size == 1
     assert val.trainer.callback_metrics["val/top1_error"].item() == pytest.approx(logged, abs=1e-6)
     test = in_dir(tmp_path, ["test", *FIT, "--data.root", root, "--ckpt_path", last])
-    assert test.trainer.callback_metrics["test/top1_error"].item() == pytest.approx(logged, abs=1e-6)
+    tested = test.trainer.callback_metrics["test/top1_error"].item()  # centre crops of val/
+    assert tested == pytest.approx(logged, abs=1e-6)
 
 
 def test_one_device_checkpoint_resumes_on_two_processes(one_device, tmp_path):
     """A one-device checkpoint resumes a two-process run (launched by torchrun), weights and
     momentum included: one more epoch lands where the one-device resume lands."""
     _, root, one_ckpt = one_device
-    resume = ["fit", *FIT, "--data.root", root, "--trainer.max_epochs", "2", "--ckpt_path", one_ckpt]
+    resume = ["fit", *FIT, "--data.root", root, "--trainer.max_epochs", "2",
+              "--ckpt_path", one_ckpt]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port())]
     two = load(run_cli([*resume, *TOWERS_FLAGS], tmp_path, launcher=torchrun))
     (tmp_path / "one").mkdir()
     one = in_dir(tmp_path / "one", resume)
     assert two["epoch"] == one.trainer.current_epoch - 1 == 1
-    assert_checkpoints_match(two, load(Path(tmp_path / "one", one.trainer.checkpoint_callback.last_model_path)))
+    one_last = Path(tmp_path / "one", one.trainer.checkpoint_callback.last_model_path)
+    assert_checkpoints_match(two, load(one_last))
     # the resumed epoch did move the weights (so matching them tests the restored momentum)
     before = load(one_ckpt)["state_dict"]["model.features.conv3.weight"]
     assert not torch.allclose(two["state_dict"]["model.features.conv3.weight"], before, atol=1e-6)
