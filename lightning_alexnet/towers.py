@@ -217,10 +217,10 @@ class TowersStrategy(ModelParallelStrategy):
         world = self.num_processes * self.num_nodes
         if world % TOWERS:
             raise ValueError(
-                f"--trainer.strategy towers puts each of the paper's two towers on its own device, "
-                f"so it needs an even number of devices (2: the towers; 4: 2 towers x 2 data-parallel "
-                f"replicas; ...), got {self.num_processes} device(s) x {self.num_nodes} node(s) = "
-                f"{world}; set --trainer.devices to a multiple of 2")
+                f"--trainer.strategy towers puts each of the paper's two towers on its own "
+                f"device, so it needs an even number of devices (2: the towers; 4: 2 towers x 2 "
+                f"data-parallel replicas; ...), got {self.num_processes} device(s) x "
+                f"{self.num_nodes} node(s) = {world}; set --trainer.devices to a multiple of 2")
         super()._configure_launcher()
         if self._launcher is not None:
             self._launcher = _TowersLauncher(self.cluster_environment, self.num_processes,
