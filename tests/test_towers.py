@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lightning_alexnet import towers
 from lightning_alexnet.model import AlexNet, AlexNetConfig
+from lightning_alexnet.module import AlexNetModule
 
 SIZE = 64  # tiny preset at 64x64: maps 15 -> 7 -> 3 -> 1
 BATCH = 8  # per data-parallel replica
@@ -95,8 +96,16 @@ def _worker(rank: int, world: int, port: int, dropout: float, out_dir: str) -> N
 
         steps = train_steps(model, x[start:start + BATCH], y[start:start + BATCH], average)
         tower = mesh["tensor_parallel"].get_local_rank()
-        torch.save({"steps": steps, "x_rows": start, "stored": stored, "tower": tower},
-                   Path(out_dir, f"rank{rank}.pt"))
+        # the module's metrics, synchronised as under the strategy: images counted once
+        module = AlexNetModule(preset="tiny", num_classes=10, image_size=SIZE)
+        module._device_mesh = mesh
+        module.configure_model()
+        metric = module.val_metrics["val/top1_error"]
+        metric.update(steps[0]["logits"], y[start:start + BATCH])
+        metric.sync()
+        counted = int(metric.tp.sum() + metric.fn.sum())
+        torch.save({"steps": steps, "x_rows": start, "stored": stored, "tower": tower,
+                    "counted": counted}, Path(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -145,6 +154,7 @@ def test_towers_match_one_process(world, tmp_path):
     ranks = run_towers(world, tmp_path)
     for got in ranks:
         assert_steps_match(got["steps"], want, got["x_rows"])
+        assert got["counted"] == BATCH * dp  # metrics sync over the replicas, not the towers
     # each rank stores its tower only: half of every layer (fc7's bias, 256 numbers, whole)
     torch.manual_seed(0)
     init = dict(AlexNet(tiny_config()).named_parameters())
