@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_alexnet.data import ImageFolderDataModule
 from lightning_alexnet.module import AlexNetModule
+from lightning_alexnet.towers import TowersStrategy  # noqa: F401 (registers --trainer.strategy towers)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PROG = "python -m lightning_alexnet"

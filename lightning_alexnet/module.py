@@ -93,6 +93,13 @@ class AlexNetModule(pl.LightningModule):
         self.test_metrics = error_metrics(num_classes, "test/")
         self.test_metrics_10crop = error_metrics(num_classes, "test/", "_10crop")
 
+    def configure_model(self) -> None:
+        # --trainer.strategy towers: one tower per tensor-parallel rank (towers.py)
+        if self.device_mesh is not None:
+            from lightning_alexnet.towers import configure_towers
+
+            configure_towers(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 KERNEL_CHOICES = ("auto", "triton", "eager")
 
@@ -144,11 +145,14 @@ class Conv2dReLU(nn.Conv2d):
     kernels: str = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if isinstance(weight, DTensor):  # the towers strategy (towers.py): this rank's tower
+            weight, bias = weight.to_local(), bias.to_local()
         if _use_triton(self.kernels, x):
             return _triton_kernels().conv2d_relu(
-                x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+                x, weight, bias, self.stride, self.padding, self.dilation, self.groups
             )
-        return F.relu(self._conv_forward(x, self.weight, self.bias), inplace=True)
+        return F.relu(self._conv_forward(x, weight, bias), inplace=True)
 
 
 class LocalResponseNormMaxPool2d(nn.Module):
