@@ -74,14 +74,17 @@ def test_show_neighbours_finds_a_planted_copy(tiny_run, tmp_path, capsys):
     out, _ = show(capsys, *args)
     check_png(out, tmp_path / "n.png")
     line = next(t for t in out.splitlines() if t.startswith(f"{query}: "))
-    first = line.split(": ", 1)[1].split(", ")[0]
-    assert first == f"{planted} (d=0)"
+    hits = re.findall(r"(\S+) \(d=([0-9.e+-]+)\)", line.split(": ", 1)[1])
+    # the copy is nearest; its distance is float16 rounding (the features are stored in fp16
+    # and a batch of another size may round one unit apart), far below the next image's
+    assert hits[0][0] == str(planted)
+    assert float(hits[0][1]) < 0.01 * float(hits[1][1])
     assert len(re.findall(r"\(d=", line)) == 6
     cache = list((data / ".lightning_alexnet").glob("fc7-*.npy"))
     assert len([p for p in cache if not p.name.endswith("-ok.npy")]) == 1
     assert "computing" in out
     out, _ = show(capsys, *args)  # the second run reads the cached features
-    assert "reading" in out and f"{query}: {planted} (d=0)" in out
+    assert "reading" in out and f"{query}: {planted} (d=" in out
 
 
 def test_show_curves(tiny_run, tmp_path, capsys):
