@@ -115,6 +115,8 @@ def _describe_parallelism(trainer) -> str:
         dp = getattr(strategy, "data_parallel_size", None) or getattr(strategy, "_data_parallel_size", "?")
         return f"{name} (tensor parallel {tp} x data parallel {dp}) over {n} devices"
     if isinstance(strategy, DDPStrategy):
+        method = getattr(strategy, "_start_method", "popen")
+        name = "ddp" if method == "popen" else f"ddp_{method}"
         return f"data parallel ({name}) over {n} devices, each holding the whole network"
     device = strategy.root_device
     return f"one {device.type} device ({name}), no parallelism" if n == 1 else f"{name} over {n} devices"

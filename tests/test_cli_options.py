@@ -186,7 +186,8 @@ def test_user_errors_print_two_lines(tmp_path, monkeypatch, capsys, args, says):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTNING_ALEXNET_DEBUG", "0")  # restored after: --debug sets it to 1
     with pytest.raises(FileNotFoundError, match="data root"):
         main(["fit", *COMMON, "--data.root", str(tmp_path / "nope"), "--debug"])
 
