@@ -77,7 +77,9 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.resume_every_n_steps
         if n and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer):
+            saved = self._last_global_step_saved
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = saved  # else the validation at this step saves no best
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -246,6 +248,8 @@ class AlexNetCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         hp, data, trainer = getattr(self, "ckpt_hparams", None), self.datamodule, self.trainer
+        if trainer.logger is None:  # --trainer.logger false: nothing for the lr monitor to log to
+            trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         rank_zero_info(f"{self.subcommand}: {_describe_parallelism(trainer)}; "
                        f"{self._outputs(before=True)}")
         if hp and hp.get("num_classes") != data.num_classes:
@@ -263,15 +267,23 @@ class AlexNetCLI(LightningCLI):
                                                        for k, v in overrides.items()))
 
     def _outputs(self, before: bool = False) -> str:
-        trainer = self.trainer
+        trainer, verb = self.trainer, "go" if before else "went"
+        ckpt = trainer.checkpoint_callback
+        ckpt_dir = ckpt.dirpath if ckpt is not None and self.subcommand == "fit" else None
         if trainer.logger is None:
+            if ckpt_dir or (self.subcommand == "fit" and ckpt is not None):
+                where = ckpt_dir or os.path.join(trainer.default_root_dir, "checkpoints")
+                return f"checkpoints {verb} to {where} (no logger: no metrics.csv)"
+            if self.subcommand == "predict":
+                return "no files are written"
             return "no files are written (metrics are printed; --name NAME logs them to a run folder)"
-        log_dir = trainer.log_dir
-        what = ("checkpoints/, metrics.csv, config.yaml" if self.subcommand == "fit"
-                else "metrics.csv, config.yaml")
+        what = "metrics.csv, config.yaml"
+        if self.subcommand == "fit" and ckpt is not None:
+            what = (f"checkpoints in {ckpt_dir}, " if ckpt_dir and Path(ckpt_dir).parent != Path(trainer.log_dir)
+                    else "checkpoints/, ") + what
         extra = [lg.log_dir for lg in trainer.loggers[1:] if getattr(lg, "log_dir", None)]
         tb = f"; TensorBoard: {extra[0]}" if extra else ""
-        return f"outputs {'go' if before else 'went'} to {log_dir} ({what}){tb}"
+        return f"outputs {verb} to {trainer.log_dir} ({what}){tb}"
 
     def _final_line(self) -> None:
         rank_zero_info(f"{self.subcommand} done: {self._outputs()}")

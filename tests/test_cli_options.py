@@ -211,3 +211,45 @@ def test_user_error_exit_code_from_a_real_process(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.returncode == 2
     assert "error: data root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_says_what_it_did_and_writes_nothing(runs, tmp_path, monkeypatch, caplog):
+    _, root, out, (a, _) = runs
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO"):
+        main(["predict", *COMMON, "--data.root", str(root), "--ckpt_path", str(a),
+              "--data.predict_root", str(root / "val")])
+    assert infos(caplog)[-1] == "predict done: 9 images classified; no files are written"
+    assert list(tmp_path.iterdir()) == []
+    assert {p.name for p in a.parent.parent.iterdir()} <= {  # nothing new in the run
+        "checkpoints", "config.yaml", "hparams.yaml", "metrics.csv", "test", "validate"}
+
+
+def test_fit_without_logger_says_where_checkpoints_went(tmp_path, monkeypatch, caplog):
+    root = make_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("INFO"):
+        main(["fit", *COMMON, "--data.root", str(root), "--trainer.logger", "false",
+              "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+              "--trainer.default_root_dir", "out"])
+    assert infos(caplog)[-1] == "fit done: checkpoints went to out/checkpoints (no logger: no metrics.csv)"
+    assert (tmp_path / "out/checkpoints/last.ckpt").is_file()
+
+
+def test_every_n_train_steps_writes_mid_epoch_last_checkpoint(tmp_path, monkeypatch):
+    from lightning_alexnet.cli import Checkpoint
+
+    saved = []
+    original = Checkpoint._save_last_checkpoint
+
+    def record(self, trainer, candidates):
+        saved.append(trainer.global_step)
+        original(self, trainer, candidates)
+
+    monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", record)
+    root = make_tree(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "1",
+                "--checkpoint.every_n_train_steps", "1"])
+    assert saved[:2] == [1, 2]  # mid-epoch (3 steps per epoch), then at each step and epoch end
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).name.startswith("epoch000-top1err")
