@@ -224,10 +224,10 @@ class AlexNetCLI(LightningCLI):
         test log into the evaluated checkpoint's run, or write nothing without a checkpoint."""
         trainer, given_trainer = cfg.trainer, given.get("trainer") or {}
         loggers = trainer.logger
-        ours = isinstance(loggers, list) and all(
+        ours = isinstance(loggers, list) and all(  # the defaults (also as --print_config writes them)
             getattr(lg, "class_path", "").endswith(("CSVLogger", "TensorBoardLogger"))
-            and str(lg.init_args.save_dir).startswith(RUNS) for lg in loggers)
-        if not ours or "logger" in given_trainer:
+            and str(lg.init_args.save_dir) in (RUNS, f"{RUNS}/tensorboard") for lg in loggers)
+        if not ours:
             return  # the user's own loggers
         root, name = trainer.default_root_dir, cfg.get("name")
         if sub != "fit" and name is None and "default_root_dir" not in given_trainer:

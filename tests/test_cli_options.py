@@ -214,7 +214,7 @@ def test_user_error_exit_code_from_a_real_process(tmp_path):
 
 
 def test_predict_says_what_it_did_and_writes_nothing(runs, tmp_path, monkeypatch, caplog):
-    _, root, out, (a, _) = runs
+    _, root, _, (a, _) = runs
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("INFO"):
         main(["predict", *COMMON, "--data.root", str(root), "--ckpt_path", str(a),
