@@ -290,13 +290,6 @@ class AlexNetCLI(LightningCLI):
 
     after_fit = after_validate = after_test = _final_line
 
-    def after_predict(self) -> None:
-        # the predictions themselves are printed/written by the prediction output (pictures issue)
-        done = self.trainer.predict_loop.predictions if hasattr(self.trainer.predict_loop, "predictions") else None
-        n = sum(len(batch) for batch in done or [])
-        if n == 0:
-            raise UserValueError("predict classified no images: check --data.predict_root")
-        rank_zero_info(f"predict done: {n} images classified; {self._outputs()}")
 
 
 def _trainer_defaults() -> dict:

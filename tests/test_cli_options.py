@@ -213,18 +213,6 @@ def test_user_error_exit_code_from_a_real_process(tmp_path):
     assert "error: data root" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_predict_says_what_it_did_and_writes_nothing(runs, tmp_path, monkeypatch, caplog):
-    _, root, _, (a, _) = runs
-    monkeypatch.chdir(tmp_path)
-    with caplog.at_level("INFO"):
-        main(["predict", *COMMON, "--data.root", str(root), "--ckpt_path", str(a),
-              "--data.predict_root", str(root / "val")])
-    assert infos(caplog)[-1] == "predict done: 9 images classified; no files are written"
-    assert list(tmp_path.iterdir()) == []
-    assert {p.name for p in a.parent.parent.iterdir()} <= {  # nothing new in the run
-        "checkpoints", "config.yaml", "hparams.yaml", "metrics.csv", "test", "validate"}
-
-
 def test_fit_without_logger_says_where_checkpoints_went(tmp_path, monkeypatch, caplog):
     root = make_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
