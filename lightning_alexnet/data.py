@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_alexnet import stats as stats_lib
 from lightning_alexnet import synthetic
+from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.model import channels_last_on
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,12 @@ def _image_files(folder: Path) -> list[str]:
 def find_classes(split_dir: Path) -> list[str]:
     """Sorted class folder names of ``split_dir``."""
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"split folder {split_dir} does not exist: expected "
+        raise UserPathError(f"split folder {split_dir} does not exist: expected "
                                 f"{split_dir}/<class>/<image files>")
     classes = sorted(e.name for e in os.scandir(split_dir)
                      if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise ValueError(f"split folder {split_dir} has no class folders: expected "
+        raise UserValueError(f"split folder {split_dir} has no class folders: expected "
                          f"{split_dir}/<class>/<image files>")
     return classes
 
@@ -126,11 +127,11 @@ def scan_split(split_dir: Path, classes: list[str]) -> list[tuple[str, int]]:
     for name in find_classes(split_dir):
         if name not in index:
             shown = f"{classes[:10]}{' ...' if len(classes) > 10 else ''}"
-            raise ValueError(f"class {name!r} of {split_dir} has no folder in the training set "
+            raise UserValueError(f"class {name!r} of {split_dir} has no folder in the training set "
                              f"({len(classes)} classes: {shown})")
         files = _image_files(split_dir / name)
         if not files:
-            raise ValueError(f"class folder {split_dir / name} contains no image files "
+            raise UserValueError(f"class folder {split_dir / name} contains no image files "
                              f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
         samples += [(f, index[name]) for f in files]
     return samples
@@ -427,19 +428,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         sizes = {"batch_size": batch_size, "resize_size": resize_size, "crop_size": crop_size}
         for name, value in sizes.items():
             if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise UserValueError(f"{name} must be positive, got {value}")
         if test_batch_size is not None and test_batch_size < 1:
-            raise ValueError(f"test_batch_size must be positive, got {test_batch_size}")
+            raise UserValueError(f"test_batch_size must be positive, got {test_batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserValueError(f"num_workers must be >= 0, got {num_workers}")
         if crop_size > resize_size:
-            raise ValueError(f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})")
+            raise UserValueError(f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})")
         if pixel_scale <= 0:
-            raise ValueError(f"pixel_scale must be positive, got {pixel_scale}")
+            raise UserValueError(f"pixel_scale must be positive, got {pixel_scale}")
         if pca_noise < 0:
-            raise ValueError(f"pca_noise must be >= 0, got {pca_noise}")
+            raise UserValueError(f"pca_noise must be >= 0, got {pca_noise}")
         if finish not in ("auto", "device", "workers"):
-            raise ValueError(f"finish must be auto, device or workers, got {finish!r}")
+            raise UserValueError(f"finish must be auto, device or workers, got {finish!r}")
         self.save_hyperparameters()
         if root is None:
             root = synthetic.ensure()
@@ -449,8 +450,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
                            f"({synthetic.SIZE}x{synthetic.SIZE})")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data root {self.root} does not exist or is not a folder")
+            raise UserPathError(f"data root {self.root} does not exist or is not a folder: pass "
+                                f"--data.root DIR with DIR/train/<class>/<images> and DIR/val/<class>/<images>")
         self.classes: list[str] = find_classes(self.root / "train")
+        val = self.root / "val"
+        unknown = sorted(set(find_classes(val)) - set(self.classes)) if val.is_dir() else []
+        if unknown:  # before any statistics are computed
+            raise UserValueError(f"class {unknown[0]!r} of {val} has no folder in the training set "
+                                 f"{self.root / 'train'}: every val class must also be a train class")
         self.num_classes: int = len(self.classes)
         self.stats_dir = Path(stats_dir).expanduser() if stats_dir else self.root / CACHE_DIR
         self.stats: stats_lib.Statistics | None = None
@@ -599,12 +606,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def _predict_samples(self) -> list[tuple[str, str]]:
         root = self.hparams.predict_root
         if root is None:
-            raise ValueError("predict needs --data.predict_root: a folder of images to classify")
+            raise UserValueError("predict needs --data.predict_root: a folder of images to classify")
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"predict_root {root} does not exist or is not a folder")
+            raise UserPathError(f"predict_root {root} does not exist or is not a folder")
         files = _image_files(Path(root))
         if not files:
-            raise ValueError(f"predict_root {root} contains no image files "
+            raise UserValueError(f"predict_root {root} contains no image files "
                              f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
         return [(f, f) for f in files]
 
@@ -615,6 +622,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             self.datasets["val"] = self._dataset("val", "val")
         if stage == "test":
             self.datasets["test"] = self._dataset("test", "test")
+            if self.split_dir("test").name != "test":
+                rank_zero_info(f"no test/ folder in {self.root}: test evaluates on val/ "
+                               f"({len(self.datasets['test'])} images)")
         if stage == "predict":
             self.datasets["predict"] = self._dataset("predict", "predict")
 

@@ -12,11 +12,13 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_alexnet import checkpoint_info
 from lightning_alexnet.data import RawBatch
+from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.model import AlexNet, AlexNetConfig
 
 
@@ -35,6 +37,38 @@ def error_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricColl
     return MetricCollection(metrics, prefix=prefix, postfix=suffix)
 
 
+# The paper's bias of 1 on conv2/4/5 and fc6/fc7 was set for ImageNet's 1,000 classes. It puts a
+# large shared component in every fc7 output (|h7|^2 ~ 5,700 for the 4,096 units at init), so
+# each SGD step on fc8 shifts every class's logit by about lr * |h7|^2 times that class's
+# share of the batch minus its predicted probability -- a per-step jump of ~1 logit with 1,000
+# classes, ~5 with 100 and ~30 with 10 (measured at batch 32-128): with few classes training
+# diverges to one predicted class (measured at a 64-pixel crop, tests/test_paper_few_classes.py).
+# Caffe's bias 0.1 shrinks |h7|^2 a hundredfold.
+PAPER_BIAS_MIN_CLASSES = 1000
+FEW_CLASSES_BIAS = 0.1
+
+
+def network_config(preset: str, num_classes: int, image_size: int, towers: int | None = None,
+                   lrn: bool | None = None, bias_init: float | None = None,
+                   dropout: float | None = None) -> tuple[AlexNetConfig, str | None]:
+    """The network the module's options describe, and a note when the preset was adapted to a
+    small class count (the ``paper`` preset's bias, see ``PAPER_BIAS_MIN_CLASSES``)."""
+    overrides = {"towers": towers, "lrn": lrn, "bias_init": bias_init, "dropout": dropout}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    note = None
+    if preset == "paper" and bias_init is None and num_classes < PAPER_BIAS_MIN_CLASSES:
+        overrides["bias_init"] = FEW_CLASSES_BIAS
+        note = (f"paper preset with {num_classes} classes (< {PAPER_BIAS_MIN_CLASSES}): bias_init "
+                f"{FEW_CLASSES_BIAS} (Caffe's) instead of the paper's 1, whose fc8 updates "
+                f"diverge with few classes; --model.bias_init 1 restores it")
+    try:
+        config = AlexNetConfig.from_name(preset, num_classes=num_classes, image_size=image_size,
+                                         **overrides)
+    except ValueError as e:  # an unknown preset or an impossible option: the user's to fix
+        raise UserValueError(str(e)) from None
+    return config, note
+
+
 class AlexNetModule(pl.LightningModule):
     """AlexNet (Krizhevsky et al., 2012) trained with the paper's recipe.
 
@@ -46,7 +80,8 @@ class AlexNetModule(pl.LightningModule):
             a tower), 1 = one tower.
         lrn: Override the preset: local response normalisation after conv1 and conv2.
         bias_init: Override the preset: initial bias of conv2, conv4, conv5, fc6, fc7 (paper 1,
-            Caffe 0.1).
+            Caffe 0.1). Default: the preset's; ``paper`` with fewer than 1,000 classes uses 0.1
+            (the paper's 1 makes fc8's logits jump at each update when classes are few).
         dropout: Override the preset: dropout probability on fc6 and fc7.
         image_size: Side of the square input crop; linked from the data's crop size.
         kernels: ``auto`` (Triton on CUDA, the fast CPU path on CPU), ``triton`` (the Triton
@@ -56,8 +91,8 @@ class AlexNetModule(pl.LightningModule):
         weight_decay: L2 weight decay (paper 5e-4).
         lr_factor: Factor applied to the learning rate when validation top-1 error plateaus.
         lr_patience: Validation epochs without improvement before the learning rate drops.
-        ensemble: Extra checkpoints for ``test``: their softmax outputs are averaged with this
-            model's (the paper's ensembles of CNNs).
+        ensemble: Extra checkpoints for ``test`` and ``predict``: their softmax outputs are
+            averaged with this model's (the paper's ensembles of CNNs).
     """
 
     def __init__(
@@ -79,11 +114,8 @@ class AlexNetModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        overrides = dict(towers=towers, lrn=lrn, bias_init=bias_init, dropout=dropout)
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        self.config = AlexNetConfig.from_name(
-            preset, num_classes=num_classes, image_size=image_size, **overrides
-        )
+        self.config, self.config_note = network_config(
+            preset, num_classes, image_size, towers, lrn, bias_init, dropout)
         self.model = AlexNet(self.config, kernels=kernels)
         self.ensemble_models: list[AlexNet] = []
         self.data_info: checkpoint_info.DataInfo | None = None  # set from a loaded checkpoint
@@ -113,6 +145,10 @@ class AlexNetModule(pl.LightningModule):
         x, y = batch
         return x, y
 
+    def on_fit_start(self) -> None:
+        if self.config_note:
+            rank_zero_info(self.config_note)
+
     # --- training and validation ---------------------------------------------------------
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -134,10 +170,13 @@ class AlexNetModule(pl.LightningModule):
     # --- testing: single centre crop and the paper's ten crops, optionally an ensemble -----
 
     def setup(self, stage: str) -> None:
+        if self.hparams.ensemble and stage in ("fit", "validate"):
+            raise UserValueError(f"--model.ensemble is used by test and predict, not {stage}: "
+                                 f"drop it or run test")
         # before the Trainer moves (and wraps) the model: the fast layout of the target device
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         self.model.to_layout_of(device)
-        if stage == "test" and self.hparams.ensemble and not self.ensemble_models:
+        if stage in ("test", "predict") and self.hparams.ensemble and not self.ensemble_models:
             for path in self.hparams.ensemble:
                 self.ensemble_models.append(self._load_member(path).to_layout_of(device))
 
@@ -145,13 +184,14 @@ class AlexNetModule(pl.LightningModule):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:
-            raise FileNotFoundError(f"ensemble checkpoint {path!r} does not exist") from None
+            raise UserPathError(f"ensemble checkpoint {path!r} does not exist") from None
         member = AlexNet(self.config, kernels=self.hparams.kernels)
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         try:
             member.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"ensemble checkpoint {path!r} does not fit this network: {e}") from e
+            raise UserValueError(f"ensemble checkpoint {path!r} does not fit this network: "
+                                 f"{str(e).splitlines()[0]} ...") from e
         return member.to(self.device).eval()
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +236,15 @@ class AlexNetModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.data_info = checkpoint_info.load(checkpoint)
+        # On resume, recipe options given for this run (the CLI sets recipe_overrides) win over
+        # the optimizer and scheduler state restored from the checkpoint.
+        new = getattr(self, "recipe_overrides", None) or {}
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state["param_groups"]:
+                group.update({k: new[k] for k in ("lr", "momentum", "weight_decay") if k in new})
+        for state in checkpoint.get("lr_schedulers", []):
+            state.update({name: new[k] for k, name in (("lr_factor", "factor"), ("lr_patience", "patience"))
+                          if k in new})
 
     # --- the paper's optimiser ------------------------------------------------------------
 

@@ -21,6 +21,8 @@ here: ~21 img/s.)
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,14 @@ def _use_triton(kernels: str, x: torch.Tensor) -> bool:
     if kernels == "eager":
         return False
     raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+
+
+def check_kernels_device(kernels: str, device: torch.device) -> None:
+    """Raise before any work when ``kernels`` cannot run on ``device`` (the first batch would)."""
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"  # as kernels/_common.py reads it
+    if kernels == "triton" and device.type == "cpu" and not interpret:
+        raise ValueError("kernels='triton' on the CPU needs Triton's interpreter (TRITON_INTERPRET=1, "
+                         "slow, for testing): use --model.kernels auto (the fast CPU path) or a GPU")
 
 
 def _triton_kernels():

@@ -106,8 +106,10 @@ def test_print_config_round_trips(tmp_path):
     assert again == out
 
 
-def test_unknown_preset_is_named(tmp_path):
+def test_unknown_preset_is_named(tmp_path, capsys):
     root = make_tree(tmp_path / "data")
-    with pytest.raises(ValueError, match="unknown preset 'vgg'"):
+    with pytest.raises(SystemExit) as e:
         main(["fit", *COMMON, "--data.root", str(root), "--model.preset", "vgg",
               "--trainer.max_epochs", "1"])
+    assert e.value.code == 2
+    assert "error: unknown preset 'vgg'; choose one of ['paper', 'tiny']" in capsys.readouterr().err

@@ -383,9 +383,8 @@ def test_class_folder_without_images_is_named(tree):
 
 def test_val_class_missing_from_train_is_named(tree):
     write_images(tree / "val" / "zebra", np.zeros((1, S, S, 3), np.uint8))
-    dm = dm_for(tree)
     with pytest.raises(ValueError, match=f"class 'zebra' of {tree / 'val'} has no folder in the training set"):
-        dm.setup("fit")
+        dm_for(tree)  # at construction, before any statistics
 
 
 def test_predict_root_errors(tree, tmp_path):
