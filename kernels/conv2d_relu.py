@@ -95,6 +95,7 @@ fused into its kernel).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -116,10 +117,23 @@ from kernels._common import (
     pair,
 )
 
-# Output pixels (GEMM K) per weight-gradient split. Conv1 at batch 128 has 387k output pixels:
-# 48 splits keep ~50x more programs busy than one serial K loop. Tests shrink it to exercise
-# several splits on tiny shapes.
-WGRAD_SPLIT_PIXELS = 8192
+# Weight-gradient split-K: the output pixels (GEMM K) are cut into splits so that the wgrad grid
+# fills WGRAD_WAVES waves of the GPU's SMs even with the largest tile (conv3-5 at batch 128 have
+# only 21,632 pixels but 28-54 tiles per split), each split at least WGRAD_MIN_SPLIT_PIXELS long.
+# WGRAD_SPLIT_PIXELS, when set, fixes the pixels per split instead (tests shrink it to exercise
+# several splits on tiny shapes).
+WGRAD_SPLIT_PIXELS: int | None = None
+WGRAD_WAVES = 2
+WGRAD_MIN_SPLIT_PIXELS = 256
+# SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
+ASSUMED_SMS = 132
+
+# The backward's ReLU-mask pass (_relu_grad_kernel): a (pixels x channels) tile per step, and
+# enough pixel splits for RELU_GRAD_WAVES programs per SM (it is bandwidth-bound).
+RELU_GRAD_BLOCK_P = 64
+RELU_GRAD_BLOCK_C = 32  # divides AlexNet's 96, 256 and 384 output channels
+RELU_GRAD_WAVES = 4
+_RELU_GRAD_LAUNCH = triton.Config({}, num_warps=4, num_stages=1)
 
 _SUM_BLOCK = 1024
 
@@ -335,13 +349,13 @@ def _conv_fwd_kernel(
 
 @triton.jit
 def _conv_dgrad_kernel(
-    # pointers
-    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel)
+    g_ptr, w_ptr, dx_ptr,
     # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
     # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides (dy and y share one layout)
-    stride_yn, stride_yc, stride_yh, stride_yw,
+    # strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # op parameters
@@ -350,7 +364,7 @@ def _conv_dgrad_kernel(
     # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # dy (N, C_out, OH, OW), masked by y > 0, x weight -> dx (N, C_in, H, W)
+    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -365,10 +379,10 @@ def _conv_dgrad_kernel(
     iw = offs_m % W
     ih = (offs_m // W) % H
     n = offs_m // (W * H)
-    dy_rows = n * stride_yn + g * CG_OUT * stride_yc
+    g_rows = n * stride_gn + g * CG_OUT * stride_gc
     c = g * CG_IN + offs_n
 
-    if dy_ptr.dtype.element_ty == tl.float64:
+    if g_ptr.dtype.element_ty == tl.float64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -390,10 +404,8 @@ def _conv_dgrad_kernel(
             a_mask = a_mask & (oh_s % STRIDE_H == 0)
         if STRIDE_W > 1:
             a_mask = a_mask & (ow_s % STRIDE_W == 0)
-        a_offs = dy_rows[:, None] + co[None, :] * stride_yc + oh * stride_yh + ow * stride_yw
-        dy = tl.load(dy_ptr + a_offs, mask=a_mask, other=0.0)
-        y = tl.load(y_ptr + a_offs, mask=a_mask, other=0.0)
-        a = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # ReLU mask from saved y
+        a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
+        a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
         b_offs = ((g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww)[:, None] \
             + (offs_n * stride_wc)[None, :]  # weight channels count within the group
         b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
@@ -407,18 +419,17 @@ def _conv_dgrad_kernel(
 
 @triton.jit
 def _conv_wgrad_kernel(
-    # pointers (dw_part: fp32 [SPLIT, DW_NUMEL], db_part: fp32 [SPLIT, C_OUT]; fp64 for fp64)
-    x_ptr, dy_ptr, y_ptr, dw_part_ptr, db_part_ptr,
-    # sizes (channels per group), pixels per split, partial strides
-    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL, C_OUT,
-    # strides (dy and y share one layout; dw_* is the weight gradient's layout)
+    # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
+    x_ptr, g_ptr, dw_part_ptr,
+    # sizes (channels per group), pixels per split, partial stride
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL,
+    # strides (dw_* is the weight gradient's layout)
     stride_xn, stride_xc, stride_xh, stride_xw,
-    stride_yn, stride_yc, stride_yh, stride_yw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
     stride_dwo, stride_dwc, stride_dwh, stride_dww,
     # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -448,10 +459,8 @@ def _conv_wgrad_kernel(
     p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
     if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-        db = tl.zeros((BLOCK_N,), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for p0 in range(p_lo, p_hi, BLOCK_K):
         # GEMM K -> output pixel (n, oh, ow)
         offs_k = p0 + tl.arange(0, BLOCK_K)
@@ -466,23 +475,61 @@ def _conv_wgrad_kernel(
         a_offs = x_rows[:, None] + (n * stride_xn + (oh * STRIDE_H - PAD_H) * stride_xh
                                     + (ow * STRIDE_W - PAD_W) * stride_xw)[None, :]
         a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-        b_offs = ((n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]
-                  + (co * stride_yc)[None, :])
-        b_mask = mask_k[:, None] & mask_n[None, :]
-        dy = tl.load(dy_ptr + b_offs, mask=b_mask, other=0.0)
-        y = tl.load(y_ptr + b_offs, mask=b_mask, other=0.0)
-        b = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        if HAS_BIAS:
-            db += tl.sum(b.to(db.dtype), axis=0)
+        b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
+                  + (co * stride_gc)[None, :])
+        b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # b: (BLOCK_K, BLOCK_N)
 
     dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \
         + (co * stride_dwo)[None, :]
     tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _relu_grad_kernel(
+    # pointers (db_part: fp32 [SPLIT, C], fp64 for fp64)
+    dy_ptr, y_ptr, g_ptr, db_part_ptr,
+    # sizes: C = all output channels, pixels per split
+    N, C, OH, OW, PIX_PER_SPLIT,
+    # strides (dy and y share one layout)
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    # op parameters
+    HAS_BIAS: tl.constexpr,
+    # tiling
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # dy, y (N, C, OH, OW) -> g = dy masked by the ReLU (N, C, OH, OW), and the bias gradient's
+    # partial sum over the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT).
+    # One pass, so neither GEMM of the backward reads y: torch's threshold_backward drops the
+    # gradient where y <= 0 and keeps it where y is NaN (not ``dy * (y > 0)``).
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    p_lo = split * PIX_PER_SPLIT
+    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, N * OH * OW)
+    if dy_ptr.dtype.element_ty == tl.float64:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    else:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        ow = offs_p % OW
+        oh = (offs_p // OW) % OH
+        n = offs_p // (OW * OH)
+        mask = (offs_p < p_hi)[:, None] & mask_c[None, :]
+        offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] \
+            + (offs_c * stride_yc)[None, :]
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+        y = tl.load(y_ptr + offs, mask=mask, other=0.0)
+        g = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_P, BLOCK_C)
+        g_offs = (n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None] \
+            + (offs_c * stride_gc)[None, :]
+        tl.store(g_ptr + g_offs, g, mask=mask)
+        if HAS_BIAS:
+            db += tl.sum(g.to(db.dtype), axis=0)
     if HAS_BIAS:
-        # every row tile saw the same dy columns; the first one writes the bias partial
-        # (a vector mask: Triton 3.9's interpreter rejects a scalar one)
-        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (co * 0 + pid_m == 0))
+        tl.store(db_part_ptr + split * C + offs_c, db, mask=mask_c)
 
 
 @triton.jit
@@ -517,9 +564,8 @@ def _autotuned(fn, kernel: str, key: list[str]) -> dict:
 
 
 _conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
-_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_yc", "stride_wc"])
-_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad",
-                         _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc", "HAS_BIAS"])
+_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -701,19 +747,26 @@ def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
     return args, consts
 
 
-def _dgrad_args(dy, y, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
-    args = dict(dy_ptr=dy, y_ptr=y, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **_strides("y", y),
+def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
+    args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **_strides("g", g),
                 **_strides("w", weight, "ochw"), **_strides("dx", dx))
-    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(dy.dtype))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(g.dtype))
     return args, consts
 
 
-def _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo) -> tuple[dict, dict]:
-    args = dict(x_ptr=x, dy_ptr=dy, y_ptr=y, dw_part_ptr=dw_part, db_part_ptr=db_part,
-                **geo.sizes(), PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(),
-                C_OUT=geo.cg_out * geo.groups, **_strides("x", x), **_strides("y", y),
-                **_strides("dw", dw, "ochw"))
-    consts = dict(**geo.op_params(), HAS_BIAS=has_bias, INPUT_PRECISION=_input_precision(x.dtype))
+def _wgrad_args(x, g, dw, dw_part, pix_per_split, geo) -> tuple[dict, dict]:
+    args = dict(x_ptr=x, g_ptr=g, dw_part_ptr=dw_part, **geo.sizes(),
+                PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(), **_strides("x", x),
+                **_strides("g", g), **_strides("dw", dw, "ochw"))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(x.dtype))
+    return args, consts
+
+
+def _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias) -> tuple[dict, dict]:
+    n, c, oh, ow = y.shape
+    args = dict(dy_ptr=dy, y_ptr=y, g_ptr=g, db_part_ptr=db_part, N=n, C=c, OH=oh, OW=ow,
+                PIX_PER_SPLIT=pix_per_split, **_strides("y", y), **_strides("g", g))
+    consts = dict(HAS_BIAS=has_bias, BLOCK_P=RELU_GRAD_BLOCK_P, BLOCK_C=RELU_GRAD_BLOCK_C)
     return args, consts
 
 
@@ -736,11 +789,11 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
     return y
 
 
-def _conv_input_grad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _conv_input_grad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     # masked dy (N, C_out, OH, OW) -> dx (N, C_in, H, W), in the input's memory format
     if not _weight_is_finite(weight):
-        return _conv_input_grad_nonfinite(dy, y, weight, x, geo)
-    return _dgrad(dy, y, weight, x, geo)
+        return _conv_input_grad_nonfinite(g, weight, x, geo)
+    return _dgrad(g, weight, x, geo)
 
 
 def _weight_is_finite(weight: torch.Tensor) -> bool:
@@ -751,11 +804,11 @@ def _weight_is_finite(weight: torch.Tensor) -> bool:
     return bool(torch.isfinite(weight).all())
 
 
-def _dgrad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _dgrad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     if dx.numel() == 0:  # H or W is 0 and padding alone made the output
         return dx
-    args, consts = _dgrad_args(dy, y, weight, dx, geo)
+    args, consts = _dgrad_args(g, weight, dx, geo)
     grid = lambda meta: (triton.cdiv(geo.n * geo.h * geo.w, meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(geo.cg_in, meta["BLOCK_N"]), geo.groups)
     with device_context(x):
@@ -763,7 +816,7 @@ def _dgrad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
     return dx
 
 
-def _conv_input_grad_nonfinite(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _conv_input_grad_nonfinite(masked, weight, x, geo: _Geometry) -> torch.Tensor:
     """dgrad for a weight that holds inf or NaN (a diverged run), as torch computes it.
 
     The dgrad GEMM gives a tap that reaches no output pixel (border, stride) a zero operand, and
@@ -771,23 +824,84 @@ def _conv_input_grad_nonfinite(dy, y, weight, x, geo: _Geometry) -> torch.Tensor
     weight through the kernel, plus, per input pixel, whether an existing tap multiplies a
     non-finite weight into NaN, +inf or -inf -- counted by the same kernel on 0/1 indicators
     (exact: a zero operand adds nothing), then combined as IEEE addition would."""
-    masked = torch.where(y <= 0, torch.zeros_like(dy), dy)  # the ReLU mask, as the kernel's
-    no_mask = torch.ones_like(y)
+    every = torch.ones_like(masked)
 
     def reaches(taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # input pixels with an existing tap where both indicators are set
-        taps = torch.empty_like(y).copy_(taps)  # the kernel reads it with y's strides
-        return _dgrad(taps, no_mask, weights.to(weight.dtype), x, geo) > 0
+        return _dgrad(taps.to(x.dtype), weights.to(weight.dtype), x, geo) > 0
 
     pos_w, neg_w, nan_w = weight == float("inf"), weight == float("-inf"), weight.isnan()
     pos_g, neg_g, zero_g = masked > 0, masked < 0, masked == 0
-    nan = reaches(no_mask, nan_w) | reaches(zero_g, pos_w | neg_w)  # NaN * w, 0 * inf
+    nan = reaches(every, nan_w) | reaches(zero_g, pos_w | neg_w)  # NaN * w, 0 * inf
     up = reaches(pos_g, pos_w) | reaches(neg_g, neg_w)  # +inf terms
     down = reaches(neg_g, pos_w) | reaches(pos_g, neg_w)  # -inf terms
     extra = torch.where(up, float("inf"), 0.0) + torch.where(down, float("-inf"), 0.0)
     extra = torch.where(nan, float("nan"), extra).to(x.dtype)
     finite = torch.where(torch.isfinite(weight), weight, torch.zeros_like(weight))
-    return _dgrad(dy, y, finite, x, geo).add_(extra)
+    return _dgrad(masked, finite, x, geo).add_(extra)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return ASSUMED_SMS
+    return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return triton.cdiv(value, multiple) * multiple
+
+
+# The largest wgrad tile any config has: the fewest programs per split, so the split count
+# below fills the waves whichever config the autotuner picks.
+_WGRAD_TILES = [c for configs, _ in _TUNING["wgrad"].values() for c in configs]
+_WGRAD_MAX_M = max(c.kwargs["BLOCK_M"] for c in _WGRAD_TILES)
+_WGRAD_MAX_N = max(c.kwargs["BLOCK_N"] for c in _WGRAD_TILES)
+_WGRAD_MAX_K = max(c.kwargs["BLOCK_K"] for c in _WGRAD_TILES)
+
+
+def _wgrad_pixels_per_split(geo: _Geometry, sms: int) -> int:
+    """Output pixels per weight-gradient split (see WGRAD_WAVES). A multiple of the largest
+    BLOCK_K, so only the last K block of the last split is ragged. At batch 128 on 132 SMs:
+    conv1 88 splits, conv2 14, conv3 5, conv4 5, conv5 10 (>= 264 programs each)."""
+    if WGRAD_SPLIT_PIXELS is not None:
+        return max(1, WGRAD_SPLIT_PIXELS)
+    pixels = geo.n * geo.oh * geo.ow
+    tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, _WGRAD_MAX_M)
+             * triton.cdiv(geo.cg_out, _WGRAD_MAX_N) * geo.groups)
+    split = min(triton.cdiv(WGRAD_WAVES * sms, tiles), max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
+    return _round_up(triton.cdiv(pixels, split), _WGRAD_MAX_K)
+
+
+def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
+    """Output pixels per program of the ReLU-mask pass (see RELU_GRAD_WAVES)."""
+    split = min(triton.cdiv(RELU_GRAD_WAVES * sms, triton.cdiv(c_out, RELU_GRAD_BLOCK_C)),
+                triton.cdiv(pixels, RELU_GRAD_BLOCK_P))
+    return _round_up(triton.cdiv(pixels, split), RELU_GRAD_BLOCK_P)
+
+
+def _relu_grad(dy, y, has_bias: bool):
+    """dy, y (N, C_out, OH, OW), dy in y's strides -> (dy masked by the ReLU in y's strides,
+    the bias gradient (C_out,) or None). Deterministic: fixed splits, summed in order."""
+    n, c_out, oh, ow = y.shape
+    g = torch.empty_strided(y.shape, y.stride(), dtype=y.dtype, device=y.device)
+    pix_per_split = _relu_grad_pixels_per_split(n * oh * ow, c_out, _sm_count(y.device))
+    split = triton.cdiv(n * oh * ow, pix_per_split)
+    acc_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+    db_part = torch.empty((split, c_out), dtype=acc_dtype, device=y.device) if has_bias else g
+    args, consts = _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias)
+    db = torch.empty((c_out,), dtype=y.dtype, device=y.device) if has_bias else None
+    with device_context(y):
+        _relu_grad_kernel[(split, triton.cdiv(c_out, RELU_GRAD_BLOCK_C))](
+            **args, **consts, num_warps=_RELU_GRAD_LAUNCH.num_warps,
+            num_stages=_RELU_GRAD_LAUNCH.num_stages)
+        if has_bias:
+            _split_sum(db_part, db)
+    return g, db
 
 
 def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
@@ -796,12 +910,11 @@ def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
     _split_sum_kernel[(triton.cdiv(numel, _SUM_BLOCK),)](part, out, numel, split, BLOCK=_SUM_BLOCK)
 
 
-def _conv_weight_grad(x, dy, y, weight, geo: _Geometry, has_bias: bool):
-    # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight, db (C_out,) or None
+def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
+    # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
-    c_out = geo.cg_out * geo.groups
     pixels = geo.n * geo.oh * geo.ow
-    pix_per_split = max(1, WGRAD_SPLIT_PIXELS)
+    pix_per_split = _wgrad_pixels_per_split(geo, _sm_count(x.device))
     split = triton.cdiv(pixels, pix_per_split)
     if split * dw.numel() >= INT32_SPAN_LIMIT:
         raise ValueError(
@@ -811,18 +924,13 @@ def _conv_weight_grad(x, dy, y, weight, geo: _Geometry, has_bias: bool):
     # fp32 partials (fp64 for fp64), one row per split, in dW's storage order
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_part = torch.empty((split, dw.numel()), dtype=acc_dtype, device=x.device)
-    db_part = (torch.empty((split, c_out), dtype=acc_dtype, device=x.device)
-               if has_bias else dw_part)  # unused without bias
-    args, consts = _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo)
+    args, consts = _wgrad_args(x, g, dw, dw_part, pix_per_split, geo)
     grid = lambda meta: (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])  # noqa: E731
                          * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), split, geo.groups)
-    db = torch.empty((c_out,), dtype=x.dtype, device=x.device) if has_bias else None
     with device_context(x):
         _conv_wgrad[_path(x.dtype)][grid](**args, **consts)
         _split_sum(dw_part, dw)
-        if has_bias:
-            _split_sum(db_part, db)
-    return dw, db
+    return dw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -868,10 +976,12 @@ def _conv2d_relu_backward_op(
         dw = torch.zeros_like(weight) if need_w else None
         db = weight.new_zeros(weight.shape[0]) if need_b else None
     else:
+        # one pass applies the ReLU mask (and sums the bias gradient); the GEMMs read only g
+        g, db = _relu_grad(grad, output, has_bias=need_b)
         if need_x:
-            dx = _conv_input_grad(grad, output, weight, input, geo)
-        if need_w or need_b:
-            dw, db = _conv_weight_grad(input, grad, output, weight, geo, has_bias=need_b)
+            dx = _conv_input_grad(g, weight, input, geo)
+        if need_w:
+            dw = _conv_weight_grad(input, g, weight, geo)
     return _none_to_empty(input, dx if need_x else None, dw if need_w else None, db)
 
 
@@ -1048,7 +1158,9 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
         oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
         geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
                         (padding, padding), groups)
-        split = triton.cdiv(n * oh * ow, WGRAD_SPLIT_PIXELS)
+        pix_per_split = _wgrad_pixels_per_split(geo, ASSUMED_SMS)
+        split = triton.cdiv(n * oh * ow, pix_per_split)
+        relu_pix = _relu_grad_pixels_per_split(n * oh * ow, c_out, ASSUMED_SMS)
         for dtype, precision, label in variants:
             def empty(*shape, fmt=torch.channels_last, dt=dtype):
                 return torch.empty(shape, dtype=dt, device="meta", memory_format=fmt)
@@ -1056,13 +1168,13 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
             x, w, y = empty(*x_shape), empty(*w_shape), empty(n, c_out, oh, ow)
             b = empty(c_out, fmt=torch.contiguous_format)
             dw_part = empty(split, w.numel(), fmt=torch.contiguous_format, dt=torch.float32)
-            db_part = empty(split, c_out, fmt=torch.contiguous_format, dt=torch.float32)
+            db_part = empty(triton.cdiv(n * oh * ow, relu_pix), c_out, fmt=torch.contiguous_format,
+                            dt=torch.float32)
             tensor_cores = precision == "tf32" or dtype != torch.float32
             kernels = [
                 ("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo)),
-                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, y, w, x, geo)),
-                ("wgrad", _conv_wgrad_kernel,
-                 _wgrad_args(x, y, y, w, dw_part, db_part, True, WGRAD_SPLIT_PIXELS, geo)),
+                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
+                ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, pix_per_split, geo)),
             ]
             for kname, fn, (args, consts) in kernels:
                 if kname == "dgrad" and not x_grad:
@@ -1080,4 +1192,7 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 sum_cfg = triton.Config({"BLOCK": _SUM_BLOCK}, num_warps=4, num_stages=1)
                 specs.append(_spec(f"conv2d_relu_split_sum[{layer} dW, {label}]",
                                    _split_sum_kernel, sum_args, {}, sum_cfg, uses_dot=False))
+                args, consts = _relu_grad_args(y, y, y, db_part, relu_pix, True)
+                specs.append(_spec(f"conv2d_relu_relu_grad[{layer}, {label}]", _relu_grad_kernel,
+                                   args, consts, _RELU_GRAD_LAUNCH, uses_dot=False))
     return specs
