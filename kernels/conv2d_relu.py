@@ -222,6 +222,24 @@ WGRAD_SMALL_CIN_FP32_CONFIGS = [
     _config(32, 32, 32, 4, 2),
 ]
 
+# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed into a
+# zero-bordered (N, HP, WP, 4) buffer, so a K block is 16 contiguous, 16-aligned elements of one
+# input row and needs no bounds mask: the loads vectorise and pipeline. BLOCK_K = 16 divides a
+# row's 12 taps x 4 channels; BLOCK_N = 32 divides C_out = 96 (no wasted N), with the N tiles of
+# one M tile launched next to each other so they share its input rows in L2.
+PACKED_CIN = 4
+FWD_PACKED_CONFIGS = [
+    _config(128, 32, 16, 4, 4),
+    _config(256, 32, 16, 4, 4),
+    _config(128, 32, 16, 4, 3),
+    _config(64, 32, 16, 4, 4),
+]
+FWD_PACKED_FP32_CONFIGS = [
+    _config(64, 32, 16, 4, 2),
+    _config(128, 32, 16, 4, 2),
+    _config(32, 32, 16, 4, 3),
+]
+
 
 def _tile(c: triton.Config) -> tuple:
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
@@ -342,6 +360,69 @@ def _conv_fwd_kernel(
     # bias). ReLU as torch's: NaN stays NaN (tl.maximum's default maxNum would drop it)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    acc = tl.where(acc < 0, 0.0, acc)
+    y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_fwd_packed_kernel(
+    # pointers (xp: the packed input, see _pack_input; wp: the packed weight (C_out, KH * KWC))
+    xp_ptr, wp_ptr, b_ptr, y_ptr,
+    # sizes
+    N, OH, OW, C_OUT: tl.constexpr,
+    # strides (xp is contiguous (N, HP, WP, CP): its pixel and channel strides are CP and 1)
+    stride_xpn, stride_xph,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters: KWC = a row of taps x CP channels, padded to a multiple of BLOCK_K;
+    # KW_CP = the real KW * CP of it (the rest are padding taps)
+    KH: tl.constexpr, KWC: tl.constexpr, KW_CP: tl.constexpr, CP: tl.constexpr,
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # packed x (N, HP, WP, CP) x packed w (C_out, KH, KWC) -> relu(conv + bias) (N, C_out, OH, OW)
+    # 1-D grid, N tiles fastest: the C_out / BLOCK_N programs of one M tile run together
+    num_pid_n: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    M = N * OH * OW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < C_OUT
+    # rows and channels past the end repeat valid ones (unmasked loads; the store masks them)
+    m = offs_m % M
+    co = offs_n % C_OUT
+    ow = m % OW
+    oh = (m // OW) % OH
+    n = m // (OW * OH)
+    # the window of output pixel (oh, ow) starts at packed (oh * STRIDE_H, ow * STRIDE_W): the
+    # zero border stands for the padding
+    x_rows = n * stride_xpn + oh * (STRIDE_H * stride_xph) + ow * (STRIDE_W * CP)
+    w_rows = co * (KH * KWC)
+
+    if xp_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, KH * KWC, BLOCK_K):
+        # K = (kh, kw, c): BLOCK_K divides KWC, so a block stays in one row kh of the window
+        kh = k0 // KWC
+        offs_j = k0 - kh * KWC + tl.arange(0, BLOCK_K)  # (kw, c) within the row, contiguous
+        a = tl.load(xp_ptr + x_rows[:, None] + (kh * stride_xph + offs_j)[None, :])
+        if KW_CP < KWC:
+            # padding taps read real pixels of the next window: their weight is 0, but
+            # 0 * inf would be NaN, so they are zeroed here
+            a = tl.where((offs_j < KW_CP)[None, :], a, 0.0)
+        b = tl.load(wp_ptr + w_rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None])
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+
+    # epilogue as _conv_fwd_kernel's: bias and NaN-keeping ReLU on the accumulator
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co).to(acc.dtype)[None, :]
     acc = tl.where(acc < 0, 0.0, acc)
     y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
@@ -564,6 +645,12 @@ def _autotuned(fn, kernel: str, key: list[str]) -> dict:
 
 
 _conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
+_conv_fwd_packed = {
+    path: triton.autotune(autotune_configs(configs, INTERPRET_CONFIG),
+                          key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "KWC",
+                               "KW_CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"])(_conv_fwd_packed_kernel)
+    for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
+}
 _conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
 _conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
 
@@ -747,6 +834,61 @@ def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
     return args, consts
 
 
+@dataclass(frozen=True)
+class _Packing:
+    """conv1's packed layout: input (N, HP, WP, CP) with the padding as a zero border, weight
+    (C_out, KH, KWC); a row of the window is KWC = KW * CP elements padded to a multiple of 16
+    (the smallest BLOCK_K), WP a multiple of 4 so every row starts 16-element aligned."""
+
+    hp: int
+    wp: int
+    kwc: int
+    cp: int = PACKED_CIN
+
+    @staticmethod
+    def of(geo: _Geometry) -> _Packing:
+        kwc = _round_up(geo.kw * PACKED_CIN, 16)
+        hp = (geo.oh - 1) * geo.stride[0] + geo.kh
+        wp = _round_up((geo.ow - 1) * geo.stride[1] + kwc // PACKED_CIN, 4)
+        return _Packing(hp, wp, kwc)
+
+    def fits(self, geo: _Geometry) -> bool:
+        """Whether conv1's path takes this call (it packs one group of at most CP channels)."""
+        return (geo.groups == 1 and geo.cg_in <= self.cp
+                and geo.n * self.hp * self.wp * self.cp < INT32_SPAN_LIMIT)
+
+
+def _pack_input(x, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # (N, C_in <= 4, H, W) -> zeros (N, HP, WP, 4) with the image at (pad_top, pad_left); rows
+    # and columns no window reaches are left out
+    xp = x.new_zeros((geo.n, pk.hp, pk.wp, pk.cp))
+    top, left = geo.padding
+    rows, cols = min(geo.h, pk.hp - top), min(geo.w, pk.wp - left)
+    if rows > 0 and cols > 0:
+        xp[:, top:top + rows, left:left + cols, :geo.cg_in] = \
+            x[:, :, :rows, :cols].permute(0, 2, 3, 1)
+    return xp
+
+
+def _pack_weight(weight, pk: _Packing) -> torch.Tensor:
+    # (C_out, C_in, KH, KW) -> zeros (C_out, KH * KWC), tap (kh, kw, c) at kh * KWC + kw * 4 + c
+    c_out, c_in, kh, kw = weight.shape
+    wp = weight.new_zeros((c_out, kh, pk.kwc // pk.cp, pk.cp))
+    wp[:, :, :kw, :c_in] = weight.permute(0, 2, 3, 1)
+    return wp.reshape(c_out, kh * pk.kwc)
+
+
+def _fwd_packed_args(xp, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_packed_kernel, in signature order."""
+    args = dict(xp_ptr=xp, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y, N=geo.n,
+                OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=xp.stride(0),
+                stride_xph=xp.stride(1), **_strides("y", y))
+    consts = dict(KH=geo.kh, KWC=pk.kwc, KW_CP=geo.kw * pk.cp, CP=pk.cp,
+                  STRIDE_H=geo.stride[0], STRIDE_W=geo.stride[1], HAS_BIAS=bias is not None,
+                  INPUT_PRECISION=_input_precision(xp.dtype))
+    return args, consts
+
+
 def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
     args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **_strides("g", g),
                 **_strides("w", weight, "ochw"), **_strides("dx", dx))
@@ -766,7 +908,7 @@ def _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias) -> tuple[dict, d
     n, c, oh, ow = y.shape
     args = dict(dy_ptr=dy, y_ptr=y, g_ptr=g, db_part_ptr=db_part, N=n, C=c, OH=oh, OW=ow,
                 PIX_PER_SPLIT=pix_per_split, **_strides("y", y), **_strides("g", g))
-    consts = dict(HAS_BIAS=has_bias, BLOCK_P=RELU_GRAD_BLOCK_P, BLOCK_C=RELU_GRAD_BLOCK_C)
+    consts = {"HAS_BIAS": has_bias, "BLOCK_P": RELU_GRAD_BLOCK_P, "BLOCK_C": RELU_GRAD_BLOCK_C}
     return args, consts
 
 
@@ -780,6 +922,15 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
     # (N, C_in, H, W) -> (N, C_out, OH, OW); bias contiguous
     y = _new_output(x, geo)
     if y.numel() == 0:
+        return y
+    pk = _Packing.of(geo)
+    if pk.fits(geo):  # conv1
+        args, consts = _fwd_packed_args(_pack_input(x, geo, pk), _pack_weight(weight, pk), bias,
+                                        y, geo, pk)
+        grid = lambda meta: (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])  # noqa: E731
+                             * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)
+        with device_context(x):
+            _conv_fwd_packed[_path(x.dtype)][grid](**args, **consts)
         return y
     args, consts = _fwd_args(x, weight, bias, y, geo)
     grid = lambda meta: (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"]),  # noqa: E731
@@ -1176,12 +1327,22 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
                 ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, pix_per_split, geo)),
             ]
+            pk = _Packing.of(geo)
+            if pk.fits(geo):  # conv1's own forward
+                xp = empty(n, pk.hp, pk.wp, pk.cp, fmt=torch.contiguous_format)
+                wp = empty(c_out, kh * pk.kwc, fmt=torch.contiguous_format)
+                packed = _fwd_packed_args(xp, wp, b, y, geo, pk)
+                kernels.append(("fwd_packed", _conv_fwd_packed_kernel, packed))
             for kname, fn, (args, consts) in kernels:
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
-                configs, prune = _TUNING[kname]["mma" if tensor_cores else "fma"]
-                for cfg in prune(configs, {}, **args, **consts):
+                if kname == "fwd_packed":  # every config compiles without spills
+                    kept = FWD_PACKED_CONFIGS if tensor_cores else FWD_PACKED_FP32_CONFIGS
+                else:
+                    configs, prune = _TUNING[kname]["mma" if tensor_cores else "fma"]
+                    kept = prune(configs, {}, **args, **consts)
+                for cfg in kept:
                     kw_ = cfg.kwargs
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']} BK={kw_['BLOCK_K']} "
                            f"w{cfg.num_warps} s{cfg.num_stages}")
