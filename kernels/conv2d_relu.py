@@ -15,18 +15,29 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
-  channel fastest, flattened, so conv1's 3 input channels fill a 16-wide K block (K = 363 is
-  padded to a multiple of BLOCK_K by masked loads) instead of wasting 13 of 16 lanes per tap.
+  channel fastest, flattened, so a few input channels still fill a 16-wide K block.
+- conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
+  into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
+  the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
+  multiple of 16 (conv1: 44 -> 48). A K block is then 16 contiguous, 16-aligned elements of one
+  input row with no bounds mask, so the loads vectorise to 16 bytes and pipeline through
+  ``cp.async``; the padding taps are zeroed in registers (their weight is 0, but 0 * inf is NaN).
+  BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (write 4/3 of it).
+- ReLU mask (one elementwise pass, first in backward): g = dy masked by the saved output, and
+  the bias gradient as fp32 partial sums over fixed pixel splits, summed in a fixed order by
+  the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's
+  ``threshold_backward``: the gradient is dropped where ``y <= 0`` and kept where y is NaN (not
+  ``grad * (y > 0)``).
 - input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
   and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
   No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
   (conv1's image).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
-  split-K: each split of ``WGRAD_SPLIT_PIXELS`` output pixels writes an fp32 partial
-  [SPLIT, C_out, C_in/g, KH, KW]; a second Triton kernel sums the partials in a fixed order.
-  The bias gradient (sum of the masked gradient over N, OH, OW) is fused into the same kernel.
-- The ReLU mask in backward comes from the saved output: the gradient is dropped where
-  ``y <= 0`` and kept where y is NaN (torch's ``threshold_backward``, not ``grad * (y > 0)``).
+  split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
+  second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
+  SM count and the shape (``WGRAD_WAVES`` waves of programs with the largest tile; 132 SMs
+  assumed under the interpreter): at batch 128 on 132 SMs conv1-5 get 88, 14, 5, 5, 10 splits.
+  For a given GPU and shape the result is bit-identical run to run.
 
 NaN and inf as in PyTorch: the fused ReLU keeps NaN (``relu(NaN) = NaN``, ``inf - inf = NaN``),
 and padding taps multiply as zeros (``0 * inf = NaN``, as torch's float64 convolution). One
@@ -72,8 +83,11 @@ dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with 
 several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). Not yet run on
 a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
 sm_90 at all five AlexNet convolution shapes (see ``aot_specs``), with no register spills;
-none has been timed. conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar
-gathers need more registers.
+none has been timed. conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined);
+its weight gradient still gathers 3-channel taps with scalar loads and smaller tiles
+(``SMALL_CIN``), as does the generic forward when the packed copy would pass 2**31 elements.
+The backward's ReLU-mask pass reads dy and y and writes g once (about 3 activation-sized
+transfers), so dgrad and wgrad each read one gradient tensor instead of two.
 
 Refused, with a clear error (exactly these):
 
@@ -89,8 +103,7 @@ Refused, with a clear error (exactly these):
   2**31 elements or more; weight-gradient partials of 2**31 elements or more.
 - TypeError: an input, weight or bias that is not a tensor.
 
-When only the bias needs a gradient the weight gradient is still computed (the bias sum is
-fused into its kernel).
+When only the bias needs a gradient, only the ReLU-mask pass runs (it produces the bias sum).
 """
 
 from __future__ import annotations
@@ -820,6 +833,10 @@ def _path(dtype: torch.dtype) -> str:
     return "fma"
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return triton.cdiv(value, multiple) * multiple
+
+
 def _strides(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict:
     return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
 
@@ -883,9 +900,9 @@ def _fwd_packed_args(xp, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dic
     args = dict(xp_ptr=xp, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y, N=geo.n,
                 OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=xp.stride(0),
                 stride_xph=xp.stride(1), **_strides("y", y))
-    consts = dict(KH=geo.kh, KWC=pk.kwc, KW_CP=geo.kw * pk.cp, CP=pk.cp,
-                  STRIDE_H=geo.stride[0], STRIDE_W=geo.stride[1], HAS_BIAS=bias is not None,
-                  INPUT_PRECISION=_input_precision(xp.dtype))
+    consts = {"KH": geo.kh, "KWC": pk.kwc, "KW_CP": geo.kw * pk.cp, "CP": pk.cp,
+              "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1], "HAS_BIAS": bias is not None,
+              "INPUT_PRECISION": _input_precision(xp.dtype)}
     return args, consts
 
 
@@ -927,8 +944,10 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
     if pk.fits(geo):  # conv1
         args, consts = _fwd_packed_args(_pack_input(x, geo, pk), _pack_weight(weight, pk), bias,
                                         y, geo, pk)
-        grid = lambda meta: (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])  # noqa: E731
-                             * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)
+        def grid(meta):  # 1-D: M tiles x N tiles, N fastest
+            return (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])
+                    * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)
+
         with device_context(x):
             _conv_fwd_packed[_path(x.dtype)][grid](**args, **consts)
         return y
@@ -1003,10 +1022,6 @@ def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return triton.cdiv(value, multiple) * multiple
-
-
 # The largest wgrad tile any config has: the fewest programs per split, so the split count
 # below fills the waves whichever config the autotuner picks.
 _WGRAD_TILES = [c for configs, _ in _TUNING["wgrad"].values() for c in configs]
@@ -1035,6 +1050,12 @@ def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
     return _round_up(triton.cdiv(pixels, split), RELU_GRAD_BLOCK_P)
 
 
+def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
+    """out (dense, any strides) <- sum over part's first axis, in storage order."""
+    split, numel = part.shape
+    _split_sum_kernel[(triton.cdiv(numel, _SUM_BLOCK),)](part, out, numel, split, BLOCK=_SUM_BLOCK)
+
+
 def _relu_grad(dy, y, has_bias: bool):
     """dy, y (N, C_out, OH, OW), dy in y's strides -> (dy masked by the ReLU in y's strides,
     the bias gradient (C_out,) or None). Deterministic: fixed splits, summed in order."""
@@ -1055,12 +1076,6 @@ def _relu_grad(dy, y, has_bias: bool):
     return g, db
 
 
-def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
-    """out (dense, any strides) <- sum over part's first axis, in storage order."""
-    split, numel = part.shape
-    _split_sum_kernel[(triton.cdiv(numel, _SUM_BLOCK),)](part, out, numel, split, BLOCK=_SUM_BLOCK)
-
-
 def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
@@ -1070,7 +1085,8 @@ def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     if split * dw.numel() >= INT32_SPAN_LIMIT:
         raise ValueError(
             f"weight-gradient partials would hold {split} x {dw.numel()} elements (int32 "
-            f"indexing); raise kernels.conv2d_relu.WGRAD_SPLIT_PIXELS={WGRAD_SPLIT_PIXELS}"
+            f"indexing); set kernels.conv2d_relu.WGRAD_SPLIT_PIXELS (now {WGRAD_SPLIT_PIXELS}) "
+            f"above {pix_per_split} pixels per split"
         )
     # fp32 partials (fp64 for fp64), one row per split, in dW's storage order
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
