@@ -82,8 +82,10 @@ wastes about 1 - 1/s^2 of its K loop on masked taps (only conv1 has stride 4, an
 dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with smaller tiles,
 several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). Not yet run on
 a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
-sm_90 at all five AlexNet convolution shapes (see ``aot_specs``), with no register spills;
-none has been timed. conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined);
+sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been timed. A few
+configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
+TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 128x64x32 (conv3); on sm_90, exact-fp32 dgrad
+64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them. conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined);
 its weight gradient still gathers 3-channel taps with scalar loads and smaller tiles
 (``SMALL_CIN``), as does the generic forward when the packed copy would pass 2**31 elements.
 The backward's ReLU-mask pass reads dy and y and writes g once (about 3 activation-sized
