@@ -15,18 +15,29 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
-  channel fastest, flattened, so conv1's 3 input channels fill a 16-wide K block (K = 363 is
-  padded to a multiple of BLOCK_K by masked loads) instead of wasting 13 of 16 lanes per tap.
+  channel fastest, flattened, so a few input channels still fill a 16-wide K block.
+- conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
+  into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
+  the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
+  multiple of 16 (conv1: 44 -> 48). A K block is then 16 contiguous, 16-aligned elements of one
+  input row with no bounds mask, so the loads vectorise to 16 bytes and pipeline through
+  ``cp.async``; the padding taps are zeroed in registers (their weight is 0, but 0 * inf is NaN).
+  BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (write 4/3 of it).
+- ReLU mask (one elementwise pass, first in backward): g = dy masked by the saved output, and
+  the bias gradient as fp32 partial sums over fixed pixel splits, summed in a fixed order by
+  the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's
+  ``threshold_backward``: the gradient is dropped where ``y <= 0`` and kept where y is NaN (not
+  ``grad * (y > 0)``).
 - input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
   and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
   No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
   (conv1's image).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
-  split-K: each split of ``WGRAD_SPLIT_PIXELS`` output pixels writes an fp32 partial
-  [SPLIT, C_out, C_in/g, KH, KW]; a second Triton kernel sums the partials in a fixed order.
-  The bias gradient (sum of the masked gradient over N, OH, OW) is fused into the same kernel.
-- The ReLU mask in backward comes from the saved output: the gradient is dropped where
-  ``y <= 0`` and kept where y is NaN (torch's ``threshold_backward``, not ``grad * (y > 0)``).
+  split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
+  second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
+  SM count and the shape (``WGRAD_WAVES`` waves of programs with the largest tile; 132 SMs
+  assumed under the interpreter): at batch 128 on 132 SMs conv1-5 get 88, 14, 5, 5, 10 splits.
+  For a given GPU and shape the result is bit-identical run to run.
 
 NaN and inf as in PyTorch: the fused ReLU keeps NaN (``relu(NaN) = NaN``, ``inf - inf = NaN``),
 and padding taps multiply as zeros (``0 * inf = NaN``, as torch's float64 convolution). One
@@ -71,9 +82,14 @@ wastes about 1 - 1/s^2 of its K loop on masked taps (only conv1 has stride 4, an
 dgrad). Exact fp32 has no tensor-core instruction: ``tl.dot`` becomes FMAs with smaller tiles,
 several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). Not yet run on
 a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
-sm_90 at all five AlexNet convolution shapes (see ``aot_specs``), with no register spills;
-none has been timed. conv1's 3 input channels get smaller tiles (``SMALL_CIN``): its scalar
-gathers need more registers.
+sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been timed. A few
+configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
+TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 128x64x32 (conv3); on sm_90, exact-fp32 dgrad
+64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them. conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined);
+its weight gradient still gathers 3-channel taps with scalar loads and smaller tiles
+(``SMALL_CIN``), as does the generic forward when the packed copy would pass 2**31 elements.
+The backward's ReLU-mask pass reads dy and y and writes g once (about 3 activation-sized
+transfers), so dgrad and wgrad each read one gradient tensor instead of two.
 
 Refused, with a clear error (exactly these):
 
@@ -89,12 +105,12 @@ Refused, with a clear error (exactly these):
   2**31 elements or more; weight-gradient partials of 2**31 elements or more.
 - TypeError: an input, weight or bias that is not a tensor.
 
-When only the bias needs a gradient the weight gradient is still computed (the bias sum is
-fused into its kernel).
+When only the bias needs a gradient, only the ReLU-mask pass runs (it produces the bias sum).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -116,10 +132,23 @@ from kernels._common import (
     pair,
 )
 
-# Output pixels (GEMM K) per weight-gradient split. Conv1 at batch 128 has 387k output pixels:
-# 48 splits keep ~50x more programs busy than one serial K loop. Tests shrink it to exercise
-# several splits on tiny shapes.
-WGRAD_SPLIT_PIXELS = 8192
+# Weight-gradient split-K: the output pixels (GEMM K) are cut into splits so that the wgrad grid
+# fills WGRAD_WAVES waves of the GPU's SMs even with the largest tile (conv3-5 at batch 128 have
+# only 21,632 pixels but 28-54 tiles per split), each split at least WGRAD_MIN_SPLIT_PIXELS long.
+# WGRAD_SPLIT_PIXELS, when set, fixes the pixels per split instead (tests shrink it to exercise
+# several splits on tiny shapes).
+WGRAD_SPLIT_PIXELS: int | None = None
+WGRAD_WAVES = 2
+WGRAD_MIN_SPLIT_PIXELS = 256
+# SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
+ASSUMED_SMS = 132
+
+# The backward's ReLU-mask pass (_relu_grad_kernel): a (pixels x channels) tile per step, and
+# enough pixel splits for RELU_GRAD_WAVES programs per SM (it is bandwidth-bound).
+RELU_GRAD_BLOCK_P = 64
+RELU_GRAD_BLOCK_C = 32  # divides AlexNet's 96, 256 and 384 output channels
+RELU_GRAD_WAVES = 4
+_RELU_GRAD_LAUNCH = triton.Config({}, num_warps=4, num_stages=1)
 
 _SUM_BLOCK = 1024
 
@@ -206,6 +235,24 @@ WGRAD_SMALL_CIN_FP32_CONFIGS = [
     _config(32, 32, 16, 4, 3),
     _config(32, 32, 32, 4, 3),
     _config(32, 32, 32, 4, 2),
+]
+
+# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed into a
+# zero-bordered (N, HP, WP, 4) buffer, so a K block is 16 contiguous, 16-aligned elements of one
+# input row and needs no bounds mask: the loads vectorise and pipeline. BLOCK_K = 16 divides a
+# row's 12 taps x 4 channels; BLOCK_N = 32 divides C_out = 96 (no wasted N), with the N tiles of
+# one M tile launched next to each other so they share its input rows in L2.
+PACKED_CIN = 4
+FWD_PACKED_CONFIGS = [
+    _config(128, 32, 16, 4, 4),
+    _config(256, 32, 16, 4, 4),
+    _config(128, 32, 16, 4, 3),
+    _config(64, 32, 16, 4, 4),
+]
+FWD_PACKED_FP32_CONFIGS = [
+    _config(64, 32, 16, 4, 2),
+    _config(128, 32, 16, 4, 2),
+    _config(32, 32, 16, 4, 3),
 ]
 
 
@@ -334,14 +381,77 @@ def _conv_fwd_kernel(
 
 
 @triton.jit
+def _conv_fwd_packed_kernel(
+    # pointers (xp: the packed input, see _pack_input; wp: the packed weight (C_out, KH * KWC))
+    xp_ptr, wp_ptr, b_ptr, y_ptr,
+    # sizes
+    N, OH, OW, C_OUT: tl.constexpr,
+    # strides (xp is contiguous (N, HP, WP, CP): its pixel and channel strides are CP and 1)
+    stride_xpn, stride_xph,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters: KWC = a row of taps x CP channels, padded to a multiple of BLOCK_K;
+    # KW_CP = the real KW * CP of it (the rest are padding taps)
+    KH: tl.constexpr, KWC: tl.constexpr, KW_CP: tl.constexpr, CP: tl.constexpr,
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # packed x (N, HP, WP, CP) x packed w (C_out, KH, KWC) -> relu(conv + bias) (N, C_out, OH, OW)
+    # 1-D grid, N tiles fastest: the C_out / BLOCK_N programs of one M tile run together
+    num_pid_n: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    M = N * OH * OW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < C_OUT
+    # rows and channels past the end repeat valid ones (unmasked loads; the store masks them)
+    m = offs_m % M
+    co = offs_n % C_OUT
+    ow = m % OW
+    oh = (m // OW) % OH
+    n = m // (OW * OH)
+    # the window of output pixel (oh, ow) starts at packed (oh * STRIDE_H, ow * STRIDE_W): the
+    # zero border stands for the padding
+    x_rows = n * stride_xpn + oh * (STRIDE_H * stride_xph) + ow * (STRIDE_W * CP)
+    w_rows = co * (KH * KWC)
+
+    if xp_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, KH * KWC, BLOCK_K):
+        # K = (kh, kw, c): BLOCK_K divides KWC, so a block stays in one row kh of the window
+        kh = k0 // KWC
+        offs_j = k0 - kh * KWC + tl.arange(0, BLOCK_K)  # (kw, c) within the row, contiguous
+        a = tl.load(xp_ptr + x_rows[:, None] + (kh * stride_xph + offs_j)[None, :])
+        if KW_CP < KWC:
+            # padding taps read real pixels of the next window: their weight is 0, but
+            # 0 * inf would be NaN, so they are zeroed here
+            a = tl.where((offs_j < KW_CP)[None, :], a, 0.0)
+        b = tl.load(wp_ptr + w_rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None])
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+
+    # epilogue as _conv_fwd_kernel's: bias and NaN-keeping ReLU on the accumulator
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co).to(acc.dtype)[None, :]
+    acc = tl.where(acc < 0, 0.0, acc)
+    y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
 def _conv_dgrad_kernel(
-    # pointers
-    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel)
+    g_ptr, w_ptr, dx_ptr,
     # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
     # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides (dy and y share one layout)
-    stride_yn, stride_yc, stride_yh, stride_yw,
+    # strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
     # op parameters
@@ -350,7 +460,7 @@ def _conv_dgrad_kernel(
     # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # dy (N, C_out, OH, OW), masked by y > 0, x weight -> dx (N, C_in, H, W)
+    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -365,10 +475,10 @@ def _conv_dgrad_kernel(
     iw = offs_m % W
     ih = (offs_m // W) % H
     n = offs_m // (W * H)
-    dy_rows = n * stride_yn + g * CG_OUT * stride_yc
+    g_rows = n * stride_gn + g * CG_OUT * stride_gc
     c = g * CG_IN + offs_n
 
-    if dy_ptr.dtype.element_ty == tl.float64:
+    if g_ptr.dtype.element_ty == tl.float64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -390,10 +500,8 @@ def _conv_dgrad_kernel(
             a_mask = a_mask & (oh_s % STRIDE_H == 0)
         if STRIDE_W > 1:
             a_mask = a_mask & (ow_s % STRIDE_W == 0)
-        a_offs = dy_rows[:, None] + co[None, :] * stride_yc + oh * stride_yh + ow * stride_yw
-        dy = tl.load(dy_ptr + a_offs, mask=a_mask, other=0.0)
-        y = tl.load(y_ptr + a_offs, mask=a_mask, other=0.0)
-        a = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # ReLU mask from saved y
+        a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
+        a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
         b_offs = ((g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww)[:, None] \
             + (offs_n * stride_wc)[None, :]  # weight channels count within the group
         b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
@@ -407,18 +515,17 @@ def _conv_dgrad_kernel(
 
 @triton.jit
 def _conv_wgrad_kernel(
-    # pointers (dw_part: fp32 [SPLIT, DW_NUMEL], db_part: fp32 [SPLIT, C_OUT]; fp64 for fp64)
-    x_ptr, dy_ptr, y_ptr, dw_part_ptr, db_part_ptr,
-    # sizes (channels per group), pixels per split, partial strides
-    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL, C_OUT,
-    # strides (dy and y share one layout; dw_* is the weight gradient's layout)
+    # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
+    x_ptr, g_ptr, dw_part_ptr,
+    # sizes (channels per group), pixels per split, partial stride
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL,
+    # strides (dw_* is the weight gradient's layout)
     stride_xn, stride_xc, stride_xh, stride_xw,
-    stride_yn, stride_yc, stride_yh, stride_yw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
     stride_dwo, stride_dwc, stride_dwh, stride_dww,
     # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -448,10 +555,8 @@ def _conv_wgrad_kernel(
     p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
     if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-        db = tl.zeros((BLOCK_N,), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        db = tl.zeros((BLOCK_N,), dtype=tl.float32)
     for p0 in range(p_lo, p_hi, BLOCK_K):
         # GEMM K -> output pixel (n, oh, ow)
         offs_k = p0 + tl.arange(0, BLOCK_K)
@@ -466,23 +571,61 @@ def _conv_wgrad_kernel(
         a_offs = x_rows[:, None] + (n * stride_xn + (oh * STRIDE_H - PAD_H) * stride_xh
                                     + (ow * STRIDE_W - PAD_W) * stride_xw)[None, :]
         a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-        b_offs = ((n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None]
-                  + (co * stride_yc)[None, :])
-        b_mask = mask_k[:, None] & mask_n[None, :]
-        dy = tl.load(dy_ptr + b_offs, mask=b_mask, other=0.0)
-        y = tl.load(y_ptr + b_offs, mask=b_mask, other=0.0)
-        b = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_K, BLOCK_N)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        if HAS_BIAS:
-            db += tl.sum(b.to(db.dtype), axis=0)
+        b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
+                  + (co * stride_gc)[None, :])
+        b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # b: (BLOCK_K, BLOCK_N)
 
     dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \
         + (co * stride_dwo)[None, :]
     tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _relu_grad_kernel(
+    # pointers (db_part: fp32 [SPLIT, C], fp64 for fp64)
+    dy_ptr, y_ptr, g_ptr, db_part_ptr,
+    # sizes: C = all output channels, pixels per split
+    N, C, OH, OW, PIX_PER_SPLIT,
+    # strides (dy and y share one layout)
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    # op parameters
+    HAS_BIAS: tl.constexpr,
+    # tiling
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # dy, y (N, C, OH, OW) -> g = dy masked by the ReLU (N, C, OH, OW), and the bias gradient's
+    # partial sum over the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT).
+    # One pass, so neither GEMM of the backward reads y: torch's threshold_backward drops the
+    # gradient where y <= 0 and keeps it where y is NaN (not ``dy * (y > 0)``).
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    p_lo = split * PIX_PER_SPLIT
+    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, N * OH * OW)
+    if dy_ptr.dtype.element_ty == tl.float64:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    else:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        ow = offs_p % OW
+        oh = (offs_p // OW) % OH
+        n = offs_p // (OW * OH)
+        mask = (offs_p < p_hi)[:, None] & mask_c[None, :]
+        offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] \
+            + (offs_c * stride_yc)[None, :]
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+        y = tl.load(y_ptr + offs, mask=mask, other=0.0)
+        g = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_P, BLOCK_C)
+        g_offs = (n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None] \
+            + (offs_c * stride_gc)[None, :]
+        tl.store(g_ptr + g_offs, g, mask=mask)
+        if HAS_BIAS:
+            db += tl.sum(g.to(db.dtype), axis=0)
     if HAS_BIAS:
-        # every row tile saw the same dy columns; the first one writes the bias partial
-        # (a vector mask: Triton 3.9's interpreter rejects a scalar one)
-        tl.store(db_part_ptr + split * C_OUT + co, db, mask=mask_n & (co * 0 + pid_m == 0))
+        tl.store(db_part_ptr + split * C + offs_c, db, mask=mask_c)
 
 
 @triton.jit
@@ -517,9 +660,14 @@ def _autotuned(fn, kernel: str, key: list[str]) -> dict:
 
 
 _conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
-_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_yc", "stride_wc"])
-_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad",
-                         _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc", "HAS_BIAS"])
+_conv_fwd_packed = {
+    path: triton.autotune(autotune_configs(configs, INTERPRET_CONFIG),
+                          key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "KWC",
+                               "KW_CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"])(_conv_fwd_packed_kernel)
+    for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
+}
+_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -687,6 +835,10 @@ def _path(dtype: torch.dtype) -> str:
     return "fma"
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return triton.cdiv(value, multiple) * multiple
+
+
 def _strides(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict:
     return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
 
@@ -701,19 +853,81 @@ def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
     return args, consts
 
 
-def _dgrad_args(dy, y, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
-    args = dict(dy_ptr=dy, y_ptr=y, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **_strides("y", y),
-                **_strides("w", weight, "ochw"), **_strides("dx", dx))
-    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(dy.dtype))
+@dataclass(frozen=True)
+class _Packing:
+    """conv1's packed layout: input (N, HP, WP, CP) with the padding as a zero border, weight
+    (C_out, KH, KWC); a row of the window is KWC = KW * CP elements padded to a multiple of 16
+    (the smallest BLOCK_K), WP a multiple of 4 so every row starts 16-element aligned."""
+
+    hp: int
+    wp: int
+    kwc: int
+    cp: int = PACKED_CIN
+
+    @staticmethod
+    def of(geo: _Geometry) -> _Packing:
+        kwc = _round_up(geo.kw * PACKED_CIN, 16)
+        hp = (geo.oh - 1) * geo.stride[0] + geo.kh
+        wp = _round_up((geo.ow - 1) * geo.stride[1] + kwc // PACKED_CIN, 4)
+        return _Packing(hp, wp, kwc)
+
+    def fits(self, geo: _Geometry) -> bool:
+        """Whether conv1's path takes this call (it packs one group of at most CP channels)."""
+        return (geo.groups == 1 and geo.cg_in <= self.cp
+                and geo.n * self.hp * self.wp * self.cp < INT32_SPAN_LIMIT)
+
+
+def _pack_input(x, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # (N, C_in <= 4, H, W) -> zeros (N, HP, WP, 4) with the image at (pad_top, pad_left); rows
+    # and columns no window reaches are left out
+    xp = x.new_zeros((geo.n, pk.hp, pk.wp, pk.cp))
+    top, left = geo.padding
+    rows, cols = min(geo.h, pk.hp - top), min(geo.w, pk.wp - left)
+    if rows > 0 and cols > 0:
+        xp[:, top:top + rows, left:left + cols, :geo.cg_in] = \
+            x[:, :, :rows, :cols].permute(0, 2, 3, 1)
+    return xp
+
+
+def _pack_weight(weight, pk: _Packing) -> torch.Tensor:
+    # (C_out, C_in, KH, KW) -> zeros (C_out, KH * KWC), tap (kh, kw, c) at kh * KWC + kw * 4 + c
+    c_out, c_in, kh, kw = weight.shape
+    wp = weight.new_zeros((c_out, kh, pk.kwc // pk.cp, pk.cp))
+    wp[:, :, :kw, :c_in] = weight.permute(0, 2, 3, 1)
+    return wp.reshape(c_out, kh * pk.kwc)
+
+
+def _fwd_packed_args(xp, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_packed_kernel, in signature order."""
+    args = dict(xp_ptr=xp, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y, N=geo.n,
+                OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=xp.stride(0),
+                stride_xph=xp.stride(1), **_strides("y", y))
+    consts = {"KH": geo.kh, "KWC": pk.kwc, "KW_CP": geo.kw * pk.cp, "CP": pk.cp,
+              "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1], "HAS_BIAS": bias is not None,
+              "INPUT_PRECISION": _input_precision(xp.dtype)}
     return args, consts
 
 
-def _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo) -> tuple[dict, dict]:
-    args = dict(x_ptr=x, dy_ptr=dy, y_ptr=y, dw_part_ptr=dw_part, db_part_ptr=db_part,
-                **geo.sizes(), PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(),
-                C_OUT=geo.cg_out * geo.groups, **_strides("x", x), **_strides("y", y),
-                **_strides("dw", dw, "ochw"))
-    consts = dict(**geo.op_params(), HAS_BIAS=has_bias, INPUT_PRECISION=_input_precision(x.dtype))
+def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
+    args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **_strides("g", g),
+                **_strides("w", weight, "ochw"), **_strides("dx", dx))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(g.dtype))
+    return args, consts
+
+
+def _wgrad_args(x, g, dw, dw_part, pix_per_split, geo) -> tuple[dict, dict]:
+    args = dict(x_ptr=x, g_ptr=g, dw_part_ptr=dw_part, **geo.sizes(),
+                PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(), **_strides("x", x),
+                **_strides("g", g), **_strides("dw", dw, "ochw"))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(x.dtype))
+    return args, consts
+
+
+def _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias) -> tuple[dict, dict]:
+    n, c, oh, ow = y.shape
+    args = dict(dy_ptr=dy, y_ptr=y, g_ptr=g, db_part_ptr=db_part, N=n, C=c, OH=oh, OW=ow,
+                PIX_PER_SPLIT=pix_per_split, **_strides("y", y), **_strides("g", g))
+    consts = {"HAS_BIAS": has_bias, "BLOCK_P": RELU_GRAD_BLOCK_P, "BLOCK_C": RELU_GRAD_BLOCK_C}
     return args, consts
 
 
@@ -728,6 +942,17 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
     y = _new_output(x, geo)
     if y.numel() == 0:
         return y
+    pk = _Packing.of(geo)
+    if pk.fits(geo):  # conv1
+        args, consts = _fwd_packed_args(_pack_input(x, geo, pk), _pack_weight(weight, pk), bias,
+                                        y, geo, pk)
+        def grid(meta):  # 1-D: M tiles x N tiles, N fastest
+            return (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])
+                    * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)
+
+        with device_context(x):
+            _conv_fwd_packed[_path(x.dtype)][grid](**args, **consts)
+        return y
     args, consts = _fwd_args(x, weight, bias, y, geo)
     grid = lambda meta: (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(geo.cg_out, meta["BLOCK_N"]), geo.groups)
@@ -736,11 +961,11 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
     return y
 
 
-def _conv_input_grad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _conv_input_grad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     # masked dy (N, C_out, OH, OW) -> dx (N, C_in, H, W), in the input's memory format
     if not _weight_is_finite(weight):
-        return _conv_input_grad_nonfinite(dy, y, weight, x, geo)
-    return _dgrad(dy, y, weight, x, geo)
+        return _conv_input_grad_nonfinite(g, weight, x, geo)
+    return _dgrad(g, weight, x, geo)
 
 
 def _weight_is_finite(weight: torch.Tensor) -> bool:
@@ -751,11 +976,11 @@ def _weight_is_finite(weight: torch.Tensor) -> bool:
     return bool(torch.isfinite(weight).all())
 
 
-def _dgrad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _dgrad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     if dx.numel() == 0:  # H or W is 0 and padding alone made the output
         return dx
-    args, consts = _dgrad_args(dy, y, weight, dx, geo)
+    args, consts = _dgrad_args(g, weight, dx, geo)
     grid = lambda meta: (triton.cdiv(geo.n * geo.h * geo.w, meta["BLOCK_M"]),  # noqa: E731
                          triton.cdiv(geo.cg_in, meta["BLOCK_N"]), geo.groups)
     with device_context(x):
@@ -763,7 +988,7 @@ def _dgrad(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
     return dx
 
 
-def _conv_input_grad_nonfinite(dy, y, weight, x, geo: _Geometry) -> torch.Tensor:
+def _conv_input_grad_nonfinite(masked, weight, x, geo: _Geometry) -> torch.Tensor:
     """dgrad for a weight that holds inf or NaN (a diverged run), as torch computes it.
 
     The dgrad GEMM gives a tap that reaches no output pixel (border, stride) a zero operand, and
@@ -771,23 +996,60 @@ def _conv_input_grad_nonfinite(dy, y, weight, x, geo: _Geometry) -> torch.Tensor
     weight through the kernel, plus, per input pixel, whether an existing tap multiplies a
     non-finite weight into NaN, +inf or -inf -- counted by the same kernel on 0/1 indicators
     (exact: a zero operand adds nothing), then combined as IEEE addition would."""
-    masked = torch.where(y <= 0, torch.zeros_like(dy), dy)  # the ReLU mask, as the kernel's
-    no_mask = torch.ones_like(y)
+    every = torch.ones_like(masked)
 
     def reaches(taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # input pixels with an existing tap where both indicators are set
-        taps = torch.empty_like(y).copy_(taps)  # the kernel reads it with y's strides
-        return _dgrad(taps, no_mask, weights.to(weight.dtype), x, geo) > 0
+        return _dgrad(taps.to(x.dtype), weights.to(weight.dtype), x, geo) > 0
 
     pos_w, neg_w, nan_w = weight == float("inf"), weight == float("-inf"), weight.isnan()
     pos_g, neg_g, zero_g = masked > 0, masked < 0, masked == 0
-    nan = reaches(no_mask, nan_w) | reaches(zero_g, pos_w | neg_w)  # NaN * w, 0 * inf
+    nan = reaches(every, nan_w) | reaches(zero_g, pos_w | neg_w)  # NaN * w, 0 * inf
     up = reaches(pos_g, pos_w) | reaches(neg_g, neg_w)  # +inf terms
     down = reaches(neg_g, pos_w) | reaches(pos_g, neg_w)  # -inf terms
     extra = torch.where(up, float("inf"), 0.0) + torch.where(down, float("-inf"), 0.0)
     extra = torch.where(nan, float("nan"), extra).to(x.dtype)
     finite = torch.where(torch.isfinite(weight), weight, torch.zeros_like(weight))
-    return _dgrad(dy, y, finite, x, geo).add_(extra)
+    return _dgrad(masked, finite, x, geo).add_(extra)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return ASSUMED_SMS
+    return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+# The largest wgrad tile any config has: the fewest programs per split, so the split count
+# below fills the waves whichever config the autotuner picks.
+_WGRAD_TILES = [c for configs, _ in _TUNING["wgrad"].values() for c in configs]
+_WGRAD_MAX_M = max(c.kwargs["BLOCK_M"] for c in _WGRAD_TILES)
+_WGRAD_MAX_N = max(c.kwargs["BLOCK_N"] for c in _WGRAD_TILES)
+_WGRAD_MAX_K = max(c.kwargs["BLOCK_K"] for c in _WGRAD_TILES)
+
+
+def _wgrad_pixels_per_split(geo: _Geometry, sms: int) -> int:
+    """Output pixels per weight-gradient split (see WGRAD_WAVES). A multiple of the largest
+    BLOCK_K, so only the last K block of the last split is ragged. At batch 128 on 132 SMs:
+    conv1 88 splits, conv2 14, conv3 5, conv4 5, conv5 10 (>= 264 programs each)."""
+    if WGRAD_SPLIT_PIXELS is not None:
+        return max(1, WGRAD_SPLIT_PIXELS)
+    pixels = geo.n * geo.oh * geo.ow
+    tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, _WGRAD_MAX_M)
+             * triton.cdiv(geo.cg_out, _WGRAD_MAX_N) * geo.groups)
+    split = min(triton.cdiv(WGRAD_WAVES * sms, tiles), max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
+    return _round_up(triton.cdiv(pixels, split), _WGRAD_MAX_K)
+
+
+def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
+    """Output pixels per program of the ReLU-mask pass (see RELU_GRAD_WAVES)."""
+    split = min(triton.cdiv(RELU_GRAD_WAVES * sms, triton.cdiv(c_out, RELU_GRAD_BLOCK_C)),
+                triton.cdiv(pixels, RELU_GRAD_BLOCK_P))
+    return _round_up(triton.cdiv(pixels, split), RELU_GRAD_BLOCK_P)
 
 
 def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
@@ -796,33 +1058,48 @@ def _split_sum(part: torch.Tensor, out: torch.Tensor) -> None:
     _split_sum_kernel[(triton.cdiv(numel, _SUM_BLOCK),)](part, out, numel, split, BLOCK=_SUM_BLOCK)
 
 
-def _conv_weight_grad(x, dy, y, weight, geo: _Geometry, has_bias: bool):
-    # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight, db (C_out,) or None
+def _relu_grad(dy, y, has_bias: bool):
+    """dy, y (N, C_out, OH, OW), dy in y's strides -> (dy masked by the ReLU in y's strides,
+    the bias gradient (C_out,) or None). Deterministic: fixed splits, summed in order."""
+    n, c_out, oh, ow = y.shape
+    g = torch.empty_strided(y.shape, y.stride(), dtype=y.dtype, device=y.device)
+    pix_per_split = _relu_grad_pixels_per_split(n * oh * ow, c_out, _sm_count(y.device))
+    split = triton.cdiv(n * oh * ow, pix_per_split)
+    acc_dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+    db_part = torch.empty((split, c_out), dtype=acc_dtype, device=y.device) if has_bias else g
+    args, consts = _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias)
+    db = torch.empty((c_out,), dtype=y.dtype, device=y.device) if has_bias else None
+    with device_context(y):
+        _relu_grad_kernel[(split, triton.cdiv(c_out, RELU_GRAD_BLOCK_C))](
+            **args, **consts, num_warps=_RELU_GRAD_LAUNCH.num_warps,
+            num_stages=_RELU_GRAD_LAUNCH.num_stages)
+        if has_bias:
+            _split_sum(db_part, db)
+    return g, db
+
+
+def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
+    # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
-    c_out = geo.cg_out * geo.groups
     pixels = geo.n * geo.oh * geo.ow
-    pix_per_split = max(1, WGRAD_SPLIT_PIXELS)
+    pix_per_split = _wgrad_pixels_per_split(geo, _sm_count(x.device))
     split = triton.cdiv(pixels, pix_per_split)
     if split * dw.numel() >= INT32_SPAN_LIMIT:
         raise ValueError(
             f"weight-gradient partials would hold {split} x {dw.numel()} elements (int32 "
-            f"indexing); raise kernels.conv2d_relu.WGRAD_SPLIT_PIXELS={WGRAD_SPLIT_PIXELS}"
+            f"indexing); set kernels.conv2d_relu.WGRAD_SPLIT_PIXELS (now {WGRAD_SPLIT_PIXELS}) "
+            f"above {pix_per_split} pixels per split"
         )
     # fp32 partials (fp64 for fp64), one row per split, in dW's storage order
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     dw_part = torch.empty((split, dw.numel()), dtype=acc_dtype, device=x.device)
-    db_part = (torch.empty((split, c_out), dtype=acc_dtype, device=x.device)
-               if has_bias else dw_part)  # unused without bias
-    args, consts = _wgrad_args(x, dy, y, dw, dw_part, db_part, has_bias, pix_per_split, geo)
+    args, consts = _wgrad_args(x, g, dw, dw_part, pix_per_split, geo)
     grid = lambda meta: (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])  # noqa: E731
                          * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), split, geo.groups)
-    db = torch.empty((c_out,), dtype=x.dtype, device=x.device) if has_bias else None
     with device_context(x):
         _conv_wgrad[_path(x.dtype)][grid](**args, **consts)
         _split_sum(dw_part, dw)
-        if has_bias:
-            _split_sum(db_part, db)
-    return dw, db
+    return dw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -868,10 +1145,12 @@ def _conv2d_relu_backward_op(
         dw = torch.zeros_like(weight) if need_w else None
         db = weight.new_zeros(weight.shape[0]) if need_b else None
     else:
+        # one pass applies the ReLU mask (and sums the bias gradient); the GEMMs read only g
+        g, db = _relu_grad(grad, output, has_bias=need_b)
         if need_x:
-            dx = _conv_input_grad(grad, output, weight, input, geo)
-        if need_w or need_b:
-            dw, db = _conv_weight_grad(input, grad, output, weight, geo, has_bias=need_b)
+            dx = _conv_input_grad(g, weight, input, geo)
+        if need_w:
+            dw = _conv_weight_grad(input, g, weight, geo)
     return _none_to_empty(input, dx if need_x else None, dw if need_w else None, db)
 
 
@@ -1048,7 +1327,9 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
         oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
         geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
                         (padding, padding), groups)
-        split = triton.cdiv(n * oh * ow, WGRAD_SPLIT_PIXELS)
+        pix_per_split = _wgrad_pixels_per_split(geo, ASSUMED_SMS)
+        split = triton.cdiv(n * oh * ow, pix_per_split)
+        relu_pix = _relu_grad_pixels_per_split(n * oh * ow, c_out, ASSUMED_SMS)
         for dtype, precision, label in variants:
             def empty(*shape, fmt=torch.channels_last, dt=dtype):
                 return torch.empty(shape, dtype=dt, device="meta", memory_format=fmt)
@@ -1056,20 +1337,30 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
             x, w, y = empty(*x_shape), empty(*w_shape), empty(n, c_out, oh, ow)
             b = empty(c_out, fmt=torch.contiguous_format)
             dw_part = empty(split, w.numel(), fmt=torch.contiguous_format, dt=torch.float32)
-            db_part = empty(split, c_out, fmt=torch.contiguous_format, dt=torch.float32)
+            db_part = empty(triton.cdiv(n * oh * ow, relu_pix), c_out, fmt=torch.contiguous_format,
+                            dt=torch.float32)
             tensor_cores = precision == "tf32" or dtype != torch.float32
             kernels = [
                 ("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo)),
-                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, y, w, x, geo)),
-                ("wgrad", _conv_wgrad_kernel,
-                 _wgrad_args(x, y, y, w, dw_part, db_part, True, WGRAD_SPLIT_PIXELS, geo)),
+                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
+                ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, pix_per_split, geo)),
             ]
+            pk = _Packing.of(geo)
+            if pk.fits(geo):  # conv1's own forward
+                xp = empty(n, pk.hp, pk.wp, pk.cp, fmt=torch.contiguous_format)
+                wp = empty(c_out, kh * pk.kwc, fmt=torch.contiguous_format)
+                packed = _fwd_packed_args(xp, wp, b, y, geo, pk)
+                kernels.append(("fwd_packed", _conv_fwd_packed_kernel, packed))
             for kname, fn, (args, consts) in kernels:
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
-                configs, prune = _TUNING[kname]["mma" if tensor_cores else "fma"]
-                for cfg in prune(configs, {}, **args, **consts):
+                if kname == "fwd_packed":  # every config compiles without spills
+                    kept = FWD_PACKED_CONFIGS if tensor_cores else FWD_PACKED_FP32_CONFIGS
+                else:
+                    configs, prune = _TUNING[kname]["mma" if tensor_cores else "fma"]
+                    kept = prune(configs, {}, **args, **consts)
+                for cfg in kept:
                     kw_ = cfg.kwargs
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']} BK={kw_['BLOCK_K']} "
                            f"w{cfg.num_warps} s{cfg.num_stages}")
@@ -1080,4 +1371,7 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 sum_cfg = triton.Config({"BLOCK": _SUM_BLOCK}, num_warps=4, num_stages=1)
                 specs.append(_spec(f"conv2d_relu_split_sum[{layer} dW, {label}]",
                                    _split_sum_kernel, sum_args, {}, sum_cfg, uses_dot=False))
+                args, consts = _relu_grad_args(y, y, y, db_part, relu_pix, True)
+                specs.append(_spec(f"conv2d_relu_relu_grad[{layer}, {label}]", _relu_grad_kernel,
+                                   args, consts, _RELU_GRAD_LAUNCH, uses_dot=False))
     return specs

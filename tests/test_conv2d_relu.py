@@ -158,7 +158,8 @@ class RefuseLaunch:
 
 
 def test_empty_batch_launches_nothing(monkeypatch):
-    for kernel in ("_conv_fwd", "_conv_dgrad", "_conv_wgrad", "_split_sum_kernel"):
+    for kernel in ("_conv_fwd", "_conv_dgrad", "_conv_wgrad", "_relu_grad_kernel",
+                   "_split_sum_kernel"):
         monkeypatch.setattr(conv_mod, kernel, RefuseLaunch())
     x, w, b = make((0, 4, 5, 5), (6, 4, 3, 3))
     y, grads = check(x, w, b)
@@ -200,10 +201,44 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
     again = weight_grads()
     monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 8192)
     one = weight_grads()
-    assert splits == [5, 5, 5, 5, 1, 1]  # (dW, db) per call
+    # (db, dW) per call: the bias gradient comes from the ReLU-mask pass, in 64-pixel splits
+    assert splits == [2, 5, 2, 5, 2, 1]
     for a, b_, c in zip(many, again, one):
         assert torch.equal(a, b_)  # fixed reduction order: bit-identical
         assert_close(a, c, torch.float32, reduce_dim=98)
+
+
+def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
+    # 132 SMs: every AlexNet layer's wgrad grid has >= 264 programs whichever config runs
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", None)  # the automatic choice
+    largest = max((c for configs, _ in conv_mod._TUNING["wgrad"].values() for c in configs),
+                  key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
+    assert (largest.kwargs["BLOCK_M"], largest.kwargs["BLOCK_N"]) == (128, 128)
+    splits = {}
+    for layer, (x_shape, w_shape, stride, pad, groups, _) in conv_mod.ALEXNET_CONVS.items():
+        (n, _, h, w), (c_out, cg_in, kh, kw) = x_shape, w_shape
+        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        geo = conv_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw,
+                                 (stride, stride), (pad, pad), groups)
+        pix = conv_mod._wgrad_pixels_per_split(geo, 132)
+        split = -(-n * oh * ow // pix)
+        tiles = -(-kh * kw * cg_in // 128) * -(-(c_out // groups) // 128) * groups
+        assert split * tiles >= 2 * 132, (layer, split, tiles)
+        assert pix % 64 == 0 and pix >= conv_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
+        splits[layer] = split
+    assert splits == {"conv1": 88, "conv2": 14, "conv3": 5, "conv4": 5, "conv5": 10}
+
+
+def test_backward_masks_the_gradient_once(monkeypatch):
+    # one ReLU-mask pass per backward; dgrad and wgrad read its result, never the output
+    calls = []
+    real = conv_mod._relu_grad
+    monkeypatch.setattr(conv_mod, "_relu_grad", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    for kernel in (conv_mod._conv_dgrad_kernel, conv_mod._conv_wgrad_kernel):
+        assert "y_ptr" not in kernel.arg_names and "g_ptr" in kernel.arg_names
+    x, w, b = make((2, 8, 5, 5), (12, 8, 3, 3))
+    check(x, w, b, 1, 1)
+    assert calls == [1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,9 +328,10 @@ def test_aot_specs_cover_every_config_and_dtype():
                for configs in mma_lists for c in configs)
     fma = (len(conv_mod.FWD_FP32_CONFIGS) + len(conv_mod.DGRAD_FP32_CONFIGS)
            + len(conv_mod.WGRAD_FP32_CONFIGS))
-    # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum per dtype
+    # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
+    # ReLU-mask pass per dtype
     assert 0 < tf32 < mma
-    assert len(specs) == 2 * mma + tf32 + fma + 3
+    assert len(specs) == 2 * mma + tf32 + fma + 3 + 3
     assert sum(s.uses_dot for s in specs) == 2 * mma + tf32
     for spec in specs:
         assert list(spec.signature) == spec.fn.arg_names, spec.name
@@ -303,7 +339,8 @@ def test_aot_specs_cover_every_config_and_dtype():
         assert sorted(consts) == sorted(spec.constexprs), spec.name
         assert set(spec.divisible) <= set(spec.signature) - set(consts), spec.name
         assert spec.name.startswith(("conv2d_relu_fwd[conv2, ", "conv2d_relu_dgrad[conv2, ",
-                                     "conv2d_relu_wgrad[conv2, ", "conv2d_relu_split_sum[conv2 "))
+                                     "conv2d_relu_wgrad[conv2, ", "conv2d_relu_split_sum[conv2 ",
+                                     "conv2d_relu_relu_grad[conv2, "))
     fwd = {s.name.rsplit(", ", 1)[1]: s for s in specs if s.name.startswith("conv2d_relu_fwd")}
     assert fwd["fp16]"].signature["x_ptr"] == "*fp16" and fwd["bf16]"].signature["y_ptr"] == "*bf16"
     assert fwd["fp32]"].constexprs["INPUT_PRECISION"] == "ieee"

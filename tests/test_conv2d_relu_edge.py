@@ -110,6 +110,31 @@ def test_nan_and_inf_forward_and_backward(where, value, stride):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("value", [NAN, INF], ids=["nan", "+inf"])
+def test_conv1_path_padding_taps_do_not_spread_nan(monkeypatch, value):
+    # conv1's packed path (C_in <= 4) pads a row of 3 taps x 4 channels to 16 K elements; the
+    # 4th tap reads the pixel right of the window with a zero weight: a special value there must
+    # not reach this output pixel (0 * inf = NaN)
+    launches = []
+
+    class Spy(dict):
+        def __getitem__(self, path):
+            launches.append(path)
+            return super().__getitem__(path)
+
+    monkeypatch.setattr(conv_mod, "_conv_fwd_packed", Spy(conv_mod._conv_fwd_packed))
+    x, w, b = make((1, 3, 5, 7), (2, 3, 3, 3))
+    x = x.detach().clone()
+    x[0, 1, 2, 3] = value  # column 3: in the windows of ow = 1..3, a padding tap of ow = 0
+    x.requires_grad_()
+    y = conv2d_relu(x, w, b, 1, 0)
+    assert launches == ["fma"]  # the packed path ran (exact fp32 under the interpreter)
+    y_ref, _ = reference(x, w, b, 1, 0, 1, torch.ones(y.shape))
+    assert_close(y, y_ref, torch.float32, reduce_dim=27)
+    assert torch.isfinite(y[..., 0]).all() and not torch.isfinite(y[..., 1:4]).all()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
 def test_inf_minus_inf_is_nan():
     x, w, b = make((1, 2, 4, 4), (3, 2, 3, 3))
     x = x.detach().clone()
@@ -236,6 +261,9 @@ def test_tf32_decision_reaches_the_launch(monkeypatch, allow):
     for kernel in ("fwd", "dgrad", "wgrad"):
         monkeypatch.setattr(conv_mod, f"_conv_{kernel}", {p: SpyLaunch(kernel, p, log)
                                                          for p in ("mma", "fma")})
+    # C_in = 4 takes conv1's packed forward: it must get the same decision
+    monkeypatch.setattr(conv_mod, "_conv_fwd_packed", {p: SpyLaunch("fwd", p, log)
+                                                       for p in ("mma", "fma")})
     x, w, b = make((1, 4, 5, 5), (6, 4, 3, 3))
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     before = cudnn.allow_tf32, matmul.allow_tf32
