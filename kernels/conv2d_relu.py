@@ -131,9 +131,9 @@ FWD_FP32_CONFIGS = [
     _config(128, 64, 16, 4, 2),
     _config(64, 128, 16, 4, 2),
 ]
+# (64x64x16 with 3 stages spilled 8 bytes on sm_90 with Triton 3.9 at conv2-5: dropped.)
 DGRAD_FP32_CONFIGS = [
     _config(64, 64, 16, 4, 2),
-    _config(64, 64, 16, 4, 3),
     _config(32, 64, 32, 4, 2),
     _config(32, 32, 32, 4, 3),
 ]
