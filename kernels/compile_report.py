@@ -211,6 +211,48 @@ def modelled_us(gpu: Gpu, dtype: str, load: Workload) -> tuple[float, str]:
     return max(compute, memory) * 1e6, "compute" if compute > memory else "memory"
 
 
+def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
+    """One line per sm_90 goal for the tensor-core conv kernels (issue 13): how many specs meet
+    it, and the (kernel, layer) pairs with a spec that does not."""
+    convs = [r for r in results if r.ok and r.arch == 90 and r.uses_dot
+             and split_name(r.name)[0] in _CONV_GEMMS]
+    if not convs:
+        return []
+
+    def layer(r):
+        kernel, config, _ = split_name(r.name)
+        return kernel.removeprefix("conv2d_relu_"), config.split(",")[0]
+
+    def waves(r):
+        load = workload(r.name, consts[r.name])
+        return load.blocks / (GPUS[90].sms * blocks_per_sm(GPUS[90], r.registers, r.shared,
+                                                              r.num_warps))
+
+    goals = [
+        ("conv2-5 pipelined (TMA, or 16-byte cp.async with wait_group >= 1)",
+         lambda r: layer(r)[1] != "conv1",
+         lambda r: r.stats.tma > 0 or (r.stats.cp_async_wait or 0) >= 1
+         and 16 in r.stats.cp_async),
+        ("async wgmma overlap (wgmma.wait_group >= 1)", lambda r: True,
+         lambda r: (r.stats.wgmma_wait or 0) >= 1),
+        ("conv1 forward loads vectorised (>= 8 B) and pipelined",
+         lambda r: layer(r) == ("fwd", "conv1"),
+         lambda r: r.stats.widest_load >= 8 and r.stats.pipelined),
+        ("tile efficiency >= 90%", lambda r: True,
+         lambda r: workload(r.name, consts[r.name]).tile_efficiency >= 0.9),
+        ("wgrad >= 2 waves on an H100", lambda r: layer(r)[0] == "wgrad",
+         lambda r: waves(r) >= 2),
+    ]
+    lines = []
+    for goal, applies, met in goals:
+        subset = [r for r in convs if applies(r)]
+        short = [r for r in subset if not met(r)]
+        misses = sorted({" ".join(layer(r)) for r in short})
+        lines.append(f"- {goal}: {len(subset) - len(short)}/{len(subset)} specs"
+                     + (f"; short: {', '.join(misses)}" if misses else ""))
+    return lines
+
+
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
@@ -361,6 +403,9 @@ def main(argv=None) -> int:
                + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     print(text_table(rows))
     print(summary)
+    targets = hopper_targets(results, consts)
+    if targets:
+        print("sm_90 tensor-core convs against issue 13's goals:\n" + "\n".join(targets))
     for r in bad:
         detail = r.error if args.errors else r.error.splitlines()[0][:200] if r.error else ""
         print(f"  {r.status}: {r.name} sm_{r.arch}"
@@ -377,6 +422,10 @@ def main(argv=None) -> int:
                   f"(no GPU).\n\n{summary}.\n\n"
                   + MARKDOWN_NOTES.format(h100=GPUS[90].name, a100=GPUS[80].name,
                                           peaks=_peaks()) + "\n")
+        if targets:
+            header += ("Tensor-core conv kernels on sm_90 against issue 13's goals "
+                       "(specs meeting the goal / specs; the layers with a spec short of it):\n\n"
+                       + "\n".join(targets) + "\n\n")
         path.write_text(header + markdown_table(rows) + "\n")
         print(f"wrote {path}", file=sys.stderr)
     return 1 if bad else 0
