@@ -162,6 +162,8 @@ WGRAD_SMALL_CIN_CONFIGS = [
     _config(32, 64, 32, 4, 3),
 ]
 TF32_SMALL_CIN_MAX_TILE = 64 * 64
+# and BLOCK_K at most 32: Triton 3.6 spills conv1's TF32 wgrad at 64x64x64 on sm_80 (12 B).
+TF32_SMALL_CIN_MAX_K = 32
 FWD_SMALL_CIN_FP32_CONFIGS = [
     _config(64, 32, 16, 4, 3),
     _config(32, 64, 16, 4, 3),
@@ -196,10 +198,12 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
         small = kwargs["CG_IN"] < SMALL_CIN
         tiles = small_tiles if small else regular_tiles
         max_tile = TF32_SMALL_CIN_MAX_TILE if small and small_cin is not None else TF32_MAX_TILE
+        max_k = TF32_SMALL_CIN_MAX_K if small and small_cin is not None else float("inf")
         if kwargs["INPUT_PRECISION"] != "tf32":
-            max_tile = float("inf")
+            max_tile = max_k = float("inf")
         return [c for c in configs if _tile(c) in tiles
-                and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= max_tile]
+                and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= max_tile
+                and c.kwargs["BLOCK_K"] <= max_k]
 
     return prune
 
