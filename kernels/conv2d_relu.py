@@ -100,6 +100,10 @@ def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -
 # GPU configs for sm_80/sm_90. Every one is compiled ahead of time for both at every AlexNet
 # layer shape it is kept for (``aot_specs``): ptxas -v reports no register spills. At most 4
 # warps: Inductor's non-1x1 conv template miscompiled with 8 (pytorch#173068).
+# Layout: spill-free as compiled is for channels_last, the layout the model runs on CUDA. NCHW
+# inputs take the same configs through the strided gather, which is correct but not checked
+# ahead of time: an sm_90 review found 13 of 24 fp16 conv2/conv3 configs spilling there (up to
+# 7.4 KB) and no cp.async; for speed, use channels_last.
 # Tensor-core configs: fp16, bf16, and fp32 with TF32 allowed.
 FWD_CONFIGS = [
     _config(128, 128, 32, 4, 3),
