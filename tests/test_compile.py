@@ -402,3 +402,20 @@ def test_report_exit_status(tmp_path):
     assert f"Triton {triton.__version__}" in text and "| cp wait | wgmma wait |" in text
     done, _ = run("probe_register_hog")
     assert done.returncode == 1 and "SPILL" in done.stdout, done.stdout + done.stderr
+
+
+_EXACT_FP32 = "conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]"
+
+
+def test_report_default_scope_leaves_out_exact_fp32(capsys):
+    assert compile_report.main(["--kernel", _EXACT_FP32, "--arch", "80"]) == 2
+    assert "no kernel spec matches" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_all_adds_exact_fp32(capsys):
+    assert compile_report.main(["--all", "--kernel", _EXACT_FP32, "--arch", "80",
+                                "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d_relu_dgrad  conv3, BM=64 BN=64 BK=16 w4 s2  fp32" in out
+    assert "every shipped configuration" in out and "1 ok" in out
