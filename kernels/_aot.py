@@ -70,6 +70,11 @@ class PtxStats:
     def widest_load(self) -> int:
         return max([*self.ld_global, *self.cp_async, 0])
 
+    @property
+    def narrowest_load(self) -> int:
+        """Bytes of the narrowest global load or copy (0: none): 16 means all are 128-bit."""
+        return min([*self.ld_global, *self.cp_async], default=0)
+
 
 def _access_bytes(opcode: str) -> int:
     """Bytes one thread moves with ``ld.global[.mods][.vN].<type>``, e.g. v4.b32 -> 16."""

@@ -255,14 +255,15 @@ def test_ptx_stats_reads_widths_async_copies_and_waits():
     assert st.cp_async == {16: 1, 4: 1}  # hex and decimal copy sizes
     assert st.tma == 0
     assert st.cp_async_wait == 2 and st.wgmma_wait == 1  # the deepest waits, not the drains
-    assert st.pipelined and st.widest_load == 16
+    assert st.pipelined and st.widest_load == 16 and st.narrowest_load == 2
 
 
 def test_ptx_stats_without_async_copies_or_with_tma():
     st = ptx_stats(".target sm_80\n\tld.global.b32 %r1, [%rd1];\n\tret;\n")
     assert st == PtxStats(ld_global={4: 1}, cp_async={}, tma=0, cp_async_wait=None,
                           wgmma_wait=None)
-    assert not st.pipelined
+    assert not st.pipelined and st.narrowest_load == 4
+    assert ptx_stats("\tret;\n").narrowest_load == 0
     # a drain-only wait: copies issued, nothing in flight while the MMA runs
     assert not ptx_stats("\tcp.async.cg.shared.global [%r1], [%rd1], 16;\n"
                          "\tcp.async.wait_group 0;\n").pipelined
