@@ -117,8 +117,8 @@ DGRAD_CONFIGS = [
     _config(64, 64, 32, 4, 4),
     _config(64, 64, 64, 4, 3),
 ]
+# (128x128x32 sat at 254-255 registers with Triton 3.8/3.9 and spills with 3.7 on sm_80: dropped.)
 WGRAD_CONFIGS = [
-    _config(128, 128, 32, 4, 3),
     _config(128, 64, 32, 4, 3),
     _config(64, 128, 32, 4, 3),
     _config(64, 64, 32, 4, 4),
@@ -159,8 +159,8 @@ FWD_SMALL_CIN_CONFIGS = [
     _config(64, 64, 16, 4, 3),
     _config(32, 64, 32, 4, 3),
 ]
+# (128x64x32 sat at 255 registers with Triton 3.8/3.9 and spills 44 B with 3.7 on sm_90: dropped.)
 WGRAD_SMALL_CIN_CONFIGS = [
-    _config(128, 64, 32, 4, 3),
     _config(64, 64, 64, 4, 3),
     _config(64, 32, 32, 4, 3),
     _config(32, 64, 32, 4, 3),
