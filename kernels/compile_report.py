@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import re
 import subprocess
 import sys
@@ -129,33 +130,48 @@ def _elem_bytes(dtype: str) -> int:
 
 
 def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workload:
-    from kernels.conv2d_relu import ALEXNET_CONVS, WGRAD_SPLIT_PIXELS
+    # the module (the package exports the function under the same name)
+    conv = importlib.import_module("kernels.conv2d_relu")
 
-    (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = ALEXNET_CONVS[layer]
+    (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv.ALEXNET_CONVS[layer]
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
     cg_out, es = c_out // groups, _elem_bytes(dtype)
+    geo = conv._Geometry(n, cg_in, h, w, cg_out, oh, ow, kh, kw, (stride, stride), (pad, pad),
+                         groups)
     x, wt, y = n * c_in * h * w, c_out * cg_in * kh * kw, n * c_out * oh * ow
-    macs = n * oh * ow * cg_out * kh * kw * cg_in * groups  # one forward's multiply-adds
+    pix = n * oh * ow
+    macs = pix * cg_out * kh * kw * cg_in * groups  # one forward's multiply-adds
+    per_split = conv._wgrad_pixels_per_split(geo, conv.ASSUMED_SMS)  # as the launcher splits
     if kernel == "conv2d_relu_split_sum":
-        split = _cdiv(n * oh * ow, WGRAD_SPLIT_PIXELS)
         blocks = _cdiv(wt, consts["BLOCK"])
-        return Workload(blocks, wt, blocks * consts["BLOCK"], 0, split * wt * 4 + wt * es)
+        return Workload(blocks, wt, blocks * consts["BLOCK"], 0,
+                        _cdiv(pix, per_split) * wt * 4 + wt * es)
+    if kernel == "conv2d_relu_relu_grad":  # dy, y -> masked dy, and fp32 bias partials
+        per_prog = conv._relu_grad_pixels_per_split(pix, c_out, conv.ASSUMED_SMS)
+        blocks = _cdiv(pix, per_prog) * _cdiv(c_out, conv.RELU_GRAD_BLOCK_C)
+        issued = _cdiv(pix, per_prog) * per_prog * _padded(c_out, conv.RELU_GRAD_BLOCK_C)
+        return Workload(blocks, y, issued, 0, 3 * y * es + _cdiv(pix, per_prog) * c_out * 4)
     bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
     if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
-        gm, gn, pix = kh * kw * cg_in, cg_out, n * oh * ow
-        split = _cdiv(pix, WGRAD_SPLIT_PIXELS)
-        k_issued = (pix // WGRAD_SPLIT_PIXELS) * _padded(WGRAD_SPLIT_PIXELS, bk)
-        k_issued += _padded(pix % WGRAD_SPLIT_PIXELS, bk)
+        gm, gn = kh * kw * cg_in, cg_out
+        split = _cdiv(pix, per_split)
+        k_issued = (pix // per_split) * _padded(per_split, bk) + _padded(pix % per_split, bk)
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
-        traffic = (x + 2 * y) * es + split * (wt + c_out) * 4  # x, dy, y; fp32 partials
+        traffic = (x + y) * es + split * wt * 4  # x and the masked dy; fp32 partials
+    elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH rows of KW*4 padded channels
+        pk = conv._Packing.of(geo)
+        gm, gn, gk = pix, cg_out, kh * pk.kwc
+        blocks = _cdiv(gm, bm) * _cdiv(gn, bn)
+        issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk)
+        traffic = (n * pk.hp * pk.wp * pk.cp + c_out * gk + y + c_out) * es
     else:  # forward: pixels x Cg_out x (taps*Cg_in); dgrad: input pixels x Cg_in x (taps*Cg_out)
-        gm, gn, gk = ((n * oh * ow, cg_out, kh * kw * cg_in) if kernel == "conv2d_relu_fwd"
+        gm, gn, gk = ((pix, cg_out, kh * kw * cg_in) if kernel == "conv2d_relu_fwd"
                       else (n * h * w, cg_in, kh * kw * cg_out))
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk) * groups
         traffic = ((x + wt + y) * es + c_out * es if kernel == "conv2d_relu_fwd"
-                   else (2 * y + wt + x) * es)  # dgrad reads dy and y, writes dx
+                   else (y + wt + x) * es)  # dgrad reads the masked dy, writes dx
     return Workload(blocks, macs, issued, issued, traffic)
 
 

@@ -297,11 +297,19 @@ def test_workload_of_conv_layers():
                      _conv_consts(64, 64, 32))
     assert dgrad.useful == 21632 * 384 * 9 * 256
     assert dgrad.issued == 21632 * 256 * 3456 and dgrad.blocks == 338 * 4
-    # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels in 3 splits of <= 8,192 (2 groups)
+    # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels split as the launcher does for 132
+    # SMs: 2 waves of the largest tile -> 10 splits of 2,176 (a multiple of 64), the last 2,048
     wgrad = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
                      _conv_consts(128, 64, 32))
-    assert wgrad.blocks == 14 * 2 * 3 * 2
-    assert wgrad.issued == (14 * 128) * 128 * (8192 * 2 + 5248) * 2
+    assert wgrad.blocks == 14 * 2 * 10 * 2
+    assert wgrad.issued == (14 * 128) * 128 * (2176 * 9 + 2048) * 2
+    # the ReLU-mask pass (dy, y -> masked dy) and conv1's packed forward have their own models
+    relu = workload("conv2d_relu_relu_grad[conv3, fp16]", {})
+    assert relu.useful == 128 * 384 * 13 * 13 and relu.macs == 0
+    packed = workload("conv2d_relu_fwd_packed[conv1, BM=128 BN=32 BK=16 w4 s4, fp16]",
+                      _conv_consts(128, 32, 16))
+    assert packed.useful == 128 * 55 * 55 * 96 * 363  # K = 11*11*3 useful of 11 * 48 issued
+    assert packed.tile_efficiency == pytest.approx((387200 / 387200) * (363 / 528))
     # LRN forward: elementwise over conv1's output, fp32 scale saved
     lrn = workload("lrn_fwd[conv1 55x55x96 b128, BLOCK=1024 w4, bf16]", {"BLOCK": 1024})
     numel = 128 * 96 * 55 * 55
