@@ -17,7 +17,6 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_alexnet import checkpoint_info
-from lightning_alexnet.data import RawBatch
 from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.model import AlexNet, AlexNetConfig
 
@@ -137,7 +136,7 @@ class AlexNetModule(pl.LightningModule):
 
     @staticmethod
     def _unpack(batch: Any) -> tuple[torch.Tensor, Any]:
-        if isinstance(batch, RawBatch):
+        if batch[0].dtype == torch.uint8:  # the network takes float input only
             raise TypeError(
                 "got a RawBatch (uint8 crops) from ImageFolderDataModule's loaders: give the Trainer "
                 "the DataModule itself (trainer.fit(model, datamodule=dm)), whose "

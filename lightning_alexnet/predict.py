@@ -11,6 +11,7 @@ WordNet ids are shown with their words (``tench (n01440764)``).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -21,13 +22,10 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from lightning_alexnet import files as files_lib
 from lightning_alexnet.checkpoint_info import DataInfo
-from lightning_alexnet.data import (
-    IMAGE_EXTENSIONS,
-    ImageFolderDataset,
-    SkippingDataLoader,
-    _image_files,
-)
+from lightning_alexnet.dataset import ImageFolderDataset, SkippingDataLoader
+from lightning_alexnet.files import IMAGE_EXTENSIONS
 from lightning_alexnet.imagenet_classes import readable, synset_words
 from lightning_alexnet.module import AlexNetModule
 
@@ -66,9 +64,9 @@ def loader(info: DataInfo, samples: list[tuple[str, Any]], batch_size: int = 64,
     mean, times ``pixel_scale``. Unreadable files are skipped (and logged)."""
     dataset = ImageFolderDataset(samples, "predict", info.resize_size, info.crop_size, info.mean,
                                  scale=info.pixel_scale)
-    dataset.finish_in_workers = True  # finished float batches: no datamodule to finish them
+    # finished float batches from the workers: there is no datamodule to finish them
     return SkippingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                              collate_fn=dataset.collate)
+                              collate_fn=functools.partial(dataset.collate, finish=dataset.transform))
 
 
 def image_files(root: str) -> list[str]:
@@ -80,7 +78,7 @@ def image_files(root: str) -> list[str]:
     if not path.is_dir():
         fail(f"--data.predict_root {root} does not exist: pass an image file or a folder of images")
     try:
-        files = _image_files(path)
+        files = files_lib.image_files(path)
         others = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names
                   if not f.startswith(".") and not f.lower().endswith(IMAGE_EXTENSIONS)]
     except OSError as e:
