@@ -7,7 +7,7 @@ divided by 10 whenever validation top-1 error stops improving; top-1 and top-5 *
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_alexnet import checkpoint_info
 from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.model import AlexNet, AlexNetConfig
+from lightning_alexnet.ops import Kernels
 
 
 class MulticlassError(MulticlassAccuracy):
@@ -103,7 +104,7 @@ class AlexNetModule(pl.LightningModule):
         bias_init: float | None = None,
         dropout: float | None = None,
         image_size: int = 224,
-        kernels: Literal["auto", "triton", "eager"] = "auto",
+        kernels: Kernels = "auto",
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,

@@ -28,6 +28,7 @@ from lightning_alexnet.dataset import ImageFolderDataset, SkippingDataLoader
 from lightning_alexnet.files import IMAGE_EXTENSIONS
 from lightning_alexnet.imagenet_classes import readable, synset_words
 from lightning_alexnet.module import AlexNetModule
+from lightning_alexnet.ops import Kernels
 
 PROG = "python -m lightning_alexnet"
 
@@ -40,7 +41,7 @@ def fail(message: str) -> NoReturn:
 # --- the checkpoint and its data -------------------------------------------------------------
 
 
-def load_module(ckpt_path: str, kernels: str = "auto") -> AlexNetModule:
+def load_module(ckpt_path: str, kernels: Kernels = "auto") -> AlexNetModule:
     """The trained module of ``ckpt_path`` in eval mode, with its :class:`DataInfo`."""
     path = Path(ckpt_path)
     if not path.is_file():
@@ -178,7 +179,7 @@ def parser() -> ArgumentParser:
                    help="also write the predictions to this .csv or .json file")
     p.add_argument("--data.batch_size", type=int, default=64, help="images per batch")
     p.add_argument("--data.num_workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--model.kernels", type=str, default="auto", choices=["auto", "triton", "eager"],
+    p.add_argument("--model.kernels", type=Kernels, default="auto",
                    help="layer implementations (see fit --help)")
     p.add_argument("--trainer.accelerator", type=str, default="auto", help="cpu, gpu or auto")
     return p
