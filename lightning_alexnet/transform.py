@@ -82,7 +82,9 @@ class FloatTransform:
             if self.scale != 1.0:
                 out.mul_(self.scale)
             return out.add_(offsets[:, :, None, None])
-        # numpy: its uint8 - float32 over these strides is ~2x torch's on one CPU thread
+        # numpy, not torch: its uint8 - float32 over these strides is faster on a CPU (64 crops
+        # 224 of 256, one thread, 2-core shared CPU: 26 ms; the same slices in torch 94 ms,
+        # the gather above 270 ms), and the gather is kept for devices (no host sync)
         out = np.empty(x.shape, np.float32)
         xs, m, mf, offsets = x.numpy(), mean.numpy(), mean_flipped.numpy(), offsets.numpy()
         noise = bool(offsets.any())
