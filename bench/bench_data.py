@@ -6,7 +6,7 @@ with one torch thread (what a DataLoader worker gets):
 - ``naive``: what a first pipeline does (torchvision's ImageNet recipe by hand): full JPEG
   decode, Pillow resize of the whole image (shorter side 256), central 256 crop, random 224
   crop, flip, ``ToTensor`` (/255) and per-channel normalisation, each a separate copy; float32.
-- ``jpeg``: a worker of ``lightning_alexnet.data.ImageFolderDataset`` from the JPEG files
+- ``jpeg``: a worker of ``lightning_alexnet.dataset.ImageFolderDataset`` from the JPEG files
   (draft decode, central square only, torch uint8 resize, uint8 crop/flip + its parameters).
 - ``cache``: the same dataset reading the uint8 memory-mapped crop cache (``prepare --cache``).
 - ``decode``: JPEG decoding alone (``Image.load``): the ceiling for any from-JPEG path.

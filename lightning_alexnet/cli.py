@@ -8,12 +8,14 @@ are LightningCLI's; predict (``predict.py``) and show (``show.py``) are this pac
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
-from argparse import SUPPRESS, ArgumentError
+from argparse import ArgumentError
 from pathlib import Path
 
 import torch
+import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse._actions import _ActionPrintConfig
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
@@ -155,7 +157,9 @@ class AlexNetCLI(LightningCLI):
     def parse_arguments(self, parser, args: ArgsType) -> None:
         try:
             with _ActionPrintConfig.skip_print_config():  # printed once the checkpoint is merged
-                super().parse_arguments(parser, args)
+                # LightningCLI's own would warn that args and sys.argv are both given: main()
+                # passes the command line itself, its preset names resolved
+                self.config = parser.parse_args(args)
                 # only what the command line and --config files set, without the defaults
                 self.given = parser.parse_args(args, defaults=False)
         except ArgumentError as e:
@@ -337,15 +341,28 @@ def prepare(args: list[str]) -> None:
     parser = ArgumentParser(prog=f"{PROG} prepare", exit_on_error=False, description=(
         "Stream the training images once and cache next to the data the mean image and the "
         "RGB covariance eigenpairs (used for mean subtraction and PCA colour noise)."))
-    parser.add_argument("--config", action="config", help="YAML file (its data: section is used)")
+    parser.add_argument("--config", type=str, action="append", default=[],
+                        help="a fit YAML file or preset: only its data: section is read")
     parser.add_class_arguments(ImageFolderDataModule, "data")
     parser.add_argument("--cache", type=bool, default=False,
                         help="also write the 256x256 central crops as a uint8 memory-mapped array")
-    for ignored in ("trainer", "model", "seed_everything", "checkpoint", "lr_monitor", "fit_summary", "optimizer", "lr_scheduler", "ckpt_path"):
-        parser.add_argument(f"--{ignored}", type=object, default=None, help=SUPPRESS)  # other sections of a --config
-    cfg = parser.parse_args(args)
+    cfg = parser.parse_args(_with_data_sections(args))
     datamodule = parser.instantiate_classes(cfg).data
     datamodule.prepare(cache=cfg.cache)
+
+
+def _with_data_sections(args: list[str]) -> list[str]:
+    """``args`` with ``--data <section>`` after each ``--config FILE``: the file's ``data:``
+    section, which the ``data`` group parses in place (options after it override it)."""
+    out = list(args)
+    for i in reversed(range(len(out) - 1)):
+        if out[i] == "--config":
+            try:
+                section = (yaml.safe_load(Path(out[i + 1]).read_text()) or {}).get("data") or {}
+            except (OSError, yaml.YAMLError, AttributeError) as e:
+                raise UserValueError(f"--config {out[i + 1]}: cannot read a YAML mapping ({e})")
+            out[i + 2:i + 2] = ["--data", json.dumps(section)]
+    return out
 
 
 DESCRIPTION = """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) with PyTorch Lightning.
@@ -368,9 +385,9 @@ def main(args: ArgsType = None) -> AlexNetCLI | None:
         argv = [a for a in argv if a != "--debug"]
         os.environ[DEBUG_ENV] = "1"  # also for the processes a multi-device run launches
     try:
+        # sys.argv is left as given: a multi-device run relaunches it, and each process resolves
+        # the preset names (and --debug) again, the same way
         argv = _resolve_config_names(argv)
-        if args is None:
-            sys.argv[1:] = argv  # a multi-device run relaunches sys.argv
         if argv and argv[0] == "prepare":
             prepare(argv[1:])
             return None
@@ -389,7 +406,7 @@ def main(args: ArgsType = None) -> AlexNetCLI | None:
             save_config_callback=SaveRunConfig,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": PROG, "description": DESCRIPTION},
-            args=None if args is None else argv,
+            args=argv,
         )
     except (UserError, ArgumentError) as e:
         if os.environ.get(DEBUG_ENV, "0") not in ("", "0"):

@@ -25,9 +25,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lightning_alexnet.ops import Conv2dReLU, LocalResponseNormMaxPool2d, MaxPool2d
-
-Kernels = Literal["auto", "triton", "eager"]
+from lightning_alexnet.ops import (
+    Conv2dReLU,
+    Kernels,
+    LocalResponseNormMaxPool2d,
+    MaxPool2d,
+    check_kernels,
+)
 
 
 def channels_last_on(device: torch.device | str) -> bool:
@@ -93,7 +97,7 @@ class AlexNetConfig:
         return self.map_sizes[-1]
 
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "AlexNetConfig":
+    def from_name(cls, name: str, **overrides: Any) -> AlexNetConfig:
         """A named preset (``paper``, ``tiny``) with any field overridden by keyword."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -130,7 +134,8 @@ class AlexNet(nn.Module):
         c1, c2, c3, c4, c5 = cfg.conv_channels
         f6, f7 = cfg.fc_features
         g = cfg.towers
-        lrn = dict(size=cfg.lrn_size, alpha=cfg.lrn_alpha, beta=cfg.lrn_beta, k=cfg.lrn_k, groups=g)
+        lrn = {"size": cfg.lrn_size, "alpha": cfg.lrn_alpha, "beta": cfg.lrn_beta, "k": cfg.lrn_k,
+               "groups": g}
 
         def norm_pool() -> nn.Module:
             return LocalResponseNormMaxPool2d(**lrn, kernel_size=3, stride=2) if cfg.lrn else MaxPool2d(3, 2)
@@ -161,9 +166,7 @@ class AlexNet(nn.Module):
 
     def set_kernels(self, kernels: Kernels) -> None:
         """Choose the implementation of conv+ReLU, LRN and max-pool for every layer."""
-        if kernels not in ("auto", "triton", "eager"):
-            raise ValueError(f"kernels must be 'auto', 'triton' or 'eager', got {kernels!r}")
-        self.kernels = kernels
+        self.kernels = kernels = check_kernels(kernels)
         for m in self.modules():
             if hasattr(m, "kernels") and m is not self:
                 m.kernels = kernels

@@ -7,19 +7,31 @@ divided by 10 whenever validation top-1 error stops improving; top-1 and top-5 *
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.core.saving import pl_load
 from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_alexnet import checkpoint_info
-from lightning_alexnet.data import RawBatch
 from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.model import AlexNet, AlexNetConfig
+from lightning_alexnet.ops import Kernels
+
+
+def _drop_members(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+    for key in [k for k in state if k.startswith(f"{prefix}ensemble_models.")]:
+        del state[key]
+
+
+def _members_not_missing(module: nn.Module, incompatible: Any) -> None:
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                    if not k.startswith("ensemble_models.")]
 
 
 class MulticlassError(MulticlassAccuracy):
@@ -104,7 +116,7 @@ class AlexNetModule(pl.LightningModule):
         bias_init: float | None = None,
         dropout: float | None = None,
         image_size: int = 224,
-        kernels: Literal["auto", "triton", "eager"] = "auto",
+        kernels: Kernels = "auto",
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -117,7 +129,11 @@ class AlexNetModule(pl.LightningModule):
         self.config, self.config_note = network_config(
             preset, num_classes, image_size, towers, lrn, bias_init, dropout)
         self.model = AlexNet(self.config, kernels=kernels)
-        self.ensemble_models: list[AlexNet] = []
+        # test/predict's ensemble members (loaded in setup): submodules, so they move with this
+        # one, but not this network's weights: kept out of its state dict (saved and loaded)
+        self.ensemble_models = nn.ModuleList()
+        self.register_state_dict_post_hook(_drop_members)
+        self.register_load_state_dict_post_hook(_members_not_missing)
         self.data_info: checkpoint_info.DataInfo | None = None  # set from a loaded checkpoint
 
         self.train_metrics = error_metrics(num_classes, "train/")
@@ -137,7 +153,7 @@ class AlexNetModule(pl.LightningModule):
 
     @staticmethod
     def _unpack(batch: Any) -> tuple[torch.Tensor, Any]:
-        if isinstance(batch, RawBatch):
+        if batch[0].dtype == torch.uint8:  # the network takes float input only
             raise TypeError(
                 "got a RawBatch (uint8 crops) from ImageFolderDataModule's loaders: give the Trainer "
                 "the DataModule itself (trainer.fit(model, datamodule=dm)), whose "
@@ -181,24 +197,29 @@ class AlexNetModule(pl.LightningModule):
                 self.ensemble_models.append(self._load_member(path).to_layout_of(device))
 
     def _load_member(self, path: str) -> AlexNet:
+        """The network of the checkpoint ``path`` (local, URL or fsspec path: Lightning's
+        loader), as a module with this one's network options loads it: a member trained with
+        other options fails, named. (``load_from_checkpoint`` would rebuild the member's own
+        options, and needs Lightning's version key, which a bare state dict lacks.)"""
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = pl_load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:
             raise UserPathError(f"ensemble checkpoint {path!r} does not exist") from None
-        member = AlexNet(self.config, kernels=self.hparams.kernels)
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        network = ("preset", "num_classes", "towers", "lrn", "bias_init", "dropout", "image_size",
+                   "kernels")
+        member = AlexNetModule(**{k: self.hparams[k] for k in network})
         try:
-            member.load_state_dict(state)
+            member.load_state_dict(ckpt["state_dict"])
         except RuntimeError as e:
             raise UserValueError(f"ensemble checkpoint {path!r} does not fit this network: "
                                  f"{str(e).splitlines()[0]} ...") from e
-        return member.to(self.device).eval()
+        return member.model.to(self.device).eval()
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax averaged over this model and the ensemble members."""
         probs = self(x).softmax(-1)
         for member in self.ensemble_models:
-            probs = probs + member.to(x.device)(x).softmax(-1)
+            probs = probs + member(x).softmax(-1)
         return probs / (1 + len(self.ensemble_models))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

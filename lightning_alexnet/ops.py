@@ -22,26 +22,31 @@ here: ~21 img/s.)
 from __future__ import annotations
 
 import os
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-KERNEL_CHOICES = ("auto", "triton", "eager")
+# The kernel choice, declared here once for the model, the module and the CLI (whose parser
+# takes its values from the Literal); :func:`check_kernels` is its one validation.
+Kernels = Literal["auto", "triton", "eager"]
+KERNEL_CHOICES: tuple[str, ...] = get_args(Kernels)
 
 
-def _use_triton(kernels: str, x: torch.Tensor) -> bool:
-    if kernels == "triton":
-        return True
-    if kernels == "auto":
-        return x.is_cuda
-    if kernels == "eager":
-        return False
-    raise ValueError(f"kernels must be one of {KERNEL_CHOICES}, got {kernels!r}")
+def check_kernels(kernels: str) -> Kernels:
+    """``kernels`` when it is one of :data:`KERNEL_CHOICES`, else a ValueError naming it."""
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels must be 'auto', 'triton' or 'eager', got {kernels!r}")
+    return kernels
 
 
-def check_kernels_device(kernels: str, device: torch.device) -> None:
+def _use_triton(kernels: Kernels, x: torch.Tensor) -> bool:
+    return kernels == "triton" or (kernels == "auto" and x.is_cuda)
+
+
+def check_kernels_device(kernels: Kernels, device: torch.device) -> None:
     """Raise before any work when ``kernels`` cannot run on ``device`` (the first batch would)."""
     interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"  # as kernels/_common.py reads it
     if kernels == "triton" and device.type == "cpu" and not interpret:
@@ -152,7 +157,7 @@ def eager_local_response_norm(
 class Conv2dReLU(nn.Conv2d):
     """``relu(conv2d(x))``; the Triton kernel fuses bias and ReLU into the GEMM epilogue."""
 
-    kernels: str = "auto"
+    kernels: Kernels = "auto"  # set by AlexNet.set_kernels, which validates it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.weight, self.bias
@@ -168,7 +173,7 @@ class Conv2dReLU(nn.Conv2d):
 class LocalResponseNormMaxPool2d(nn.Module):
     """LRN (windows inside each of ``groups`` towers) then overlapping max-pool, fused in Triton."""
 
-    kernels: str = "auto"
+    kernels: Kernels = "auto"  # set by AlexNet.set_kernels, which validates it
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int,
                  kernel_size: int = 3, stride: int = 2) -> None:
@@ -196,7 +201,7 @@ class LocalResponseNormMaxPool2d(nn.Module):
 class MaxPool2d(nn.Module):
     """Overlapping max-pool (3x3, stride 2 in AlexNet)."""
 
-    kernels: str = "auto"
+    kernels: Kernels = "auto"  # set by AlexNet.set_kernels, which validates it
 
     def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
         super().__init__()

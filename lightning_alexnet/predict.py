@@ -11,6 +11,7 @@ WordNet ids are shown with their words (``tench (n01440764)``).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -21,15 +22,13 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from lightning_alexnet import files as files_lib
 from lightning_alexnet.checkpoint_info import DataInfo
-from lightning_alexnet.data import (
-    IMAGE_EXTENSIONS,
-    ImageFolderDataset,
-    SkippingDataLoader,
-    _image_files,
-)
+from lightning_alexnet.dataset import ImageFolderDataset, SkippingDataLoader
+from lightning_alexnet.files import IMAGE_EXTENSIONS
 from lightning_alexnet.imagenet_classes import readable, synset_words
 from lightning_alexnet.module import AlexNetModule
+from lightning_alexnet.ops import Kernels
 
 PROG = "python -m lightning_alexnet"
 
@@ -42,7 +41,7 @@ def fail(message: str) -> NoReturn:
 # --- the checkpoint and its data -------------------------------------------------------------
 
 
-def load_module(ckpt_path: str, kernels: str = "auto") -> AlexNetModule:
+def load_module(ckpt_path: str, kernels: Kernels = "auto") -> AlexNetModule:
     """The trained module of ``ckpt_path`` in eval mode, with its :class:`DataInfo`."""
     path = Path(ckpt_path)
     if not path.is_file():
@@ -66,9 +65,9 @@ def loader(info: DataInfo, samples: list[tuple[str, Any]], batch_size: int = 64,
     mean, times ``pixel_scale``. Unreadable files are skipped (and logged)."""
     dataset = ImageFolderDataset(samples, "predict", info.resize_size, info.crop_size, info.mean,
                                  scale=info.pixel_scale)
-    dataset.finish_in_workers = True  # finished float batches: no datamodule to finish them
+    # finished float batches from the workers: there is no datamodule to finish them
     return SkippingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                              collate_fn=dataset.collate)
+                              collate_fn=functools.partial(dataset.collate, finish=dataset.transform))
 
 
 def image_files(root: str) -> list[str]:
@@ -80,7 +79,7 @@ def image_files(root: str) -> list[str]:
     if not path.is_dir():
         fail(f"--data.predict_root {root} does not exist: pass an image file or a folder of images")
     try:
-        files = _image_files(path)
+        files = files_lib.image_files(path)
         others = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names
                   if not f.startswith(".") and not f.lower().endswith(IMAGE_EXTENSIONS)]
     except OSError as e:
@@ -180,7 +179,7 @@ def parser() -> ArgumentParser:
                    help="also write the predictions to this .csv or .json file")
     p.add_argument("--data.batch_size", type=int, default=64, help="images per batch")
     p.add_argument("--data.num_workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--model.kernels", type=str, default="auto", choices=["auto", "triton", "eager"],
+    p.add_argument("--model.kernels", type=Kernels, default="auto",
                    help="layer implementations (see fit --help)")
     p.add_argument("--trainer.accelerator", type=str, default="auto", help="cpu, gpu or auto")
     return p

@@ -34,7 +34,8 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lightning_alexnet import neighbours as nb
 from lightning_alexnet.checkpoint_info import DataInfo
-from lightning_alexnet.data import CACHE_DIR, decode_center, scan_split
+from lightning_alexnet.dataset import decode_center
+from lightning_alexnet.files import CACHE_DIR, scan_split
 from lightning_alexnet.imagenet_classes import readable
 from lightning_alexnet.module import AlexNetModule
 from lightning_alexnet.predict import PROG, fail, load_module, loader

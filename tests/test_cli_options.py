@@ -241,3 +241,22 @@ def test_every_n_train_steps_writes_mid_epoch_last_checkpoint(tmp_path, monkeypa
                 "--checkpoint.every_n_train_steps", "1"])
     assert saved[:2] == [1, 2]  # mid-epoch (3 steps per epoch), then at each step and epoch end
     assert Path(cli.trainer.checkpoint_callback.best_model_path).name.startswith("epoch000-top1err")
+
+
+def test_prepare_reads_only_the_data_section_of_a_config(tmp_path, capsys, caplog):
+    root = make_tree(tmp_path / "data")
+    config = tmp_path / "run.yaml"  # every section fit takes; prepare reads data: only
+    config.write_text(f"seed_everything: 1\ntrainer:\n  max_epochs: 1\nmodel:\n  preset: tiny\n"
+                      f"data:\n  root: {root}\n  resize_size: 72\n  crop_size: 64\n"
+                      f"  num_workers: 0\n  stats_dir: {tmp_path / 'ignored'}\n")
+    stats = tmp_path / "stats"
+    with caplog.at_level("INFO"):  # an option after --config wins over the file
+        code, _, err = run(capsys, "prepare", "--config", str(config), "--data.stats_dir",
+                           str(stats), "--cache", "true")
+    assert code == 0, err
+    assert len(list(stats.glob("stats-*.npz"))) == 1 and len(list(stats.glob("crops-val-*.npy"))) == 2
+    assert not (tmp_path / "ignored").exists()
+    assert any(m.startswith("statistics of 18 training images") for m in infos(caplog))
+    config.write_text(f"model:\n  preset: tiny\ndata:\n  root: {root}\n  crop_sise: 64\n")
+    code, _, err = run(capsys, "prepare", "--config", str(config))
+    assert code == 2 and "crop_sise" in err

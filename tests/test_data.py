@@ -8,12 +8,9 @@ import torch
 from PIL import Image
 
 from lightning_alexnet import stats
-from lightning_alexnet.data import (
-    ImageFolderDataModule,
-    ImageFolderDataset,
-    RawBatch,
-    decode_center,
-)
+from lightning_alexnet.data import ImageFolderDataModule
+from lightning_alexnet.dataset import ImageFolderDataset, decode_center
+from lightning_alexnet.transform import RawBatch
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
 

@@ -10,8 +10,8 @@ import torch
 
 from lightning_alexnet import AlexNet, AlexNetConfig
 from lightning_alexnet import model as model_lib
-from lightning_alexnet.data import FloatTransform, RawBatch
 from lightning_alexnet.module import AlexNetModule
+from lightning_alexnet.transform import FloatTransform, RawBatch
 
 CL = torch.channels_last
 
@@ -121,6 +121,6 @@ def test_float_transform_emits_channels_last_with_the_same_values(gather, scale)
 
 def test_float_transform_decides_by_the_batch_device(monkeypatch):
     (mean, basis, c), batch = raw_batch()
-    monkeypatch.setattr("lightning_alexnet.data.channels_last_on", lambda device: True)
+    monkeypatch.setattr("lightning_alexnet.transform.channels_last_on", lambda device: True)
     x, _ = FloatTransform(mean, basis, c)(batch)  # as on CUDA
     assert x.is_contiguous(memory_format=CL) and not x.is_contiguous()

@@ -94,6 +94,26 @@ def test_ensemble_averages_softmax(tmp_path):
     assert out["test/top5_error"] == pytest.approx(expected[1], abs=1e-6)
 
 
+def test_ensemble_members_move_with_the_module_but_stay_out_of_its_state_dict(tmp_path):
+    path = tmp_path / "member.ckpt"
+    torch.save({"state_dict": tiny_module().state_dict()}, path)
+    module = tiny_module(ensemble=[str(path)])
+    module.setup("test")
+    assert len(module.ensemble_models) == 1
+    module.to(torch.float64)
+    assert module.ensemble_models[0].classifier.fc8.weight.dtype == torch.float64
+    state = module.state_dict()
+    assert state and not [k for k in state if k.startswith("ensemble_models.")]
+    module.load_state_dict(state)  # strict: the members are not missing
+
+
+def test_ensemble_member_of_another_network_is_named(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": AlexNetModule(preset="tiny", num_classes=5, image_size=SIZE).state_dict()}, path)
+    with pytest.raises(ValueError, match="ensemble checkpoint .*other.ckpt.* does not fit this network"):
+        tiny_module(ensemble=[str(path)]).setup("test")
+
+
 def test_ensemble_missing_checkpoint_is_named(tmp_path):
     module = tiny_module(ensemble=[str(tmp_path / "nope.ckpt")])
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):

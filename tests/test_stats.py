@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from lightning_alexnet import stats
-from lightning_alexnet.data import ImageFolderDataModule, decode_center
+from lightning_alexnet.data import ImageFolderDataModule
+from lightning_alexnet.dataset import decode_center
 
 # --- reference: images whose statistics are known before they are drawn ----------------------
 #
