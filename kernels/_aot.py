@@ -4,7 +4,8 @@
 function to PTX and a cubin without a driver. Registers and spills are not in Triton's metadata
 without a GPU (they are filled in when the cubin is loaded), so they come from the bundled
 ``ptxas -v``, run on the PTX with the flags Triton itself uses for the cubin. Tensor cores are
-read from the PTX: ``mma.sync`` (sm_80) and ``wgmma.mma_async`` (sm_90a).
+read from the PTX: ``mma.sync`` (sm_80) and ``wgmma.mma_async`` (sm_90a). :func:`ptx_stats` reads
+how the memory side was lowered (load widths, ``cp.async``/TMA, pipelining depth, wgmma overlap).
 
 Specs come from each kernel module's ``aot_specs()`` (:class:`kernels._common.KernelSpec`). Under
 ``TRITON_INTERPRET=1`` (the test suite) ``@triton.jit`` returns interpreter objects: helper
@@ -44,6 +45,72 @@ KERNEL_MODULES = ("kernels.conv2d_relu", "kernels.lrn", "kernels.max_pool2d",
 _MMA = re.compile(r"\b(wgmma\.mma_async|mma\.sync)\b")
 _REGS = re.compile(r"Used (\d+) registers")
 _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+# one PTX instruction, after an optional predicate guard: "@%p3 ld.global.v4.b32 {...}, [...];"
+_INSTR = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.:]*)\s*(.*?);?\s*$", re.MULTILINE)
+_BITS = re.compile(r"^[bsuf](8|16|32|64|128)$")
+
+
+@dataclass(frozen=True)
+class PtxStats:
+    """How a kernel's memory side was lowered, read from its PTX (static instruction counts,
+    not executions: a load inside the main loop counts once)."""
+
+    ld_global: dict[int, int]  # bytes per thread per ld.global -> how many instructions
+    cp_async: dict[int, int]  # bytes per cp.async (global -> shared, Ampere+) -> how many
+    tma: int  # cp.async.bulk.tensor (Hopper TMA) instructions
+    cp_async_wait: int | None  # deepest cp.async.wait_group N: N groups left in flight
+    wgmma_wait: int | None  # deepest wgmma.wait_group N: N > 0 keeps MMAs in flight (sm_90)
+
+    @property
+    def pipelined(self) -> bool:
+        """Async copies with at least one group in flight while the MMA works on another."""
+        return bool(self.cp_async_wait) or self.tma > 0
+
+    @property
+    def widest_load(self) -> int:
+        return max([*self.ld_global, *self.cp_async, 0])
+
+    @property
+    def narrowest_load(self) -> int:
+        """Bytes of the narrowest global load or copy (0: none): 16 means all are 128-bit."""
+        return min([*self.ld_global, *self.cp_async], default=0)
+
+
+def _access_bytes(opcode: str) -> int:
+    """Bytes one thread moves with ``ld.global[.mods][.vN].<type>``, e.g. v4.b32 -> 16."""
+    parts = opcode.split(".")
+    vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d+", p)), 1)
+    bits = next((int(m.group(1)) for p in reversed(parts) if (m := _BITS.match(p))), 0)
+    if not bits:
+        raise ValueError(f"no operand type in PTX instruction {opcode!r}")
+    return vec * bits // 8
+
+
+def ptx_stats(ptx: str) -> PtxStats:
+    """Global load widths, async copies and wait depths of one kernel's PTX."""
+    ld_global: dict[int, int] = {}
+    cp_async: dict[int, int] = {}
+    tma = 0
+    waits: dict[str, list[int]] = {"cp": [], "wgmma": []}
+    for m in _INSTR.finditer(ptx):
+        opcode, operands = m.group(1), m.group(2)
+        if opcode.startswith("ld.global"):
+            size = _access_bytes(opcode)
+            ld_global[size] = ld_global.get(size, 0) + 1
+        elif opcode.startswith("cp.async.bulk.tensor"):
+            tma += 1
+        elif opcode.startswith(("cp.async.ca.shared.global", "cp.async.cg.shared.global")):
+            # cp.async.cg.shared.global [dst], [src], cp-size(, src-size): 4, 8 or 16 bytes
+            size = int(operands.split(",")[2].strip(), 0)
+            cp_async[size] = cp_async.get(size, 0) + 1
+        elif opcode == "cp.async.wait_group":
+            waits["cp"].append(int(operands.strip(), 0))
+        elif opcode.startswith("wgmma.wait_group"):
+            waits["wgmma"].append(int(operands.strip(), 0))
+    return PtxStats(ld_global=dict(sorted(ld_global.items(), reverse=True)),
+                    cp_async=dict(sorted(cp_async.items(), reverse=True)), tma=tma,
+                    cp_async_wait=max(waits["cp"], default=None),
+                    wgmma_wait=max(waits["wgmma"], default=None))
 
 
 @dataclass(frozen=True)
@@ -65,6 +132,7 @@ class CompileResult:
     spill_stores: int | None = None  # bytes, from ptxas -v
     spill_loads: int | None = None
     shared: int | None = None  # bytes of dynamic shared memory (Triton metadata)
+    stats: PtxStats | None = None  # from the PTX, see ptx_stats
     mma: str = ""  # "wgmma", "mma" or "" (no tensor-core instruction in the PTX)
     uses_dot: bool = False  # the spec's promise: must compile to mma/wgmma
     num_warps: int = 0
@@ -111,7 +179,7 @@ def run_ptxas(ptx: str, arch: int) -> str:
             f.write(ptx)
         cmd = [ptxas_path(arch), "-lineinfo", "-v", "--regAllocOptLevel=2",
                f"--gpu-name={sm_name(arch)}", src, "-o", src + ".o"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ptxas failed ({done.returncode}) for {sm_name(arch)}:\n{done.stderr}")
     return done.stderr
@@ -147,8 +215,8 @@ def compile_spec(spec: KernelSpec, arch: int, keep_asm: bool = True) -> CompileR
     from triton.runtime.jit import JITFunction
 
     start = time.perf_counter()
-    base = dict(name=spec.name, arch=arch, uses_dot=spec.uses_dot, num_warps=spec.num_warps,
-                num_stages=spec.num_stages)
+    base = {"name": spec.name, "arch": arch, "uses_dot": spec.uses_dot,
+            "num_warps": spec.num_warps, "num_stages": spec.num_stages}
     if not isinstance(spec.fn, JITFunction):
         raise TypeError(
             f"{spec.name}: fn is {type(spec.fn).__name__}, not a JITFunction (TRITON_INTERPRET=1 "
@@ -177,7 +245,8 @@ def compile_spec(spec: KernelSpec, arch: int, keep_asm: bool = True) -> CompileR
     return CompileResult(
         **base, ok=True, registers=max(int(r) for r in regs),
         spill_stores=sum(int(s) for s, _ in spills), spill_loads=sum(int(ld) for _, ld in spills),
-        shared=int(kernel.metadata.shared), mma=mma, seconds=time.perf_counter() - start,
+        shared=int(kernel.metadata.shared), mma=mma, stats=ptx_stats(ptx),
+        seconds=time.perf_counter() - start,
         ptxas_log=log, ptx=ptx if keep_asm else "", cubin=kernel.asm["cubin"] if keep_asm else b"",
     )
 

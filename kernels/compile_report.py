@@ -1,21 +1,31 @@
-"""Compile every kernel configuration for sm_80 and sm_90 and report its resources.
+"""Compile the kernel configurations a default ``fit`` runs for sm_80 and sm_90, and report
+their resources, how their loads were lowered, and a model of each at AlexNet's batch 128.
 
-    python -m kernels.compile_report                       # all kernels, sm_80 and sm_90
+    python -m kernels.compile_report                       # what fit runs, sm_80 and sm_90
+    python -m kernels.compile_report --all                 # also the exact-fp32 convolutions
     python -m kernels.compile_report --arch 90 --kernel conv2d_relu_fwd
     python -m kernels.compile_report --markdown            # also bench/results/compile_report.md
 
 No GPU needed: Triton compiles ahead of time, the bundled ``ptxas -v`` gives registers and spill
-bytes (see :mod:`kernels._aot`). Exit status 1 when any spec fails to compile, spills registers,
-or promises tensor cores (``uses_dot``) without an ``mma``/``wgmma`` instruction.
+bytes, and the PTX gives load widths, ``cp.async``/TMA and wait depths (see :mod:`kernels._aot`).
+Exit status 1 when any spec fails to compile, spills registers, or promises tensor cores
+(``uses_dot``) without an ``mma``/``wgmma`` instruction.
+
+What a default fit runs (:func:`in_default_fit`): channels_last convolutions (the conv specs are
+all channels_last) in fp32 with TF32, bf16 and fp16, forward, dgrad (not conv1's) and wgrad with
+its split-K sum, plus every LRN and pooling spec. NCHW convolutions are not compiled here: the
+NCHW gather is not on the fit path (see kernels.conv2d_relu's docstring).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import triton
@@ -33,7 +43,12 @@ from kernels._aot import (
 ROOT = Path(__file__).resolve().parent.parent
 MARKDOWN = ROOT / "bench" / "results" / "compile_report.md"
 COLUMNS = ["kernel", "config", "dtype", "arch", "regs", "spill st/ld (B)", "shared (B)",
-           "tensor cores", "status"]
+           "tensor cores", "ld.global B×n", "cp.async B×n", "TMA", "cp wait", "wgmma wait",
+           "tile eff", "blocks", "per SM", "waves", "model µs", "bound", "status"]
+# Spec labels of the conv kernels that a default fit does not run: exact fp32 products, which
+# the kernels use only when TF32 is turned off (torch.backends.cudnn.allow_tf32 = False).
+EXACT_FP32 = "fp32"
+_CONV_GEMMS = ("conv2d_relu_fwd", "conv2d_relu_dgrad", "conv2d_relu_wgrad")
 
 
 def split_name(name: str) -> tuple[str, str, str]:
@@ -45,13 +60,228 @@ def split_name(name: str) -> tuple[str, str, str]:
     return kernel, ", ".join(parts), ""
 
 
-def row(r: CompileResult) -> list[str]:
+def in_default_fit(name: str) -> bool:
+    """Whether a default ``fit`` on a GPU runs this spec.
+
+    The model runs channels_last (every conv spec is), convolutions in fp32 with TF32 (cuDNN's
+    default, ``torch.backends.cudnn.allow_tf32 = True``) or in bf16/fp16 under autocast, and
+    LRN/pooling in whichever of the three dtypes reaches them. Only the exact-fp32 conv GEMMs
+    (label ``fp32``; TF32's are ``fp32-tf32``) are off that path; the split-K sum that follows
+    wgrad is labelled by its output dtype and runs for TF32 as well.
+    """
+    kernel, _, dtype = split_name(name)
+    return not (kernel in _CONV_GEMMS and dtype == EXACT_FP32)
+
+
+# ----------------------------------------------------------------------------------------------
+# A model of each kernel at AlexNet's batch-128 shapes: grid, tile efficiency, occupancy, time
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """Published peaks, dense (no sparsity), from NVIDIA's datasheets: "NVIDIA H100 Tensor Core
+    GPU" (SXM5: 989.4 TFLOPS bf16/fp16, 494.7 TF32, 66.9 fp32, 3.35 TB/s HBM3, 132 SMs) and
+    "NVIDIA A100 Tensor Core GPU" (SXM4 80 GB: 312 bf16/fp16, 156 TF32, 19.5 fp32, 2,039 GB/s
+    HBM2e, 108 SMs). Shared memory per SM from the CUDA programming guide's table of compute
+    capabilities (sm_90: 228 KB, sm_80: 164 KB, 1 KB of it reserved per block)."""
+
+    name: str
+    sms: int
+    shared_per_sm: int  # bytes
+    tflops: dict  # spec dtype label -> dense TFLOP/s of the instruction path it compiles to
+    tb_per_s: float
+
+
+GPUS = {
+    90: Gpu("H100 SXM5", 132, 228 * 1024,
+            {"fp16": 989.4, "bf16": 989.4, "fp32-tf32": 494.7, "fp32": 66.9}, 3.35),
+    80: Gpu("A100 SXM4 80GB", 108, 164 * 1024,
+            {"fp16": 312.0, "bf16": 312.0, "fp32-tf32": 156.0, "fp32": 19.5}, 2.039),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One launch at batch 128. GEMM kernels count multiply-adds, elementwise ones elements."""
+
+    blocks: int  # programs in the grid
+    useful: int  # MACs the math needs (elements for elementwise kernels)
+    issued: int  # MACs the tiles compute, padding included (lanes for elementwise kernels)
+    macs: int  # MACs timed against the compute peak (0: memory-bound kernel)
+    bytes: int  # compulsory DRAM traffic: each operand read once, each result written once
+
+    @property
+    def tile_efficiency(self) -> float:
+        return self.useful / self.issued
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _padded(size: int, block: int) -> int:
+    return _cdiv(size, block) * block
+
+
+def _elem_bytes(dtype: str) -> int:
+    return 2 if dtype in ("fp16", "bf16") else 4
+
+
+def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workload:
+    from kernels.conv2d_relu import ALEXNET_CONVS, WGRAD_SPLIT_PIXELS
+
+    (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    cg_out, es = c_out // groups, _elem_bytes(dtype)
+    x, wt, y = n * c_in * h * w, c_out * cg_in * kh * kw, n * c_out * oh * ow
+    macs = n * oh * ow * cg_out * kh * kw * cg_in * groups  # one forward's multiply-adds
+    if kernel == "conv2d_relu_split_sum":
+        split = _cdiv(n * oh * ow, WGRAD_SPLIT_PIXELS)
+        blocks = _cdiv(wt, consts["BLOCK"])
+        return Workload(blocks, wt, blocks * consts["BLOCK"], 0, split * wt * 4 + wt * es)
+    bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
+    if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
+        gm, gn, pix = kh * kw * cg_in, cg_out, n * oh * ow
+        split = _cdiv(pix, WGRAD_SPLIT_PIXELS)
+        k_issued = (pix // WGRAD_SPLIT_PIXELS) * _padded(WGRAD_SPLIT_PIXELS, bk)
+        k_issued += _padded(pix % WGRAD_SPLIT_PIXELS, bk)
+        blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
+        issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
+        traffic = (x + 2 * y) * es + split * (wt + c_out) * 4  # x, dy, y; fp32 partials
+    else:  # forward: pixels x Cg_out x (taps*Cg_in); dgrad: input pixels x Cg_in x (taps*Cg_out)
+        gm, gn, gk = ((n * oh * ow, cg_out, kh * kw * cg_in) if kernel == "conv2d_relu_fwd"
+                      else (n * h * w, cg_in, kh * kw * cg_out))
+        blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * groups
+        issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk) * groups
+        traffic = ((x + wt + y) * es + c_out * es if kernel == "conv2d_relu_fwd"
+                   else (2 * y + wt + x) * es)  # dgrad reads dy and y, writes dx
+    return Workload(blocks, macs, issued, issued, traffic)
+
+
+_SHAPE_TAG = re.compile(r"(\d+)x(\d+)x(\d+) b(\d+)")
+
+
+def _elementwise_workload(kernel: str, config: str, dtype: str, consts: dict) -> Workload:
+    """LRN, pooling and LRN + pooling: one program per BLOCK elements of the grid's tensor
+    (the output forward, the input gradient backward); int8 window offsets saved for pooling."""
+    tag = _SHAPE_TAG.search(config)
+    if tag is None:
+        raise ValueError(f"{kernel}[{config}]: no 'HxWxC bN' input shape in the spec name")
+    h, w, c, n = (int(v) for v in tag.groups())
+    x, es = n * c * h * w, _elem_bytes(dtype)
+    if kernel.startswith("lrn_") and "max_pool2d" not in kernel:
+        grid_elems = x
+        traffic = x * (2 * es + 4) if kernel == "lrn_fwd" else x * (3 * es + 4)  # fp32 scale
+    else:
+        oh = (h + 2 * consts["PH"] - consts["KH"]) // consts["SH"] + 1
+        ow = (w + 2 * consts["PW"] - consts["KW"]) // consts["SW"] + 1
+        y = n * c * oh * ow
+        fused_bwd = kernel == "lrn_max_pool2d_bwd"  # recomputes the LRN from x
+        grid_elems = y if kernel.endswith("_fwd") else x
+        traffic = x * es + y * (es + 1) + (x * es if fused_bwd else 0)
+    blocks = _cdiv(grid_elems, consts["BLOCK"])
+    return Workload(blocks, grid_elems, blocks * consts["BLOCK"], 0, traffic)
+
+
+def workload(name: str, consts: dict) -> Workload:
+    """The model of one spec, from its name (layer or shape tag) and its constexprs."""
+    kernel, config, dtype = split_name(name)
+    if kernel.startswith("conv2d_relu"):
+        return _conv_workload(kernel, config.split(",")[0].split()[0], dtype, consts)
+    if kernel.startswith(("lrn", "max_pool2d")):
+        return _elementwise_workload(kernel, config, dtype, consts)
+    raise ValueError(f"no workload model for kernel {kernel!r}")
+
+
+def blocks_per_sm(gpu: Gpu, registers: int, shared: int, warps: int) -> int:
+    """Resident blocks per SM by CUDA's occupancy limits: 64K registers allocated per warp in
+    units of 256, 2,048 threads, 32 blocks, shared memory (plus 1 KB reserved per block)."""
+    per_warp = _padded(registers * 32, 256)
+    by_regs = (65536 // per_warp) // warps
+    by_shared = gpu.shared_per_sm // (shared + 1024)
+    return min(32, 2048 // (32 * warps), by_regs, by_shared)
+
+
+def modelled_us(gpu: Gpu, dtype: str, load: Workload) -> tuple[float, str]:
+    """Roofline time in µs: the slower of issued MACs at the dtype's peak and compulsory
+    bytes at HBM bandwidth; which of the two bounds it."""
+    compute = 2 * load.macs / (gpu.tflops[dtype] * 1e12) if load.macs else 0.0
+    memory = load.bytes / (gpu.tb_per_s * 1e12)
+    return max(compute, memory) * 1e6, "compute" if compute > memory else "memory"
+
+
+def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
+    """One line per sm_90 goal for the tensor-core conv kernels (issue 13): how many specs meet
+    it, and the (kernel, layer) pairs with a spec that does not."""
+    convs = [r for r in results if r.ok and r.arch == 90 and r.uses_dot
+             and split_name(r.name)[0] in _CONV_GEMMS]
+    if not convs:
+        return []
+
+    def layer(r):
+        kernel, config, _ = split_name(r.name)
+        return kernel.removeprefix("conv2d_relu_"), config.split(",")[0]
+
+    def waves(r):
+        load = workload(r.name, consts[r.name])
+        return load.blocks / (GPUS[90].sms * blocks_per_sm(GPUS[90], r.registers, r.shared,
+                                                              r.num_warps))
+
+    goals = [
+        ("conv2-5 pipelined (TMA, or 16-byte cp.async with wait_group >= 1)",
+         lambda r: layer(r)[1] != "conv1",
+         lambda r: r.stats.tma > 0 or (r.stats.cp_async_wait or 0) >= 1
+         and 16 in r.stats.cp_async),
+        ("async wgmma overlap (wgmma.wait_group >= 1)", lambda r: True,
+         lambda r: (r.stats.wgmma_wait or 0) >= 1),
+        ("conv1 forward: every global load and copy >= 8 B, and pipelined",
+         lambda r: layer(r) == ("fwd", "conv1"),
+         lambda r: r.stats.narrowest_load >= 8 and r.stats.pipelined),
+        ("tile efficiency >= 90%", lambda r: True,
+         lambda r: workload(r.name, consts[r.name]).tile_efficiency >= 0.9),
+        ("wgrad >= 2 waves on an H100", lambda r: layer(r)[0] == "wgrad",
+         lambda r: waves(r) >= 2),
+    ]
+    lines = []
+    for goal, applies, met in goals:
+        subset = [r for r in convs if applies(r)]
+        short = [r for r in subset if not met(r)]
+        misses = sorted({" ".join(layer(r)) for r in short})
+        lines.append(f"- {goal}: {len(subset) - len(short)}/{len(subset)} specs"
+                     + (f"; short: {', '.join(misses)}" if misses else ""))
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _widths(counts: dict) -> str:
+    return " ".join(f"{b}×{n}" for b, n in counts.items()) or "-"
+
+
+def row(r: CompileResult, consts: dict | None = None) -> list[str]:
     kernel, config, dtype = split_name(r.name)
     if not r.ok:
-        return [kernel, config, dtype, f"sm_{r.arch}", "-", "-", "-", "-", "ERROR"]
-    tc = r.mma if r.mma else "no"
-    return [kernel, config, dtype, f"sm_{r.arch}", str(r.registers),
-            f"{r.spill_stores}/{r.spill_loads}", str(r.shared), tc, r.status]
+        return [kernel, config, dtype, f"sm_{r.arch}"] + ["-"] * (len(COLUMNS) - 5) + ["ERROR"]
+    st = r.stats
+    cells = [kernel, config, dtype, f"sm_{r.arch}", str(r.registers),
+             f"{r.spill_stores}/{r.spill_loads}", str(r.shared), r.mma or "no",
+             _widths(st.ld_global), _widths(st.cp_async), str(st.tma),
+             "-" if st.cp_async_wait is None else str(st.cp_async_wait),
+             "-" if st.wgmma_wait is None else str(st.wgmma_wait)]
+    if consts is None:
+        cells += ["-"] * 6
+    else:
+        gpu, load = GPUS[r.arch], workload(r.name, consts)
+        per_sm = blocks_per_sm(gpu, r.registers, r.shared, r.num_warps)
+        us, bound = modelled_us(gpu, dtype, load)
+        cells += [f"{load.tile_efficiency:.0%}", str(load.blocks), str(per_sm),
+                  f"{load.blocks / (gpu.sms * per_sm):.1f}" if per_sm else "0", f"{us:.0f}",
+                  bound]
+    return cells + [r.status]
 
 
 def text_table(rows: list[list[str]]) -> str:
@@ -78,7 +308,8 @@ def git_revision() -> str:
 
 
 def ptxas_version(arch: int = 80) -> str:
-    out = subprocess.run([ptxas_path(arch), "--version"], capture_output=True, text=True)
+    out = subprocess.run([ptxas_path(arch), "--version"], capture_output=True, text=True,
+                         check=False)
     return out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "unknown"
 
 
@@ -91,6 +322,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep specs whose name contains this text (repeatable, any matches)")
     p.add_argument("--module", action="append",
                    help=f"module with aot_specs() (repeatable; default: {', '.join(KERNEL_MODULES)})")
+    p.add_argument("--all", action="store_true",
+                   help="also the exact-fp32 conv kernels (TF32 turned off), which a default "
+                        "fit does not run")
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="worker processes (default: %(default)s, the CPUs available)")
     p.add_argument("--markdown", nargs="?", const=str(MARKDOWN), default=None, metavar="PATH",
@@ -99,16 +333,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+MARKDOWN_NOTES = """\
+Columns: registers and spill bytes from `ptxas -v`; shared memory from Triton's metadata; the
+rest read from the PTX (static instruction counts, not executions) and modelled at batch 128:
+- *tensor cores*: `mma` (`mma.sync`) or `wgmma` (`wgmma.mma_async`) in the PTX.
+- *ld.global B×n*: bytes per thread of each `ld.global` and how many there are (16 = a 128-bit
+  vector load); *cp.async B×n* the same for asynchronous global-to-shared copies; *TMA*: the
+  number of `cp.async.bulk.tensor` (Hopper's tensor memory accelerator).
+- *cp wait*: the deepest `cp.async.wait_group N`, i.e. the copy groups left in flight while one
+  is consumed: the pipelining depth achieved (0: none; `-`: no `cp.async`).
+- *wgmma wait*: the deepest `wgmma.wait_group N`; N > 0 keeps an MMA running while the next
+  is issued (async MMA overlap on sm_90).
+- *tile eff*: useful multiply-adds / multiply-adds the tiles issue for this layer (padding of M,
+  N and K to the tile; for dgrad also taps masked at the borders); elements / lanes for the
+  elementwise kernels.
+- *blocks*: programs in the grid at batch 128; *per SM*: resident blocks per SM by registers,
+  shared memory and threads; *waves*: blocks / (SMs x per SM). sm_90 rows are modelled on an
+  {h100}, sm_80 rows on an {a100}.
+- *model µs*, *bound*: a roofline, the slower of 2 x issued MACs at the dtype's dense peak
+  (bf16/fp16 tensor cores, TF32 tensor cores, or fp32 FMA for exact fp32) and compulsory bytes
+  (each operand read once, each result written once) at HBM bandwidth: {peaks}. A lower bound
+  for the tile, not a measurement.
+"""
+
+
+def _peaks() -> str:
+    return "; ".join(f"{g.name} {g.tflops['bf16']:g}/{g.tflops['fp32-tf32']:g}/"
+                     f"{g.tflops['fp32']:g} TFLOP/s bf16/TF32/fp32, {g.tb_per_s:g} TB/s"
+                     for g in GPUS.values())
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     archs = sorted(set(args.arch or ARCHS))
-    refs = [ref for ref, _ in spec_refs(tuple(args.module or KERNEL_MODULES))
-            if not args.kernel or any(k in ref.name for k in args.kernel)]
-    if not refs:
+    specs = [(ref, spec) for ref, spec in spec_refs(tuple(args.module or KERNEL_MODULES))
+             if (not args.kernel or any(k in ref.name for k in args.kernel))
+             and (args.all or in_default_fit(ref.name))]
+    if not specs:
         print(f"no kernel spec matches --kernel {args.kernel}", file=sys.stderr)
         return 2
-    todo = [(ref, arch) for ref in refs for arch in archs]
-    print(f"compiling {len(refs)} specs x {len(archs)} archs = {len(todo)} kernels "
+    consts = {ref.name: spec.constexprs for ref, spec in specs}
+    todo = [(ref, arch) for ref, _ in specs for arch in archs]
+    print(f"compiling {len(specs)} specs x {len(archs)} archs = {len(todo)} kernels "
           f"with {args.jobs} worker(s) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     done = []
@@ -122,13 +388,24 @@ def main(argv=None) -> int:
     results = compile_specs(todo, jobs=args.jobs, progress=progress)
     elapsed = time.perf_counter() - start
 
-    rows = [row(r) for r in results]
+    rows = []
+    for r in results:
+        try:
+            model = consts[r.name] if r.ok else None
+            rows.append(row(r, model))
+        except (KeyError, ValueError) as e:  # a spec outside the model (e.g. a probe kernel)
+            print(f"  no workload model for {r.name}: {e}", file=sys.stderr)
+            rows.append(row(r, None))
     bad = [r for r in results if r.status != "ok"]
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "SPILL", "NO-MMA", "ERROR")}
-    summary = (f"{len(results)} kernels in {elapsed:.0f} s: "
+    scope = "every shipped configuration" if args.all else "the configurations a default fit runs"
+    summary = (f"{len(results)} kernels ({scope}) in {elapsed:.0f} s: "
                + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     print(text_table(rows))
     print(summary)
+    targets = hopper_targets(results, consts)
+    if targets:
+        print("sm_90 tensor-core convs against issue 13's goals:\n" + "\n".join(targets))
     for r in bad:
         detail = r.error if args.errors else r.error.splitlines()[0][:200] if r.error else ""
         print(f"  {r.status}: {r.name} sm_{r.arch}"
@@ -140,10 +417,15 @@ def main(argv=None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         header = (f"# Ahead-of-time compile report\n\n"
                   f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} "
-                  f"by `python -m kernels.compile_report` at git {git_revision()}, "
-                  f"Triton {triton.__version__}, ptxas {ptxas_version()} (no GPU: registers and "
-                  f"spills from `ptxas -v`, shared memory from Triton's metadata).\n\n"
-                  f"{summary}.\n\n")
+                  f"by `python -m kernels.compile_report{' --all' if args.all else ''}` at git "
+                  f"{git_revision()}, **Triton {triton.__version__}**, ptxas {ptxas_version()} "
+                  f"(no GPU).\n\n{summary}.\n\n"
+                  + MARKDOWN_NOTES.format(h100=GPUS[90].name, a100=GPUS[80].name,
+                                          peaks=_peaks()) + "\n")
+        if targets:
+            header += ("Tensor-core conv kernels on sm_90 against issue 13's goals "
+                       "(specs meeting the goal / specs; the layers with a spec short of it):\n\n"
+                       + "\n".join(targets) + "\n\n")
         path.write_text(header + markdown_table(rows) + "\n")
         print(f"wrote {path}", file=sys.stderr)
     return 1 if bad else 0

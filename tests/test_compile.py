@@ -5,17 +5,21 @@ arguments (and 16-divisibility hints) its launcher really passes. A spec passes 
 for the arch, ptxas reports zero spill bytes, and a ``uses_dot`` spec contains tensor-core
 instructions (``mma.sync`` on sm_80, ``wgmma``/``mma`` on sm_90).
 
-Which tests run by default (``pytest``, i.e. ``-m "not slow"``): per kernel, dtype and arch the
-one config with the largest tile (product of its BLOCK_* constexprs), the likeliest to spill.
-The remaining configs are marked ``slow`` (``pytest -m slow tests/test_compile.py``); together
-the two are the exhaustive sweep that ``python -m kernels.compile_report`` also prints.
+Which tests run by default (``pytest``, i.e. ``-m "not slow"``): among the specs a default
+``fit`` runs (``compile_report.in_default_fit``: channels_last convs in TF32/bf16/fp16, LRN and
+pooling), per kernel, dtype and arch the one config with the largest tile (product of its
+BLOCK_* constexprs), the likeliest to spill, counting conv1's small-channel lists apart. The
+remaining configs, and the exact-fp32 convs a default fit does not run, are marked ``slow``
+(``pytest -m slow tests/test_compile.py``); together the two are the exhaustive sweep that
+``python -m kernels.compile_report --all`` prints.
 
 Compilation runs in worker processes with the interpreter off (see kernels._aot), all of the
 session's selected specs at once, cached by Triton in ~/.triton/cache.
 
-The bottom half tests the harness itself with small probe kernels defined here: a tensor-core
-matmul, an elementwise kernel, a kernel that must spill, and a tl.dot too small for the GPU.
-They are exposed through ``aot_specs()`` below so workers load them as they load a kernel module.
+The bottom half tests the harness itself: the PTX and workload parsing on small hand-written
+snippets and shapes, and small probe kernels defined here: a tensor-core matmul, an elementwise
+kernel, a kernel that must spill, and a tl.dot too small for the GPU. They are exposed through
+``aot_specs()`` below so workers load them as they load a kernel module.
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ import pytest
 import triton
 import triton.language as tl
 
+from kernels import compile_report
 from kernels._aot import (
     ARCHS,
     KERNEL_MODULES,
     CompileResult,
+    PtxStats,
     SpecRef,
     compile_specs,
+    ptx_stats,
     spec_refs,
 )
 from kernels._common import KernelSpec
+from kernels.compile_report import GPUS, blocks_per_sm, in_default_fit, modelled_us, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,10 +131,13 @@ def _tile(spec: KernelSpec) -> int:
 
 
 def _default_subset(specs: list[tuple[SpecRef, KernelSpec]]) -> set[SpecRef]:
-    """Per (kernel, dtype): the largest tile (first one on ties)."""
-    best: dict[tuple[str, str], tuple[int, SpecRef]] = {}
+    """Per (kernel, dtype, config list) that a default fit runs: the largest tile (first one on
+    ties). conv1's 3 input channels take their own lists (``SMALL_CIN``), so count apart."""
+    best: dict[tuple[str, str, bool], tuple[int, SpecRef]] = {}
     for ref, spec in specs:
-        key = _kernel_and_dtype(spec.name)
+        if not in_default_fit(spec.name):
+            continue
+        key = (*_kernel_and_dtype(spec.name), spec.constexprs.get("CG_IN", 16) < 16)
         if key not in best or _tile(spec) > best[key][0]:
             best[key] = (_tile(spec), ref)
     return {ref for _, ref in best.values()}
@@ -183,6 +194,137 @@ def test_every_kernel_module_has_specs():
     assert {"fp32", "fp16", "bf16"} <= dtypes, dtypes
 
 
+def test_default_fit_scope_is_what_fit_runs():
+    """The report's default scope: every conv layer's fwd and wgrad (and dgrad but conv1's) in
+    TF32, bf16 and fp16 with the split-K sum, every LRN/pool spec, and no exact-fp32 GEMM."""
+    fit = {_kernel_and_dtype(spec.name) + (spec.name.partition("[")[2].split(",")[0],)
+           for _, spec in _KERNEL_SPECS if in_default_fit(spec.name)}
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        for dtype in ("fp32-tf32", "fp16", "bf16"):
+            for kernel in ("fwd", "dgrad", "wgrad"):
+                expected = not (kernel == "dgrad" and layer == "conv1")
+                assert ((f"conv2d_relu_{kernel}", dtype, layer) in fit) == expected, \
+                    (kernel, dtype, layer)
+        for dtype in ("fp32", "fp16", "bf16"):  # the sum writes dW in the weight's dtype
+            assert ("conv2d_relu_split_sum", dtype, f"{layer} dW") in fit
+    assert not any(k in compile_report._CONV_GEMMS and d == "fp32" for k, d, _ in fit)
+    others = {(k, d) for k, d, _ in fit if not k.startswith("conv2d_relu")}
+    assert len(others) == 6 * 3, sorted(others)  # 3 kernels x fwd/bwd x 3 dtypes
+    assert not in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]")
+    assert in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=32 w4 s4, fp32-tf32]")
+
+
+# ----------------------------------------------------------------------------------------------
+# PTX parsing and the workload model, on hand-written snippets and shapes
+# ----------------------------------------------------------------------------------------------
+
+_PTX_SM90 = """
+.version 8.7
+.target sm_90a
+.visible .entry k(
+	.param .u64 k_param_0
+)
+{
+	.reg .b32 	%r<9>;
+	ld.param.b64 	%rd1, [k_param_0];
+	// ld.global.b32 in a comment is not an instruction
+	@%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
+	@!%p2 ld.global.L1::evict_last.v2.b16 { %rs1, %rs2 }, [ %rd2 + 0 ];
+	ld.global.nc.b16 	%rs3, [%rd3];
+	ld.global.nc.b16 	%rs4, [%rd4];
+	cp.async.cg.shared.global [ %r5 + 0 ], [ %rd5 + 0 ], 0x10, %r6;
+	cp.async.ca.shared.global [ %r7 + 0 ], [ %rd6 + 0 ], 4, %r8;
+	cp.async.commit_group;
+$L__BB0_2:
+	cp.async.wait_group 	2;
+	wgmma.fence.sync.aligned;
+	wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%f1}, %rd7, %rd8, p, 1, 1, 0, 1;
+	wgmma.commit_group.sync.aligned;
+	wgmma.wait_group.sync.aligned 1;
+	st.global.v4.b32 [ %rd9 + 0 ], { %r1, %r2, %r3, %r4 };
+	cp.async.wait_group 	0;
+	wgmma.wait_group.sync.aligned 0;
+	ret;
+}
+"""
+
+
+def test_ptx_stats_reads_widths_async_copies_and_waits():
+    st = ptx_stats(_PTX_SM90)
+    assert st.ld_global == {16: 1, 4: 1, 2: 2}  # v4.b32, v2.b16, two scalar b16; not ld.param
+    assert st.cp_async == {16: 1, 4: 1}  # hex and decimal copy sizes
+    assert st.tma == 0
+    assert st.cp_async_wait == 2 and st.wgmma_wait == 1  # the deepest waits, not the drains
+    assert st.pipelined and st.widest_load == 16 and st.narrowest_load == 2
+
+
+def test_ptx_stats_without_async_copies_or_with_tma():
+    st = ptx_stats(".target sm_80\n\tld.global.b32 %r1, [%rd1];\n\tret;\n")
+    assert st == PtxStats(ld_global={4: 1}, cp_async={}, tma=0, cp_async_wait=None,
+                          wgmma_wait=None)
+    assert not st.pipelined and st.narrowest_load == 4
+    assert ptx_stats("\tret;\n").narrowest_load == 0
+    # a drain-only wait: copies issued, nothing in flight while the MMA runs
+    assert not ptx_stats("\tcp.async.cg.shared.global [%r1], [%rd1], 16;\n"
+                         "\tcp.async.wait_group 0;\n").pipelined
+    tma = ptx_stats("\tcp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx"
+                    "::bytes [%r1], [%rd1, {%r2, %r3}], [%r4];\n")
+    assert tma.tma == 1 and tma.pipelined and tma.cp_async == {}
+    with pytest.raises(ValueError, match="no operand type"):
+        ptx_stats("\tld.global.v4 %r1, [%rd1];\n")
+
+
+def _conv_consts(bm, bn, bk):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
+
+
+def test_workload_of_conv_layers():
+    # conv2 forward: M = 128*27*27 = 93,312 = 729 x 128, N = 128 per group, K = 25*48 = 1,200
+    fwd = workload("conv2d_relu_fwd[conv2, BM=128 BN=64 BK=32 w4 s3, fp16]",
+                   _conv_consts(128, 64, 32))
+    assert fwd.blocks == 729 * 2 * 2  # M tiles x N tiles x groups
+    assert fwd.useful == 93312 * 128 * 1200 * 2
+    assert fwd.issued == 93312 * 128 * 1216 * 2  # K padded to 38 x 32
+    assert fwd.tile_efficiency == pytest.approx(1200 / 1216)
+    x, w, y = 128 * 96 * 27 * 27, 256 * 48 * 25, 128 * 256 * 27 * 27
+    assert fwd.bytes == 2 * (x + w + y + 256)
+    # conv4 forward: N = 192 per group wastes a third of a 128-wide second N tile
+    conv4 = workload("conv2d_relu_fwd[conv4, BM=64 BN=128 BK=32 w4 s3, bf16]",
+                     _conv_consts(64, 128, 32))
+    assert conv4.tile_efficiency == pytest.approx((21632 / 21632) * (192 / 256) * (1728 / 1728))
+    # conv3 dgrad: the same MACs as its forward; M = 128*13*13 input pixels, N = 256, K = 9*384
+    dgrad = workload("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=32 w4 s4, fp32-tf32]",
+                     _conv_consts(64, 64, 32))
+    assert dgrad.useful == 21632 * 384 * 9 * 256
+    assert dgrad.issued == 21632 * 256 * 3456 and dgrad.blocks == 338 * 4
+    # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels in 3 splits of <= 8,192 (2 groups)
+    wgrad = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
+                     _conv_consts(128, 64, 32))
+    assert wgrad.blocks == 14 * 2 * 3 * 2
+    assert wgrad.issued == (14 * 128) * 128 * (8192 * 2 + 5248) * 2
+    # LRN forward: elementwise over conv1's output, fp32 scale saved
+    lrn = workload("lrn_fwd[conv1 55x55x96 b128, BLOCK=1024 w4, bf16]", {"BLOCK": 1024})
+    numel = 128 * 96 * 55 * 55
+    assert lrn.blocks == -(-numel // 1024) and lrn.bytes == numel * (2 + 2 + 4)
+    with pytest.raises(ValueError, match="no workload model"):
+        workload("probe_add[BLOCK=1024, fp32]", {"BLOCK": 1024})
+
+
+def test_occupancy_and_roofline():
+    h100, a100 = GPUS[90], GPUS[80]
+    assert blocks_per_sm(h100, 234, 49152, 4) == 2  # 234 regs -> 7,680 per warp: 8 warps
+    assert blocks_per_sm(h100, 64, 32768, 4) == 6  # shared: 228 KB / 33 KB
+    assert blocks_per_sm(a100, 64, 32768, 4) == 4  # 164 KB / 33 KB
+    assert blocks_per_sm(h100, 32, 0, 4) == 16  # 2,048 threads
+    fwd = workload("conv2d_relu_fwd[conv2, BM=128 BN=64 BK=32 w4 s3, fp16]",
+                   _conv_consts(128, 64, 32))
+    us, bound = modelled_us(h100, "fp16", fwd)
+    assert bound == "compute" and us == pytest.approx(2 * fwd.issued / 989.4e12 * 1e6)
+    lrn = workload("lrn_bwd[conv1 55x55x96 b128, BLOCK=1024 w4, fp32]", {"BLOCK": 1024})
+    us, bound = modelled_us(a100, "fp32", lrn)
+    assert bound == "memory" and us == pytest.approx(lrn.bytes / 2.039e12 * 1e6)
+
+
 # ----------------------------------------------------------------------------------------------
 # The harness itself
 # ----------------------------------------------------------------------------------------------
@@ -196,6 +338,8 @@ def test_tensor_cores_detected(compiled, arch):
     assert fp16.shared > 0  # operands staged through shared memory for the MMA
     add = compiled[(_PROBES["probe_add[BLOCK=1024, fp32]"], arch)]
     assert add.status == "ok" and add.mma == "" and add.registers > 0
+    # 16-byte aligned, 16-divisible fp32: 128-bit vector loads, no async copies (no loop)
+    assert set(add.stats.ld_global) == {16} and add.stats.cp_async == {}, add.stats
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -248,11 +392,31 @@ def test_report_exit_status(tmp_path):
         cmd = [sys.executable, "-m", "kernels.compile_report", "--module", __name__, "--arch", "80",
                "--kernel", kernel, "--jobs", "1", "--markdown", str(md)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env,
+                              check=False)
         return done, md
 
     done, md = run("probe_add")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "probe_add" in done.stdout and "| probe_add |" in md.read_text()
+    text = md.read_text()
+    assert f"Triton {triton.__version__}" in text and "| cp wait | wgmma wait |" in text
     done, _ = run("probe_register_hog")
     assert done.returncode == 1 and "SPILL" in done.stdout, done.stdout + done.stderr
+
+
+_EXACT_FP32 = "conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]"
+
+
+def test_report_default_scope_leaves_out_exact_fp32(capsys):
+    assert compile_report.main(["--kernel", _EXACT_FP32, "--arch", "80"]) == 2
+    assert "no kernel spec matches" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_all_adds_exact_fp32(capsys):
+    assert compile_report.main(["--all", "--kernel", _EXACT_FP32, "--arch", "80",
+                                "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d_relu_dgrad  conv3, BM=64 BN=64 BK=16 w4 s2  fp32" in out
+    assert "every shipped configuration" in out and "1 ok" in out
