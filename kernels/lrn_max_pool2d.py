@@ -67,50 +67,36 @@ import triton.language as tl
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
-    autotune_configs,
+    block_specs,
     check_int32_span,
     check_tensor_or_float64,
     device_context,
+    memory_format,
     refuse_double_backward,
+    strides,
     triton_acc,
 )
-from kernels.lrn import (
-    check_lrn_params,
-    kernel_spec,
-    lrn_grad_input,
-    lrn_grad_term,
-    lrn_scale,
-    pow_pos,
-)
-from kernels.max_pool2d import (
+from kernels._lrn_pool import (
     PoolGeometry,
     check_arg_for_backward,
+    check_lrn_params,
     check_pool_args,
     geometry,
     grad_input_like,
-    memory_format,
+    lrn_grad_input,
+    lrn_grad_term,
+    lrn_scale,
     nchw_index,
     pool_outputs,
+    pow_pos,
     routed_grad,
     take_max,
 )
-
-# More work per element than plain LRN or pooling (9 taps x 5 channels forward): 1-2 elements
-# per thread (2 takes ~115 registers in the sm_90 compile, no spills).
-LRN_POOL_FWD_CONFIGS = [
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
-# The backward computes every channel's term (no skip where the routed gradient is 0, see the
-# module docstring): 2 elements per thread spilled 8 bytes on sm_90, so 1 per thread.
-LRN_POOL_BWD_CONFIGS = [
-    triton.Config({"BLOCK": 64}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
-INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
-
+from kernels.tuning import (
+    LRN_POOL_BWD_CONFIGS,
+    LRN_POOL_FWD_CONFIGS,
+    elementwise_autotune,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Triton kernels
@@ -203,10 +189,8 @@ def _lrn_max_pool2d_bwd_kernel(
 
 
 _KEY = ["numel", "C", "H", "W", "C_GROUP"]
-_fused_fwd = triton.autotune(autotune_configs(LRN_POOL_FWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _lrn_max_pool2d_fwd_kernel)
-_fused_bwd = triton.autotune(autotune_configs(LRN_POOL_BWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _lrn_max_pool2d_bwd_kernel)
+_fused_fwd = elementwise_autotune(_lrn_max_pool2d_fwd_kernel, LRN_POOL_FWD_CONFIGS, _KEY)
+_fused_bwd = elementwise_autotune(_lrn_max_pool2d_bwd_kernel, LRN_POOL_BWD_CONFIGS, _KEY)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,10 +331,6 @@ def lrn_max_pool2d(
 # ----------------------------------------------------------------------------------------------
 
 
-def _named(prefix: str, t: torch.Tensor) -> dict:
-    return {f"stride_{prefix}{d}": s for d, s in zip("nchw", t.stride())}
-
-
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
@@ -362,19 +342,14 @@ def aot_specs() -> list[KernelSpec]:
         y = torch.empty(128, 96, 27, 27, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
         sizes = {"C": 96, "H": 55, "W": 55, "OH": 27, "OW": 27, "C_GROUP": 48}
-        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **_named("x", x),
-                   **_named("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
+        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **strides("x", x),
+                   **strides("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
                    ACC=tl.float32)
         bwd = dict(x_ptr=x, dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
-                   **_named("x", x), **_named("dy", y), **_named("a", arg), **_named("dx", x),
+                   **strides("x", x), **strides("dy", y), **strides("a", arg), **strides("dx", x),
                    **lrn, **geo.constexprs(), CHANNELS_LAST=False, ACC=tl.float32)
         label = TORCH_TO_TRITON[dtype]
-        for kname, fn, args, configs in (
-            ("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
-            ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS),
-        ):
-            for cfg in configs:
-                tag = f"BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}"
-                specs.append(kernel_spec(f"lrn_max_pool2d_{kname}[conv1 55x55x96 b128, {tag}, "
-                                         f"{label}]", fn, args, cfg))
+        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128", label,
+                             (("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
+                              ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS)))
     return specs
