@@ -98,6 +98,17 @@ def device_context(x: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def launch_elementwise(tuner, args: dict) -> None:
+    """An autotuned element-wise kernel, one program per BLOCK of its ``numel`` outputs, with its
+    arguments by name, on the device of its first tensor argument."""
+    def grid(meta):
+        return (triton.cdiv(args["numel"], meta["BLOCK"]),)
+
+    first = next(v for v in args.values() if isinstance(v, torch.Tensor))
+    with device_context(first):
+        tuner[grid](**args)
+
+
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """channels_last when x is stored that way (and not also plain contiguous), else NCHW: the
     layout torch's convolution and pooling give their outputs."""

@@ -34,10 +34,13 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   For a given GPU and shape the result is bit-identical run to run.
 
 Tile loops that look alike but index differently (named per the project's no-duplicates rule):
-``_conv_fwd_kernel`` and ``_conv_wgrad_kernel`` both gather input taps, the forward by output
-pixel rows x (kh, kw, c) columns, the weight gradient by (kh, kw, c) rows x output pixel
-columns; ``_conv_fwd_kernel`` and ``_conv_fwd_packed_kernel`` share their epilogue (bias and
-NaN-keeping ReLU on the accumulator), the packed one without bounds masks.
+``_conv_fwd_kernel`` ~ ``_conv_dgrad_kernel`` (the same prologue -- program ids, tile offsets,
+masks, a flat GEMM row decoded to a pixel -- over output pixels x C_out for the forward and
+input pixels x C_in for dgrad; their K loops decode (kh, kw, c_in) and (kh, kw, c_out) and
+gather forwards vs backwards through the stride); ``_conv_fwd_kernel`` ~ ``_conv_wgrad_kernel``
+(the same input-tap gather, taps on the GEMM columns vs the rows); ``_conv_fwd_kernel`` ~
+``_conv_fwd_packed_kernel`` (the bias + NaN-keeping ReLU epilogue and store; the packed one
+reads unmasked rows of its packed buffer).
 """
 
 from __future__ import annotations

@@ -8,6 +8,13 @@ so each lives here once (no op module imports another).
 - Pooling: the flat-index decoding, the running (max, argmax) over window taps, the gradient
   routed back through the stored argmax (see :mod:`kernels.max_pool2d`); the checked geometry,
   the outputs' allocation and layout.
+
+Alike but kept apart (named per the project's no-duplicates rule): ``_max_pool2d_fwd_kernel``
+~ ``_lrn_max_pool2d_fwd_kernel``, the same window loop over taps, the fused one taking the max
+of LRN values recomputed at each tap; each op's forward ~ backward kernel signatures (the same
+argument groups, the forward indexed by output pixel, the backward by input pixel with the
+gradients' strides); ``local_response_norm`` ~ ``lrn_max_pool2d``'s signatures (the same LRN
+arguments and defaults).
 """
 
 from __future__ import annotations

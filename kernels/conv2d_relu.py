@@ -92,7 +92,12 @@ from __future__ import annotations
 import torch
 import triton
 
-from kernels._common import INT32_SPAN_LIMIT, device_context, memory_format
+from kernels._common import (
+    INT32_SPAN_LIMIT,
+    device_context,
+    memory_format,
+    refuse_double_backward,
+)
 from kernels._conv2d_relu_args import (
     ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
     _check_args,
@@ -151,12 +156,21 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
         with device_context(x):
             _conv_fwd_packed[_path(x.dtype)][grid](**args, **consts)
         return y
-    args, consts = _fwd_args(x, weight, bias, y, geo)
-    grid = lambda meta: (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"]),
-                         triton.cdiv(geo.cg_out, meta["BLOCK_N"]), geo.groups)
-    with device_context(x):
-        _conv_fwd[_path(x.dtype)][grid](**args, **consts)
+    _launch_gemm(_conv_fwd, x, _fwd_args(x, weight, bias, y, geo), geo.n * geo.oh * geo.ow,
+                 geo.cg_out, geo.groups)
     return y
+
+
+def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int) -> None:
+    """An autotuned GEMM kernel (forward or dgrad) on x's device and instruction path, over a
+    (rows / BLOCK_M, cols / BLOCK_N, groups) grid."""
+    args, consts = args_consts
+
+    def grid(meta):
+        return (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(cols, meta["BLOCK_N"]), groups)
+
+    with device_context(x):
+        tuners[_path(x.dtype)][grid](**args, **consts)
 
 
 def _conv_input_grad(g, weight, x, geo: _Geometry) -> torch.Tensor:
@@ -178,11 +192,8 @@ def _dgrad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
     if dx.numel() == 0:  # H or W is 0 and padding alone made the output
         return dx
-    args, consts = _dgrad_args(g, weight, dx, geo)
-    grid = lambda meta: (triton.cdiv(geo.n * geo.h * geo.w, meta["BLOCK_M"]),
-                         triton.cdiv(geo.cg_in, meta["BLOCK_N"]), geo.groups)
-    with device_context(x):
-        _conv_dgrad[_path(x.dtype)][grid](**args, **consts)
+    _launch_gemm(_conv_dgrad, x, _dgrad_args(g, weight, dx, geo), geo.n * geo.h * geo.w,
+                 geo.cg_in, geo.groups)
     return dx
 
 
@@ -341,16 +352,8 @@ def _backward(ctx, grad):
     return (*(g if need else None for g, need in zip(grads, needs)), None, None)
 
 
-def _no_double_backward(ctx, *grads):
-    raise NotImplementedError(
-        "conv2d_relu: double backward (differentiating its gradient again, e.g. after "
-        "torch.autograd.grad(..., create_graph=True)) is not supported"
-    )
-
-
 _conv2d_relu_op.register_autograd(_backward, setup_context=_setup_context)
-_conv2d_relu_backward_op.register_autograd(
-    _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+_conv2d_relu_backward_op.register_autograd(refuse_double_backward("conv2d_relu"))
 
 # Autocast rule: torch.library.register_autocast casts to one fixed dtype, while autocast's dtype
 # is the user's choice (bf16 or fp16): this kernel reads it at each call, casts the floating

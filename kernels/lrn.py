@@ -76,7 +76,7 @@ from kernels._common import (
     block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
     refuse_double_backward,
     strides,
     triton_acc,
@@ -217,41 +217,43 @@ def _lrn_outputs(x: torch.Tensor, save_scale: bool) -> tuple[torch.Tensor, torch
     return y, scale
 
 
+def _fwd_args(x3, y3, s3, params: tuple, save_scale: bool) -> dict:
+    """_lrn_fwd_kernel's arguments by name, for the launch and for ``aot_specs``; (N, C, S)
+    views, s3 = y3 when no scale is saved."""
+    size, alpha, beta, k, groups = params
+    _, c, s = x3.shape
+    return dict(x_ptr=x3, y_ptr=y3, scale_ptr=s3, numel=y3.numel(), C=c, S=s, C_GROUP=c // groups,
+                **strides("x", x3, "ncs"), **strides("y", y3, "ncs"), **strides("s", s3, "ncs"),
+                SIZE=size, ALPHA=alpha, BETA=beta, K=k, SAVE_SCALE=save_scale,
+                CHANNELS_LAST=is_channels_last(y3), ACC=triton_acc(x3.dtype))
+
+
+def _bwd_args(x3, s3, dy3, dx3, params: tuple) -> dict:
+    """_lrn_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, groups = params
+    _, c, s = x3.shape
+    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, numel=dx3.numel(), C=c, S=s,
+                C_GROUP=c // groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
+                **strides("dy", dy3, "ncs"), **strides("dx", dx3, "ncs"), SIZE=size, ALPHA=alpha,
+                BETA=beta, CHANNELS_LAST=is_channels_last(dx3), ACC=triton_acc(x3.dtype))
+
+
 def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
     """Writes y and (when save_scale) the scale of x, all (N, C, *)."""
-    size, alpha, beta, k, groups = params
     x3, y3 = _as_ncs(x), _as_ncs(y)  # y and the scale merge by construction: views
     s3 = _as_ncs(scale) if save_scale else y3
     check_int32_span(input=x3, output=y3, scale=s3)
-    _, c, s = x3.shape
     if y3.numel() == 0:  # empty batch: nothing to launch
         return
-    def grid(meta):
-        return (triton.cdiv(y3.numel(), meta["BLOCK"]),)
-    with device_context(x3):
-        _lrn_fwd[grid](
-            x3, y3, s3, y3.numel(), c, s, c // groups, *x3.stride(), *y3.stride(), *s3.stride(),
-            SIZE=size, ALPHA=alpha, BETA=beta, K=k, SAVE_SCALE=save_scale,
-            CHANNELS_LAST=is_channels_last(y3), ACC=triton_acc(x.dtype),
-        )
+    launch_elementwise(_lrn_fwd, _fwd_args(x3, y3, s3, params, save_scale))
 
 
 def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
-    size, alpha, beta, groups = params
     x3, s3, dy3, dx3 = _as_ncs(x), _as_ncs(scale), _as_ncs(dy), _as_ncs(dx)
     check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
-    _, c, s = x3.shape
     if dx3.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
-    with device_context(x3):
-        _lrn_bwd[grid](
-            x3, s3, dy3, dx3, dx3.numel(), c, s, c // groups,
-            *x3.stride(), *s3.stride(), *dy3.stride(), *dx3.stride(),
-            SIZE=size, ALPHA=alpha, BETA=beta, CHANNELS_LAST=is_channels_last(dx3),
-            ACC=triton_acc(x.dtype),
-        )
+    launch_elementwise(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,20 +345,14 @@ def local_response_norm(
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
-    shape, groups = (128, 96, 55 * 55), 2
-    ops = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75}
+    shape, (size, alpha, beta, k, groups) = (128, 96, 55 * 55), (5, 5e-4, 0.75, 2.0, 2)
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(shape, dtype=dtype, device="meta")
         scale = torch.empty(shape, dtype=torch.float32, device="meta")
-        sizes = {"numel": x.numel(), "C": shape[1], "S": shape[2], "C_GROUP": shape[1] // groups}
         label = TORCH_TO_TRITON[dtype]
-        x_st, s_st = strides("x", x, "ncs"), strides("s", scale, "ncs")
-        fwd = dict(x_ptr=x, y_ptr=x, scale_ptr=scale, **sizes, **x_st, **strides("y", x, "ncs"),
-                   **s_st, **ops, K=2.0, SAVE_SCALE=True, CHANNELS_LAST=False, ACC=tl.float32)
-        bwd = dict(x_ptr=x, scale_ptr=scale, dy_ptr=x, dx_ptr=x, **sizes, **x_st, **s_st,
-                   **strides("dy", x, "ncs"), **strides("dx", x, "ncs"), **ops,
-                   CHANNELS_LAST=False, ACC=tl.float32)
+        fwd = _fwd_args(x, x, scale, (size, alpha, beta, k, groups), True)
+        bwd = _bwd_args(x, scale, x, x, (size, alpha, beta, groups))
         specs += block_specs("lrn", "conv1 55x55x96 b128", label,
                              (("fwd", _lrn_fwd_kernel, fwd, LRN_CONFIGS),
                               ("bwd", _lrn_bwd_kernel, bwd, LRN_CONFIGS)))

@@ -70,7 +70,7 @@ from kernels._common import (
     block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
     memory_format,
     refuse_double_backward,
     strides,
@@ -198,40 +198,41 @@ _fused_bwd = elementwise_autotune(_lrn_max_pool2d_bwd_kernel, LRN_POOL_BWD_CONFI
 # ----------------------------------------------------------------------------------------------
 
 
-def _lrn_consts(params: tuple) -> dict:
-    size, alpha, beta, k, _ = params
-    return {"SIZE": size, "ALPHA": alpha, "BETA": beta, "K": k}
+def _fwd_args(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> dict:
+    """_lrn_max_pool2d_fwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, k, groups = params
+    _, c, h, w = x.shape
+    return dict(x_ptr=x, y_ptr=y, arg_ptr=arg if save_arg else y, numel=y.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], C_GROUP=c // groups, **strides("x", x),
+                **strides("y", y), SIZE=size, ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(),
+                SAVE_ARG=save_arg, CHANNELS_LAST=memory_format(x) == torch.channels_last,
+                ACC=triton_acc(x.dtype))
+
+
+def _bwd_args(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> dict:
+    """_lrn_max_pool2d_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, k, groups = params
+    _, c, h, w = x.shape
+    return dict(x_ptr=x, dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, numel=dx.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], C_GROUP=c // groups, **strides("x", x),
+                **strides("dy", dy), **strides("a", arg), **strides("dx", dx), SIZE=size,
+                ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(),
+                CHANNELS_LAST=memory_format(dx) == torch.channels_last, ACC=triton_acc(x.dtype))
 
 
 def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the pooled LRN of x (N, C, H, W) to y and the argmax window offsets to arg."""
-    _, c, h, w = x.shape
     check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _fused_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
-                         c // params[4], *x.stride(), *y.stride(), **_lrn_consts(params),
-                         **geo.constexprs(), SAVE_ARG=save_arg,
-                         CHANNELS_LAST=memory_format(x) == torch.channels_last,
-                         ACC=triton_acc(x.dtype))
+    launch_elementwise(_fused_fwd, _fwd_args(x, y, arg, params, geo, save_arg))
 
 
 def _fused_backward(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> None:
-    _, c, h, w = x.shape
     check_int32_span(input=x, grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _fused_bwd[grid](x, dy, arg, dx, dx.numel(), c, h, w, *geo.out, c // params[4],
-                         *x.stride(), *dy.stride(), *arg.stride(), *dx.stride(),
-                         **_lrn_consts(params), **geo.constexprs(),
-                         CHANNELS_LAST=memory_format(dx) == torch.channels_last,
-                         ACC=triton_acc(x.dtype))
+    launch_elementwise(_fused_bwd, _bwd_args(x, dy, arg, dx, params, geo))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,19 +336,14 @@ def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
     geo = PoolGeometry((3, 3), (2, 2), (0, 0), (27, 27))
-    lrn = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75, "K": 2.0}
+    params = (5, 5e-4, 0.75, 2.0, 2)  # paper LRN constants, two towers
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(128, 96, 55, 55, dtype=dtype, device="meta")
         y = torch.empty(128, 96, 27, 27, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
-        sizes = {"C": 96, "H": 55, "W": 55, "OH": 27, "OW": 27, "C_GROUP": 48}
-        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **strides("x", x),
-                   **strides("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
-                   ACC=tl.float32)
-        bwd = dict(x_ptr=x, dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
-                   **strides("x", x), **strides("dy", y), **strides("a", arg), **strides("dx", x),
-                   **lrn, **geo.constexprs(), CHANNELS_LAST=False, ACC=tl.float32)
+        fwd = _fwd_args(x, y, arg, params, geo, True)
+        bwd = _bwd_args(x, y, arg, x, params, geo)
         label = TORCH_TO_TRITON[dtype]
         specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128", label,
                              (("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),

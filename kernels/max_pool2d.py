@@ -59,7 +59,7 @@ from kernels._common import (
     block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
     memory_format,
     pair,
     refuse_double_backward,
@@ -154,33 +154,37 @@ _pool_bwd = elementwise_autotune(_max_pool2d_bwd_kernel, POOL_CONFIGS, _KEY)
 # ----------------------------------------------------------------------------------------------
 
 
+def _fwd_args(x, y, arg, geo: PoolGeometry, save_arg: bool) -> dict:
+    """_max_pool2d_fwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    _, c, h, w = x.shape
+    return dict(x_ptr=x, y_ptr=y, arg_ptr=arg if save_arg else y, numel=y.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], **strides("x", x), **strides("y", y),
+                **geo.constexprs(), SAVE_ARG=save_arg,
+                CHANNELS_LAST=memory_format(x) == torch.channels_last, ACC=triton_acc(x.dtype))
+
+
+def _bwd_args(dy, arg, dx, geo: PoolGeometry) -> dict:
+    """_max_pool2d_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    _, c, h, w = dx.shape
+    return dict(dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, numel=dx.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], **strides("dy", dy), **strides("a", arg),
+                **strides("dx", dx), **geo.constexprs(),
+                CHANNELS_LAST=memory_format(dx) == torch.channels_last, ACC=triton_acc(dy.dtype))
+
+
 def _pool_forward(x, y, arg, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the max of each window of x (N, C, H, W) to y and its window offset to arg."""
-    _, c, h, w = x.shape
     check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _pool_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
-                        *x.stride(), *y.stride(), **geo.constexprs(), SAVE_ARG=save_arg,
-                        CHANNELS_LAST=memory_format(x) == torch.channels_last,
-                        ACC=triton_acc(x.dtype))
+    launch_elementwise(_pool_fwd, _fwd_args(x, y, arg, geo, save_arg))
 
 
 def _pool_backward(dy, arg, dx, geo: PoolGeometry) -> None:
-    _, c, h, w = dx.shape
     check_int32_span(grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
-    with device_context(dy):
-        _pool_bwd[grid](dy, arg, dx, dx.numel(), c, h, w, *geo.out,
-                        *dy.stride(), *arg.stride(), *dx.stride(), **geo.constexprs(),
-                        CHANNELS_LAST=memory_format(dx) == torch.channels_last,
-                        ACC=triton_acc(dy.dtype))
+    launch_elementwise(_pool_bwd, _bwd_args(dy, arg, dx, geo))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,13 +296,7 @@ def aot_specs() -> list[KernelSpec]:
         y = torch.empty(128, 256, 6, 6, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
         label = TORCH_TO_TRITON[dtype]
-        sizes = {"C": 256, "H": 13, "W": 13, "OH": 6, "OW": 6}
-        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes,
-                   **strides("x", x), **strides("y", y), **geo.constexprs(), SAVE_ARG=True,
-                   CHANNELS_LAST=False, ACC=tl.float32)
-        bwd = dict(dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
-                   **strides("dy", y), **strides("a", arg), **strides("dx", x), **geo.constexprs(),
-                   CHANNELS_LAST=False, ACC=tl.float32)
+        fwd, bwd = _fwd_args(x, y, arg, geo, True), _bwd_args(y, arg, x, geo)
         specs += block_specs("max_pool2d", "pool5 13x13x256 b128", label,
                              (("fwd", _max_pool2d_fwd_kernel, fwd, POOL_CONFIGS),
                               ("bwd", _max_pool2d_bwd_kernel, bwd, POOL_CONFIGS)))

@@ -164,36 +164,26 @@ SUM_BLOCK = 1024
 # Element-wise ops: one program per BLOCK output elements
 # ----------------------------------------------------------------------------------------------
 
+def _blocks(*blocks: tuple[int, int]) -> list[triton.Config]:
+    """Element-wise configs from (BLOCK, warps) pairs; one stage (no loop to pipeline)."""
+    return [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=1)
+            for block, warps in blocks]
+
+
 # local_response_norm, forward and backward (conv1's and conv2's output, (128, 96, 55, 55) and
 # (128, 256, 27, 27), when LRN runs on its own). Memory-bound: 4 elements per thread (8 made the
 # backward take 128 registers in the sm_90 compile), three granularities.
-LRN_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
+LRN_CONFIGS = _blocks((256, 2), (512, 4), (1024, 8))
 # max_pool2d, forward and backward (pool5: (128, 256, 13, 13) -> (128, 256, 6, 6), 3x3 / 2).
-POOL_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
+POOL_CONFIGS = _blocks((256, 4), (512, 4), (1024, 8))
 # lrn_max_pool2d (after conv1: (128, 96, 55, 55) -> (128, 96, 27, 27); after conv2: (128, 256,
 # 27, 27) -> (128, 256, 13, 13)). More work per element than plain LRN or pooling (9 taps x 5
 # channels forward): 1-2 elements per thread (2 takes ~115 registers in the sm_90 compile, no
 # spills).
-LRN_POOL_FWD_CONFIGS = [
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
+LRN_POOL_FWD_CONFIGS = _blocks((128, 4), (256, 4), (256, 8))
 # The backward computes every channel's term (no skip where the routed gradient is 0, see
 # kernels.lrn_max_pool2d): 2 elements per thread spilled 8 bytes on sm_90, so 1 per thread.
-LRN_POOL_BWD_CONFIGS = [
-    triton.Config({"BLOCK": 64}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
+LRN_POOL_BWD_CONFIGS = _blocks((64, 2), (128, 4), (256, 8))
 # Under the interpreter each program is numpy on the whole block: large blocks, few programs.
 ELEMENTWISE_INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
 
