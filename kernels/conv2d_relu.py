@@ -100,6 +100,7 @@ from kernels._common import (
 )
 from kernels._conv2d_relu_args import (
     ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
+    ASSUMED_SMS,  # noqa: F401 (and the SM count it models the launches for)
     _check_args,
     _check_dtypes,
     _dgrad_args,
