@@ -9,6 +9,16 @@ Each function mirrors its ``torch.nn.functional`` counterpart and is differentia
 
 They run on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (set before this
 package is imported).
+
+Layout: one module per op (``conv2d_relu``, ``lrn``, ``max_pool2d``, ``lrn_max_pool2d``), each
+in the same order -- Triton kernels, launcher, custom operator with its autograd rule, public
+function -- and none importing another. Beside them: ``tuning`` (every autotune table and
+pruner, labelled with the layer shapes it serves), ``_common`` (argument checks, layout
+helpers, the int32 span guard, the ahead-of-time spec builder), ``_lrn_pool`` (the device
+functions and host helpers LRN and pooling share), ``_conv2d_relu_kernels`` and
+``_conv2d_relu_args`` (the convolution's Triton kernels; its geometry, argument builders and
+ahead-of-time specs), and ``_aot`` / ``compile_report`` (compilation for sm_80/sm_90 without
+a GPU).
 """
 
 from kernels.conv2d_relu import conv2d_relu

@@ -1,7 +1,10 @@
-"""Shared launcher checks for the Triton kernels.
+"""What every kernel op shares: argument checks, layout helpers, the int32 span guard and the
+ahead-of-time spec builder.
 
 Every public kernel function validates its arguments here before anything is launched, so the
-error messages read the same across ops and always name the value the caller passed.
+error messages read the same across ops and always name the value the caller passed. Autotune
+tables live in :mod:`kernels.tuning`; the pieces LRN and pooling share, in
+:mod:`kernels._lrn_pool`.
 
 Where kernels run:
 - CUDA tensors: compiled Triton kernels (autotuned over ``configs`` on sm_80/sm_90).
@@ -11,13 +14,16 @@ Where kernels run:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import triton
+import triton.language as tl
 
 # Read once: @triton.jit decides at import time whether a kernel is interpreted.
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -89,20 +95,31 @@ def device_context(x: torch.Tensor):
     """Launch on the tensor's own GPU (Triton launches on the *current* device)."""
     if x.device.type == "cuda":
         return torch.cuda.device(x.device)
-    return _nullcontext()
+    return contextlib.nullcontext()
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
+def launch_elementwise(tuner, args: dict) -> None:
+    """An autotuned element-wise kernel, one program per BLOCK of its ``numel`` outputs, with its
+    arguments by name, on the device of its first tensor argument."""
+    def grid(meta):
+        return (triton.cdiv(args["numel"], meta["BLOCK"]),)
 
-    def __exit__(self, *exc):
-        return False
+    first = next(v for v in args.values() if isinstance(v, torch.Tensor))
+    with device_context(first):
+        tuner[grid](**args)
 
 
-def autotune_configs(gpu: list[triton.Config], interpret: triton.Config) -> list[triton.Config]:
-    """Multi-config autotune fails without a GPU: the interpreter gets one configuration."""
-    return [interpret] if INTERPRET else gpu
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when x is stored that way (and not also plain contiguous), else NCHW: the
+    layout torch's convolution and pooling give their outputs."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def strides(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict[str, int]:
+    """A kernel's stride arguments by name: ``strides("x", x)`` -> stride_xn, stride_xc, ..."""
+    return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
 
 
 @dataclass(frozen=True)
@@ -123,7 +140,44 @@ class KernelSpec:
     num_warps: int = 4
     num_stages: int = 3
     uses_dot: bool = False  # conv kernels: must compile to mma/wgmma
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kernel_spec(name: str, fn, args: dict, config: triton.Config,
+                uses_dot: bool = False) -> KernelSpec:
+    """A KernelSpec from a kernel's launch arguments by name (runtime and constexpr, any order)
+    and one config, typed as Triton's JIT specialises them: arguments declared ``tl.constexpr``,
+    bools and ints equal to 1 become constants; tensors are 16-byte aligned pointers; other ints
+    are i32 (i64 beyond) and noted as divisible when they are multiples of 16."""
+    params = inspect.signature(fn.fn).parameters  # fn.fn: the Python function, JIT or interpreted
+    declared = {p for p, v in params.items() if v.annotation in (tl.constexpr, "tl.constexpr")}
+    args = {**args, **config.kwargs}
+    if sorted(args) != sorted(fn.arg_names):
+        raise AssertionError(f"{name}: spec arguments {list(args)} != kernel's {fn.arg_names}")
+    signature, constexprs, divisible = {}, {}, []
+    for arg in fn.arg_names:
+        value = args[arg]
+        if arg in declared or isinstance(value, bool) or (isinstance(value, int) and value == 1):
+            signature[arg], constexprs[arg] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            elem = "i8" if value.dtype == torch.int8 else TORCH_TO_TRITON[value.dtype]
+            signature[arg] = "*" + elem
+            divisible.append(arg)
+        else:
+            signature[arg] = "i32" if -(2**31) <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                divisible.append(arg)
+    return KernelSpec(name=name, fn=fn, signature=signature, constexprs=constexprs,
+                      divisible=tuple(divisible), num_warps=config.num_warps,
+                      num_stages=config.num_stages, uses_dot=uses_dot)
+
+
+def block_specs(op: str, where: str, label: str, kernels) -> list[KernelSpec]:
+    """The specs of element-wise kernels, one per config: ``kernels`` holds (kind, kernel,
+    arguments by name, configs) tuples; each spec is named ``{op}_{kind}[{where}, BLOCK=...
+    w{warps}, {label}]``."""
+    return [kernel_spec(f"{op}_{kind}[{where}, BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}, "
+                        f"{label}]", fn, args, cfg)
+            for kind, fn, args, configs in kernels for cfg in configs]
 
 
 # float64 acceptance, the int32 span guard and the double-backward refusal, for every op.
@@ -166,8 +220,6 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def triton_acc(dtype: torch.dtype):
     """:func:`acc_dtype` as the Triton type a kernel's ``ACC: tl.constexpr`` takes."""
-    import triton.language as tl
-
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 

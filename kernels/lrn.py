@@ -62,10 +62,8 @@ Refused, with a clear error:
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
-import numbers
 
 import torch
 import triton
@@ -75,32 +73,25 @@ from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
     acc_dtype,
-    autotune_configs,
+    block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
     refuse_double_backward,
+    strides,
     triton_acc,
 )
-
-# Memory-bound, elementwise-like (sm_80 / sm_90): 4 elements per thread (8 made the backward
-# take 128 registers in the sm_90 compile), three granularities.
-LRN_FWD_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
-LRN_BWD_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
-# Under the interpreter each program is numpy on the whole block: large blocks, few programs.
-INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
-
+from kernels._lrn_pool import (
+    check_lrn_params,
+    lrn_grad_input,
+    lrn_grad_term,
+    lrn_scale,
+    pow_pos,
+)
+from kernels.tuning import LRN_CONFIGS, elementwise_autotune
 
 # ----------------------------------------------------------------------------------------------
-# Triton kernels (the helpers are shared with kernels.lrn_max_pool2d)
+# Triton kernels (the device functions they call are in kernels._lrn_pool)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -114,54 +105,6 @@ def _ncs_index(i, C, S, CHANNELS_LAST: tl.constexpr):
         s = i % S
         c = (i // S) % C
     return i // (C * S), c, s
-
-
-@triton.jit
-def pow_pos(s, E: tl.constexpr):
-    """s ** E as torch.pow for s in (0, inf] or NaN: exp2(E log2 s), with s ** 0 = 1 (NaN too,
-    where exp2(0 * log2 s) would be NaN at s = inf or NaN) and s ** 1 = s."""
-    if E == 0.0:
-        p = tl.full(s.shape, 1.0, s.dtype)
-    elif E == 1.0:
-        p = s
-    else:
-        p = tl.exp2(tl.full((), E, s.dtype) * tl.log2(s))
-    return p
-
-
-@triton.jit
-def lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE: tl.constexpr, ALPHA: tl.constexpr,
-              K: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """s = k + alpha/size * sum of x^2 over channels c - SIZE//2 .. c + (SIZE-1)//2 inside the
-    group [g_lo, g_lo + C_GROUP); x_pix points at each lane's (n, pixel). (BLOCK,) in ACC."""
-    sq = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(SIZE):
-        cj = c + (t - SIZE // 2)
-        ok_j = ok & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        v = tl.load(x_pix + cj * stride_xc, mask=ok_j, other=0.0).to(ACC)
-        sq += v * v
-    return tl.full((), K, ACC) + tl.full((), ALPHA / SIZE, ACC) * sq
-
-
-@triton.jit
-def lrn_grad_term(dy, x, s, BETA: tl.constexpr):
-    """d loss / d s for one channel, as PyTorch's graph factors it:
-    -dy ((x / D) / D) (beta s^(beta-1)), D = s^beta; exactly 0 for beta = 0 (torch.pow's
-    backward returns zeros there)."""
-    if BETA == 0.0:
-        g = tl.zeros(s.shape, s.dtype)
-    else:
-        d = pow_pos(s, BETA)
-        g = -dy * ((x / d) / d) * (tl.full((), BETA, s.dtype) * pow_pos(s, BETA - 1.0))
-    return g
-
-
-@triton.jit
-def lrn_grad_input(dy, x, s, acc, ALPHA: tl.constexpr, SIZE: tl.constexpr, BETA: tl.constexpr):
-    """dx = dy / s^beta + 2 x (alpha/size) acc, acc = sum of lrn_grad_term over the channels
-    whose window holds this one; the square's gradient as torch's x * g + x * g."""
-    g_sq = acc * tl.full((), ALPHA / SIZE, acc.dtype)
-    return dy / pow_pos(s, BETA) + (x * g_sq + x * g_sq)
 
 
 @triton.jit
@@ -233,36 +176,13 @@ def _lrn_bwd_kernel(
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-_lrn_fwd = triton.autotune(
-    autotune_configs(LRN_FWD_CONFIGS, INTERPRET_CONFIG), key=["numel", "C", "S", "C_GROUP"]
-)(_lrn_fwd_kernel)
-_lrn_bwd = triton.autotune(
-    autotune_configs(LRN_BWD_CONFIGS, INTERPRET_CONFIG), key=["numel", "C", "S", "C_GROUP"]
-)(_lrn_bwd_kernel)
+_lrn_fwd = elementwise_autotune(_lrn_fwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
+_lrn_bwd = elementwise_autotune(_lrn_bwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
 
 
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
-
-
-def check_lrn_params(size, alpha, beta, k, groups, channels: int) -> None:
-    """Argument checks shared with :func:`kernels.lrn_max_pool2d`."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not real or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    # s = k + alpha/size * sum x^2 must stay positive: s ** -beta is taken through log2 s
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0 (the kernels need a positive scale), got {alpha!r}")
-    if k <= 0:
-        raise ValueError(f"k must be > 0 (the kernels need a positive scale), got {k!r}")
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    if channels % groups:
-        raise ValueError(f"groups={groups} must divide the {channels} input channels")
 
 
 def is_channels_last(t: torch.Tensor) -> bool:
@@ -297,41 +217,43 @@ def _lrn_outputs(x: torch.Tensor, save_scale: bool) -> tuple[torch.Tensor, torch
     return y, scale
 
 
+def _fwd_args(x3, y3, s3, params: tuple, save_scale: bool) -> dict:
+    """_lrn_fwd_kernel's arguments by name, for the launch and for ``aot_specs``; (N, C, S)
+    views, s3 = y3 when no scale is saved."""
+    size, alpha, beta, k, groups = params
+    _, c, s = x3.shape
+    return dict(x_ptr=x3, y_ptr=y3, scale_ptr=s3, numel=y3.numel(), C=c, S=s, C_GROUP=c // groups,
+                **strides("x", x3, "ncs"), **strides("y", y3, "ncs"), **strides("s", s3, "ncs"),
+                SIZE=size, ALPHA=alpha, BETA=beta, K=k, SAVE_SCALE=save_scale,
+                CHANNELS_LAST=is_channels_last(y3), ACC=triton_acc(x3.dtype))
+
+
+def _bwd_args(x3, s3, dy3, dx3, params: tuple) -> dict:
+    """_lrn_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, groups = params
+    _, c, s = x3.shape
+    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, numel=dx3.numel(), C=c, S=s,
+                C_GROUP=c // groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
+                **strides("dy", dy3, "ncs"), **strides("dx", dx3, "ncs"), SIZE=size, ALPHA=alpha,
+                BETA=beta, CHANNELS_LAST=is_channels_last(dx3), ACC=triton_acc(x3.dtype))
+
+
 def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
     """Writes y and (when save_scale) the scale of x, all (N, C, *)."""
-    size, alpha, beta, k, groups = params
     x3, y3 = _as_ncs(x), _as_ncs(y)  # y and the scale merge by construction: views
     s3 = _as_ncs(scale) if save_scale else y3
     check_int32_span(input=x3, output=y3, scale=s3)
-    _, c, s = x3.shape
     if y3.numel() == 0:  # empty batch: nothing to launch
         return
-    def grid(meta):
-        return (triton.cdiv(y3.numel(), meta["BLOCK"]),)
-    with device_context(x3):
-        _lrn_fwd[grid](
-            x3, y3, s3, y3.numel(), c, s, c // groups, *x3.stride(), *y3.stride(), *s3.stride(),
-            SIZE=size, ALPHA=alpha, BETA=beta, K=k, SAVE_SCALE=save_scale,
-            CHANNELS_LAST=is_channels_last(y3), ACC=triton_acc(x.dtype),
-        )
+    launch_elementwise(_lrn_fwd, _fwd_args(x3, y3, s3, params, save_scale))
 
 
 def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
-    size, alpha, beta, groups = params
     x3, s3, dy3, dx3 = _as_ncs(x), _as_ncs(scale), _as_ncs(dy), _as_ncs(dx)
     check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
-    _, c, s = x3.shape
     if dx3.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx3.numel(), meta["BLOCK"]),)
-    with device_context(x3):
-        _lrn_bwd[grid](
-            x3, s3, dy3, dx3, dx3.numel(), c, s, c // groups,
-            *x3.stride(), *s3.stride(), *dy3.stride(), *dx3.stride(),
-            SIZE=size, ALPHA=alpha, BETA=beta, CHANNELS_LAST=is_channels_last(dx3),
-            ACC=triton_acc(x.dtype),
-        )
+    launch_elementwise(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,57 +342,18 @@ def local_response_norm(
 # ----------------------------------------------------------------------------------------------
 
 
-def kernel_spec(name: str, fn, args: dict, config: triton.Config) -> KernelSpec:
-    """A KernelSpec from the launch arguments, typed as the JIT specialises them: tensors are
-    16-byte aligned pointers, ints equal to 1 become constants, other ints note divisibility."""
-    params = inspect.signature(fn.fn).parameters
-    constexpr_args = {p for p, v in params.items()
-                      if v.annotation in (tl.constexpr, "tl.constexpr")}
-    args = {**args, **config.kwargs}
-    if list(args) != fn.arg_names:
-        raise AssertionError(f"{name}: spec arguments {list(args)} != kernel's {fn.arg_names}")
-    signature, constexprs, divisible = {}, {}, []
-    for arg, value in args.items():
-        if arg in constexpr_args or (isinstance(value, int) and value == 1):
-            signature[arg], constexprs[arg] = "constexpr", value
-        elif isinstance(value, torch.Tensor):
-            elem = "i8" if value.dtype == torch.int8 else TORCH_TO_TRITON[value.dtype]
-            signature[arg] = "*" + elem
-            divisible.append(arg)
-        else:
-            signature[arg] = "i32" if -(2**31) <= value < 2**31 else "i64"
-            if value % 16 == 0:
-                divisible.append(arg)
-    return KernelSpec(name=name, fn=fn, signature=signature, constexprs=constexprs,
-                      divisible=tuple(divisible), num_warps=config.num_warps,
-                      num_stages=config.num_stages)
-
-
-def _named(prefix: str, t: torch.Tensor, dims: str = "ncs") -> dict:
-    return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
-
-
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
-    shape, groups = (128, 96, 55 * 55), 2
-    ops = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75}
+    shape, (size, alpha, beta, k, groups) = (128, 96, 55 * 55), (5, 5e-4, 0.75, 2.0, 2)
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(shape, dtype=dtype, device="meta")
         scale = torch.empty(shape, dtype=torch.float32, device="meta")
-        sizes = {"numel": x.numel(), "C": shape[1], "S": shape[2], "C_GROUP": shape[1] // groups}
         label = TORCH_TO_TRITON[dtype]
-        fwd = dict(x_ptr=x, y_ptr=x, scale_ptr=scale, **sizes, **_named("x", x),
-                   **_named("y", x), **_named("s", scale), **ops, K=2.0, SAVE_SCALE=True,
-                   CHANNELS_LAST=False, ACC=tl.float32)
-        bwd = dict(x_ptr=x, scale_ptr=scale, dy_ptr=x, dx_ptr=x, **sizes, **_named("x", x),
-                   **_named("s", scale), **_named("dy", x), **_named("dx", x), **ops,
-                   CHANNELS_LAST=False, ACC=tl.float32)
-        for kname, fn, args, configs in (("fwd", _lrn_fwd_kernel, fwd, LRN_FWD_CONFIGS),
-                                         ("bwd", _lrn_bwd_kernel, bwd, LRN_BWD_CONFIGS)):
-            for cfg in configs:
-                tag = f"BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}"
-                specs.append(kernel_spec(f"lrn_{kname}[conv1 55x55x96 b128, {tag}, {label}]",
-                                         fn, args, cfg))
+        fwd = _fwd_args(x, x, scale, (size, alpha, beta, k, groups), True)
+        bwd = _bwd_args(x, scale, x, x, (size, alpha, beta, groups))
+        specs += block_specs("lrn", "conv1 55x55x96 b128", label,
+                             (("fwd", _lrn_fwd_kernel, fwd, LRN_CONFIGS),
+                              ("bwd", _lrn_bwd_kernel, bwd, LRN_CONFIGS)))
     return specs

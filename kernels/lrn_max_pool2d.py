@@ -67,50 +67,36 @@ import triton.language as tl
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
-    autotune_configs,
+    block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
+    memory_format,
     refuse_double_backward,
+    strides,
     triton_acc,
 )
-from kernels.lrn import (
-    check_lrn_params,
-    kernel_spec,
-    lrn_grad_input,
-    lrn_grad_term,
-    lrn_scale,
-    pow_pos,
-)
-from kernels.max_pool2d import (
+from kernels._lrn_pool import (
     PoolGeometry,
     check_arg_for_backward,
+    check_lrn_params,
     check_pool_args,
     geometry,
     grad_input_like,
-    memory_format,
+    lrn_grad_input,
+    lrn_grad_term,
+    lrn_scale,
     nchw_index,
     pool_outputs,
+    pow_pos,
     routed_grad,
     take_max,
 )
-
-# More work per element than plain LRN or pooling (9 taps x 5 channels forward): 1-2 elements
-# per thread (2 takes ~115 registers in the sm_90 compile, no spills).
-LRN_POOL_FWD_CONFIGS = [
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
-# The backward computes every channel's term (no skip where the routed gradient is 0, see the
-# module docstring): 2 elements per thread spilled 8 bytes on sm_90, so 1 per thread.
-LRN_POOL_BWD_CONFIGS = [
-    triton.Config({"BLOCK": 64}, num_warps=2, num_stages=1),
-    triton.Config({"BLOCK": 128}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 256}, num_warps=8, num_stages=1),
-]
-INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
-
+from kernels.tuning import (
+    LRN_POOL_BWD_CONFIGS,
+    LRN_POOL_FWD_CONFIGS,
+    elementwise_autotune,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Triton kernels
@@ -203,10 +189,8 @@ def _lrn_max_pool2d_bwd_kernel(
 
 
 _KEY = ["numel", "C", "H", "W", "C_GROUP"]
-_fused_fwd = triton.autotune(autotune_configs(LRN_POOL_FWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _lrn_max_pool2d_fwd_kernel)
-_fused_bwd = triton.autotune(autotune_configs(LRN_POOL_BWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _lrn_max_pool2d_bwd_kernel)
+_fused_fwd = elementwise_autotune(_lrn_max_pool2d_fwd_kernel, LRN_POOL_FWD_CONFIGS, _KEY)
+_fused_bwd = elementwise_autotune(_lrn_max_pool2d_bwd_kernel, LRN_POOL_BWD_CONFIGS, _KEY)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,40 +198,41 @@ _fused_bwd = triton.autotune(autotune_configs(LRN_POOL_BWD_CONFIGS, INTERPRET_CO
 # ----------------------------------------------------------------------------------------------
 
 
-def _lrn_consts(params: tuple) -> dict:
-    size, alpha, beta, k, _ = params
-    return {"SIZE": size, "ALPHA": alpha, "BETA": beta, "K": k}
+def _fwd_args(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> dict:
+    """_lrn_max_pool2d_fwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, k, groups = params
+    _, c, h, w = x.shape
+    return dict(x_ptr=x, y_ptr=y, arg_ptr=arg if save_arg else y, numel=y.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], C_GROUP=c // groups, **strides("x", x),
+                **strides("y", y), SIZE=size, ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(),
+                SAVE_ARG=save_arg, CHANNELS_LAST=memory_format(x) == torch.channels_last,
+                ACC=triton_acc(x.dtype))
+
+
+def _bwd_args(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> dict:
+    """_lrn_max_pool2d_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    size, alpha, beta, k, groups = params
+    _, c, h, w = x.shape
+    return dict(x_ptr=x, dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, numel=dx.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], C_GROUP=c // groups, **strides("x", x),
+                **strides("dy", dy), **strides("a", arg), **strides("dx", dx), SIZE=size,
+                ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(),
+                CHANNELS_LAST=memory_format(dx) == torch.channels_last, ACC=triton_acc(x.dtype))
 
 
 def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the pooled LRN of x (N, C, H, W) to y and the argmax window offsets to arg."""
-    _, c, h, w = x.shape
     check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _fused_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
-                         c // params[4], *x.stride(), *y.stride(), **_lrn_consts(params),
-                         **geo.constexprs(), SAVE_ARG=save_arg,
-                         CHANNELS_LAST=memory_format(x) == torch.channels_last,
-                         ACC=triton_acc(x.dtype))
+    launch_elementwise(_fused_fwd, _fwd_args(x, y, arg, params, geo, save_arg))
 
 
 def _fused_backward(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> None:
-    _, c, h, w = x.shape
     check_int32_span(input=x, grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _fused_bwd[grid](x, dy, arg, dx, dx.numel(), c, h, w, *geo.out, c // params[4],
-                         *x.stride(), *dy.stride(), *arg.stride(), *dx.stride(),
-                         **_lrn_consts(params), **geo.constexprs(),
-                         CHANNELS_LAST=memory_format(dx) == torch.channels_last,
-                         ACC=triton_acc(x.dtype))
+    launch_elementwise(_fused_bwd, _bwd_args(x, dy, arg, dx, params, geo))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,34 +332,20 @@ def lrn_max_pool2d(
 # ----------------------------------------------------------------------------------------------
 
 
-def _named(prefix: str, t: torch.Tensor) -> dict:
-    return {f"stride_{prefix}{d}": s for d, s in zip("nchw", t.stride())}
-
-
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
     geo = PoolGeometry((3, 3), (2, 2), (0, 0), (27, 27))
-    lrn = {"SIZE": 5, "ALPHA": 5e-4, "BETA": 0.75, "K": 2.0}
+    params = (5, 5e-4, 0.75, 2.0, 2)  # paper LRN constants, two towers
     specs = []
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = torch.empty(128, 96, 55, 55, dtype=dtype, device="meta")
         y = torch.empty(128, 96, 27, 27, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
-        sizes = {"C": 96, "H": 55, "W": 55, "OH": 27, "OW": 27, "C_GROUP": 48}
-        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes, **_named("x", x),
-                   **_named("y", y), **lrn, **geo.constexprs(), SAVE_ARG=True, CHANNELS_LAST=False,
-                   ACC=tl.float32)
-        bwd = dict(x_ptr=x, dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
-                   **_named("x", x), **_named("dy", y), **_named("a", arg), **_named("dx", x),
-                   **lrn, **geo.constexprs(), CHANNELS_LAST=False, ACC=tl.float32)
+        fwd = _fwd_args(x, y, arg, params, geo, True)
+        bwd = _bwd_args(x, y, arg, x, params, geo)
         label = TORCH_TO_TRITON[dtype]
-        for kname, fn, args, configs in (
-            ("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
-            ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS),
-        ):
-            for cfg in configs:
-                tag = f"BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}"
-                specs.append(kernel_spec(f"lrn_max_pool2d_{kname}[conv1 55x55x96 b128, {tag}, "
-                                         f"{label}]", fn, args, cfg))
+        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128", label,
+                             (("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
+                              ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS)))
     return specs

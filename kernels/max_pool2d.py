@@ -49,8 +49,6 @@ Refused, with a clear error:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -58,82 +56,32 @@ import triton.language as tl
 from kernels._common import (
     TORCH_TO_TRITON,
     KernelSpec,
-    autotune_configs,
+    block_specs,
     check_int32_span,
     check_tensor_or_float64,
-    device_context,
+    launch_elementwise,
+    memory_format,
     pair,
     refuse_double_backward,
+    strides,
     triton_acc,
 )
-from kernels.lrn import kernel_spec
-
-POOL_FWD_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
-POOL_BWD_CONFIGS = [
-    triton.Config({"BLOCK": 256}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 512}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK": 1024}, num_warps=8, num_stages=1),
-]
-INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
-
+from kernels._lrn_pool import (
+    PoolGeometry,
+    check_arg_for_backward,
+    check_pool_args,
+    geometry,
+    grad_input_like,
+    nchw_index,
+    pool_outputs,
+    routed_grad,
+    take_max,
+)
+from kernels.tuning import POOL_CONFIGS, elementwise_autotune
 
 # ----------------------------------------------------------------------------------------------
-# Triton kernels (the helpers are shared with kernels.lrn_max_pool2d)
+# Triton kernels (the device functions they call are in kernels._lrn_pool)
 # ----------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def nchw_index(i, C, H, W, CHANNELS_LAST: tl.constexpr):
-    """Flat index in a tensor's memory order -> (n, c, h, w)."""
-    if CHANNELS_LAST:  # (N, H, W, C) in memory
-        c = i % C
-        w = (i // C) % W
-        h = (i // (C * W)) % H
-    else:  # (N, C, H, W) in memory
-        w = i % W
-        h = (i // W) % H
-        c = (i // (W * H)) % C
-    return i // (C * H * W), c, h, w
-
-
-@triton.jit
-def take_max(v, best, arg, tap, ok):
-    """Running (max, argmax) over window taps in row-major order: the first maximum wins, a NaN
-    wins over anything (as torch), and the first in-bounds tap is taken even if it is -inf."""
-    take = ok & ((v > best) | (v != v) | (arg < 0))  # noqa: PLR0124 (v != v: NaN)
-    return tl.where(take, v, best), tl.where(take, tap, arg)
-
-
-@triton.jit
-def routed_grad(
-    dy_ptr, arg_ptr, n, c, h, w, ok, OH, OW,
-    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
-    stride_an, stride_ac, stride_ah, stride_aw,
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """Sum (in ACC) of the pooled gradients whose window picked input pixel (n, c, h, w)."""
-    acc = tl.zeros([BLOCK], dtype=ACC)
-    oh_last = (h + PH) // SH  # the last window starting at or above h
-    ow_last = (w + PW) // SW
-    for i in tl.static_range((KH + SH - 1) // SH):
-        oh = oh_last - ((KH + SH - 1) // SH - 1) + i  # ascending, as torch accumulates
-        h_tap = h - (oh * SH - PH)
-        ok_h = ok & (oh >= 0) & (oh < OH) & (h_tap < KH)
-        for j in tl.static_range((KW + SW - 1) // SW):
-            ow = ow_last - ((KW + SW - 1) // SW - 1) + j
-            w_tap = w - (ow * SW - PW)
-            cand = ok_h & (ow >= 0) & (ow < OW) & (w_tap < KW)
-            a_off = n * stride_an + c * stride_ac + oh * stride_ah + ow * stride_aw
-            arg = tl.load(arg_ptr + a_off, mask=cand, other=-1).to(tl.int32)
-            hit = cand & (arg == h_tap * KW + w_tap)
-            dy_off = n * stride_dyn + c * stride_dyc + oh * stride_dyh + ow * stride_dyw
-            acc += tl.load(dy_ptr + dy_off, mask=hit, other=0.0).to(ACC)
-    return acc
 
 
 @triton.jit
@@ -197,10 +145,8 @@ def _max_pool2d_bwd_kernel(
 
 
 _KEY = ["numel", "C", "H", "W"]
-_pool_fwd = triton.autotune(autotune_configs(POOL_FWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _max_pool2d_fwd_kernel)
-_pool_bwd = triton.autotune(autotune_configs(POOL_BWD_CONFIGS, INTERPRET_CONFIG), key=_KEY)(
-    _max_pool2d_bwd_kernel)
+_pool_fwd = elementwise_autotune(_max_pool2d_fwd_kernel, POOL_CONFIGS, _KEY)
+_pool_bwd = elementwise_autotune(_max_pool2d_bwd_kernel, POOL_CONFIGS, _KEY)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,119 +154,42 @@ _pool_bwd = triton.autotune(autotune_configs(POOL_BWD_CONFIGS, INTERPRET_CONFIG)
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PoolGeometry:
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    out: tuple[int, int]  # (OH, OW)
-
-    def constexprs(self) -> dict:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        return {"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw}
-
-    def arg_dtype(self) -> torch.dtype:
-        return torch.int8 if self.kernel[0] * self.kernel[1] <= 127 else torch.int32
-
-
-def check_pool_args(x: torch.Tensor, kernel_size, stride, padding) -> PoolGeometry:
-    """torch.nn.functional's checks, with the value in every message. x: (N, C, H, W)."""
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
-        else pair(stride, "stride")
-    padding = pair(padding, "padding")
-    if min(kernel) < 1:
-        raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
-    if min(stride) < 1:
-        raise ValueError(f"stride must be positive, got {stride!r}")
-    if min(padding) < 0:
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"pad should be at most half of effective kernel size, but got "
-                         f"pad={padding!r}, kernel_size={kernel!r} and dilation=1")
+def _fwd_args(x, y, arg, geo: PoolGeometry, save_arg: bool) -> dict:
+    """_max_pool2d_fwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
     _, c, h, w = x.shape
-    if min(c, h, w) < 1:
-        raise ValueError(f"expected non-empty channel and spatial dims, got input of shape "
-                         f"{tuple(x.shape)}")
-    out = tuple((size + 2 * p - k) // s + 1
-                for size, k, s, p in zip((h, w), kernel, stride, padding))
-    if min(out) < 1:
-        raise ValueError(f"input of shape {tuple(x.shape)} is too small for kernel_size={kernel}, "
-                         f"stride={stride}, padding={padding}: output size {out}")
-    return PoolGeometry(kernel, stride, padding, out)
+    return dict(x_ptr=x, y_ptr=y, arg_ptr=arg if save_arg else y, numel=y.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], **strides("x", x), **strides("y", y),
+                **geo.constexprs(), SAVE_ARG=save_arg,
+                CHANNELS_LAST=memory_format(x) == torch.channels_last, ACC=triton_acc(x.dtype))
 
 
-def memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last when x is (and is not also plain contiguous), as torch's pooling picks."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def pool_outputs(x: torch.Tensor, geo: PoolGeometry, save_arg: bool):
-    """Empty (N, C, OH, OW) output in x's format and its argmax (or an empty placeholder).
-    Real and fake ops share it (and :mod:`kernels.lrn_max_pool2d`)."""
-    n, c = x.shape[:2]
-    y = torch.empty((n, c, *geo.out), dtype=x.dtype, device=x.device,
-                    memory_format=memory_format(x))
-    arg = torch.empty_like(y, dtype=geo.arg_dtype()) if save_arg else \
-        y.new_empty(0, dtype=geo.arg_dtype())
-    return y, arg
-
-
-def grad_input_like(dy: torch.Tensor, h: int, w: int, channels_last: bool) -> torch.Tensor:
-    """Empty (N, C, H, W) input gradient, channels_last when the input was."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty((*dy.shape[:2], h, w), dtype=dy.dtype, device=dy.device,
-                       memory_format=fmt)
+def _bwd_args(dy, arg, dx, geo: PoolGeometry) -> dict:
+    """_max_pool2d_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
+    _, c, h, w = dx.shape
+    return dict(dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, numel=dx.numel(), C=c, H=h, W=w,
+                OH=geo.out[0], OW=geo.out[1], **strides("dy", dy), **strides("a", arg),
+                **strides("dx", dx), **geo.constexprs(),
+                CHANNELS_LAST=memory_format(dx) == torch.channels_last, ACC=triton_acc(dy.dtype))
 
 
 def _pool_forward(x, y, arg, geo: PoolGeometry, save_arg: bool) -> None:
     """Writes the max of each window of x (N, C, H, W) to y and its window offset to arg."""
-    _, c, h, w = x.shape
     check_int32_span(input=x, output=y)
     if y.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(y.numel(), meta["BLOCK"]),)
-    with device_context(x):
-        _pool_fwd[grid](x, y, arg if save_arg else y, y.numel(), c, h, w, *geo.out,
-                        *x.stride(), *y.stride(), **geo.constexprs(), SAVE_ARG=save_arg,
-                        CHANNELS_LAST=memory_format(x) == torch.channels_last,
-                        ACC=triton_acc(x.dtype))
+    launch_elementwise(_pool_fwd, _fwd_args(x, y, arg, geo, save_arg))
 
 
 def _pool_backward(dy, arg, dx, geo: PoolGeometry) -> None:
-    _, c, h, w = dx.shape
     check_int32_span(grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    def grid(meta):
-        return (triton.cdiv(dx.numel(), meta["BLOCK"]),)
-    with device_context(dy):
-        _pool_bwd[grid](dy, arg, dx, dx.numel(), c, h, w, *geo.out,
-                        *dy.stride(), *arg.stride(), *dx.stride(), **geo.constexprs(),
-                        CHANNELS_LAST=memory_format(dx) == torch.channels_last,
-                        ACC=triton_acc(dy.dtype))
+    launch_elementwise(_pool_bwd, _bwd_args(dy, arg, dx, geo))
 
 
 # ----------------------------------------------------------------------------------------------
 # Custom operators and autograd
 # ----------------------------------------------------------------------------------------------
-
-
-def geometry(x_shape, kernel, stride, padding) -> PoolGeometry:
-    """The checked geometry again from the op's int lists (the op schema has no dataclass)."""
-    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
-    out = tuple((size + 2 * p - k) // s + 1
-                for size, k, s, p in zip(x_shape[-2:], kernel, stride, padding))
-    return PoolGeometry(kernel, stride, padding, out)
-
-
-def check_arg_for_backward(arg: torch.Tensor, op_name: str) -> None:
-    if arg.dim() != 4:
-        raise RuntimeError(f"{op_name} was called with save_arg=False, so it cannot be "
-                           f"differentiated; call its kernels.* function")
 
 
 @torch.library.custom_op("lightning_alexnet::max_pool2d", mutates_args=())
@@ -417,10 +286,6 @@ def max_pool2d(
 # ----------------------------------------------------------------------------------------------
 
 
-def _named(prefix: str, t: torch.Tensor, dims: str = "nchw") -> dict:
-    return {f"stride_{prefix}{d}": s for d, s in zip(dims, t.stride())}
-
-
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's standalone pool (after conv5):
     (128, 256, 13, 13) -> (128, 256, 6, 6), 3x3 / 2, NCHW."""
@@ -431,17 +296,8 @@ def aot_specs() -> list[KernelSpec]:
         y = torch.empty(128, 256, 6, 6, dtype=dtype, device="meta")
         arg = torch.empty_like(y, dtype=geo.arg_dtype())
         label = TORCH_TO_TRITON[dtype]
-        sizes = {"C": 256, "H": 13, "W": 13, "OH": 6, "OW": 6}
-        fwd = dict(x_ptr=x, y_ptr=y, arg_ptr=arg, numel=y.numel(), **sizes,
-                   **_named("x", x), **_named("y", y), **geo.constexprs(), SAVE_ARG=True,
-                   CHANNELS_LAST=False, ACC=tl.float32)
-        bwd = dict(dy_ptr=y, arg_ptr=arg, dx_ptr=x, numel=x.numel(), **sizes,
-                   **_named("dy", y), **_named("a", arg), **_named("dx", x), **geo.constexprs(),
-                   CHANNELS_LAST=False, ACC=tl.float32)
-        for kname, fn, args, configs in (("fwd", _max_pool2d_fwd_kernel, fwd, POOL_FWD_CONFIGS),
-                                         ("bwd", _max_pool2d_bwd_kernel, bwd, POOL_BWD_CONFIGS)):
-            for cfg in configs:
-                tag = f"BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}"
-                name = f"max_pool2d_{kname}[pool5 13x13x256 b128, {tag}, {label}]"
-                specs.append(kernel_spec(name, fn, args, cfg))
+        fwd, bwd = _fwd_args(x, y, arg, geo, True), _bwd_args(y, arg, x, geo)
+        specs += block_specs("max_pool2d", "pool5 13x13x256 b128", label,
+                             (("fwd", _max_pool2d_fwd_kernel, fwd, POOL_CONFIGS),
+                              ("bwd", _max_pool2d_bwd_kernel, bwd, POOL_CONFIGS)))
     return specs

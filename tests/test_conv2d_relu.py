@@ -12,10 +12,13 @@ import torch.nn.functional as F
 from tolerances import assert_close
 
 import kernels._common as common
+import kernels.tuning as tuning
 from kernels.conv2d_relu import conv2d_relu
 
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
 conv_mod = importlib.import_module("kernels.conv2d_relu")
+args_mod = importlib.import_module("kernels._conv2d_relu_args")
+kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 # ----------------------------------------------------------------------------------------------
 # float64 reference
@@ -211,20 +214,20 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
 def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
     # 132 SMs: every AlexNet layer's wgrad grid has >= 264 programs whichever config runs
     monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", None)  # the automatic choice
-    largest = max((c for configs, _ in conv_mod._TUNING["wgrad"].values() for c in configs),
+    largest = max((c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs),
                   key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
     assert (largest.kwargs["BLOCK_M"], largest.kwargs["BLOCK_N"]) == (128, 128)
     splits = {}
     for layer, (x_shape, w_shape, stride, pad, groups, _) in conv_mod.ALEXNET_CONVS.items():
         (n, _, h, w), (c_out, cg_in, kh, kw) = x_shape, w_shape
         oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-        geo = conv_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw,
+        geo = args_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw,
                                  (stride, stride), (pad, pad), groups)
-        pix = conv_mod._wgrad_pixels_per_split(geo, 132)
+        pix = args_mod._wgrad_pixels_per_split(geo, 132)
         split = -(-n * oh * ow // pix)
         tiles = -(-kh * kw * cg_in // 128) * -(-(c_out // groups) // 128) * groups
         assert split * tiles >= 2 * 132, (layer, split, tiles)
-        assert pix % 64 == 0 and pix >= conv_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
+        assert pix % 64 == 0 and pix >= args_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
         splits[layer] = split
     assert splits == {"conv1": 88, "conv2": 14, "conv3": 5, "conv4": 5, "conv5": 10}
 
@@ -234,7 +237,7 @@ def test_backward_masks_the_gradient_once(monkeypatch):
     calls = []
     real = conv_mod._relu_grad
     monkeypatch.setattr(conv_mod, "_relu_grad", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    for kernel in (conv_mod._conv_dgrad_kernel, conv_mod._conv_wgrad_kernel):
+    for kernel in (kernels_mod._conv_dgrad_kernel, kernels_mod._conv_wgrad_kernel):
         assert "y_ptr" not in kernel.arg_names and "g_ptr" in kernel.arg_names
     x, w, b = make((2, 8, 5, 5), (12, 8, 3, 3))
     check(x, w, b, 1, 1)
@@ -307,7 +310,7 @@ def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
 
 
 def tiles(configs):
-    return [conv_mod._tile(c) for c in configs]
+    return [tuning._tile(c) for c in configs]
 
 
 def spec_tiles(specs, kernel, layer, label):
@@ -322,12 +325,12 @@ def spec_tiles(specs, kernel, layer, label):
 
 def test_aot_specs_cover_every_config_and_dtype():
     specs = conv_mod.aot_specs(layers=("conv2",))
-    mma_lists = (conv_mod.FWD_CONFIGS, conv_mod.DGRAD_CONFIGS, conv_mod.WGRAD_CONFIGS)
+    mma_lists = (tuning.FWD_CONFIGS, tuning.DGRAD_CONFIGS, tuning.WGRAD_CONFIGS)
     mma = sum(map(len, mma_lists))
-    tf32 = sum(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= conv_mod.TF32_MAX_TILE
+    tf32 = sum(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= tuning.TF32_MAX_TILE
                for configs in mma_lists for c in configs)
-    fma = (len(conv_mod.FWD_FP32_CONFIGS) + len(conv_mod.DGRAD_FP32_CONFIGS)
-           + len(conv_mod.WGRAD_FP32_CONFIGS))
+    fma = (len(tuning.FWD_FP32_CONFIGS) + len(tuning.DGRAD_FP32_CONFIGS)
+           + len(tuning.WGRAD_FP32_CONFIGS))
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
     # ReLU-mask pass per dtype
     assert 0 < tf32 < mma
@@ -370,26 +373,26 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
     # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
     assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(
-        tiles(conv_mod.FWD_SMALL_CIN_CONFIGS))
+        tiles(tuning.FWD_SMALL_CIN_CONFIGS))
     assert spec_tiles(specs, "wgrad", "conv1", "fp32") == sorted(
-        tiles(conv_mod.WGRAD_SMALL_CIN_FP32_CONFIGS))
-    assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(conv_mod.FWD_CONFIGS))
-    assert spec_tiles(specs, "dgrad", "conv3", "fp32") == sorted(tiles(conv_mod.DGRAD_FP32_CONFIGS))
+        tiles(tuning.WGRAD_SMALL_CIN_FP32_CONFIGS))
+    assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(tuning.FWD_CONFIGS))
+    assert spec_tiles(specs, "dgrad", "conv3", "fp32") == sorted(tiles(tuning.DGRAD_FP32_CONFIGS))
     conv1_tf32 = spec_tiles(specs, "wgrad", "conv1", "fp32-tf32")
-    assert conv1_tf32 and all(m * n <= conv_mod.TF32_SMALL_CIN_MAX_TILE
+    assert conv1_tf32 and all(m * n <= tuning.TF32_SMALL_CIN_MAX_TILE
                               for m, n, *_ in conv1_tf32)
-    assert len(conv1_tf32) < len(conv_mod.WGRAD_SMALL_CIN_CONFIGS)
+    assert len(conv1_tf32) < len(tuning.WGRAD_SMALL_CIN_CONFIGS)
     assert sum(s.name.startswith("conv2d_relu_split_sum") for s in specs) == 5 * 3
 
 
 def test_pruner_keeps_what_aot_specs_compiled():
     # the autotuner's pruner (not installed under the interpreter) picks by CG_IN and precision
-    configs, prune = conv_mod._TUNING["fwd"]["mma"]
+    configs, prune = tuning.CONV_TUNING["fwd"]["mma"]
     small = prune(configs, {}, CG_IN=3, INPUT_PRECISION="ieee")
     regular = prune(configs, {}, CG_IN=48, INPUT_PRECISION="ieee")
     regular_tf32 = prune(configs, {}, CG_IN=48, INPUT_PRECISION="tf32")
-    assert tiles(small) == tiles(conv_mod.FWD_SMALL_CIN_CONFIGS)
-    assert tiles(regular) == tiles(conv_mod.FWD_CONFIGS)
+    assert tiles(small) == tiles(tuning.FWD_SMALL_CIN_CONFIGS)
+    assert tiles(regular) == tiles(tuning.FWD_CONFIGS)
     assert (128, 128, 32, 4, 3) in tiles(regular) and (128, 128, 32, 4, 3) not in tiles(small)
     assert (128, 128, 32, 4, 3) not in tiles(regular_tf32) and len(regular_tf32) >= 2
     specs = conv_mod.aot_specs(layers=("conv1",))
@@ -409,13 +412,13 @@ def test_tf32_exactly_when_cudnn_allows_it():
     before = cudnn.allow_tf32, matmul.allow_tf32
     try:
         cudnn.allow_tf32, matmul.allow_tf32 = False, True
-        assert conv_mod._input_precision(torch.float32) == "ieee"
-        assert conv_mod._path(torch.float32) == "fma"
+        assert args_mod._input_precision(torch.float32) == "ieee"
+        assert args_mod._path(torch.float32) == "fma"
         cudnn.allow_tf32, matmul.allow_tf32 = True, False
-        assert conv_mod._input_precision(torch.float32) == "tf32"
-        assert conv_mod._path(torch.float32) == conv_mod._path(torch.float16) == "mma"
-        assert conv_mod._input_precision(torch.float16) == "ieee"
-        assert conv_mod._input_precision(torch.float64) == "ieee"
-        assert conv_mod._path(torch.float64) == "fma"  # no tensor cores for fp64
+        assert args_mod._input_precision(torch.float32) == "tf32"
+        assert args_mod._path(torch.float32) == args_mod._path(torch.float16) == "mma"
+        assert args_mod._input_precision(torch.float16) == "ieee"
+        assert args_mod._input_precision(torch.float64) == "ieee"
+        assert args_mod._path(torch.float64) == "fma"  # no tensor cores for fp64
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = before

@@ -1,0 +1,447 @@
+"""One conv2d_relu call's geometry and its kernels' arguments (private to
+:mod:`kernels.conv2d_relu`).
+
+- the argument checks of :func:`kernels.conv2d_relu` and the checked call's shapes
+  (``_Geometry``);
+- the instruction path: TF32 exactly when cuDNN would use it, "mma" (tensor-core tiles) or "fma"
+  (exact fp32, fp64);
+- conv1's packed layout (``_Packing``) and the packing copies;
+- how many splits the weight gradient and the ReLU-mask pass get (from the SM count);
+- one builder per kernel (``_fwd_args``, ...) of its arguments by name, used both by the
+  launchers and by ``aot_specs``, so what is compiled ahead of time is what is launched.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from kernels._common import (
+    INT32_SPAN_LIMIT,
+    INTERPRET,
+    KernelSpec,
+    check_int32_span,
+    check_same_device,
+    check_same_dtype,
+    check_tensor_or_float64,
+    kernel_spec,
+    memory_format,
+    pair,
+    strides,
+)
+from kernels._conv2d_relu_kernels import (
+    _conv_dgrad_kernel,
+    _conv_fwd_kernel,
+    _conv_fwd_packed_kernel,
+    _conv_wgrad_kernel,
+    _relu_grad_kernel,
+    _split_sum_kernel,
+)
+from kernels.tuning import (
+    CONV_TUNING,
+    FWD_PACKED_CONFIGS,
+    FWD_PACKED_FP32_CONFIGS,
+    PACKED_CIN,
+    RELU_GRAD_BLOCK_C,
+    RELU_GRAD_BLOCK_P,
+    RELU_GRAD_LAUNCH,
+    SUM_BLOCK,
+)
+
+# Weight-gradient split-K: the output pixels (GEMM K) are cut into splits so that the wgrad grid
+# fills WGRAD_WAVES waves of the GPU's SMs even with the largest tile (conv3-5 at batch 128 have
+# only 21,632 pixels but 28-54 tiles per split), each split at least WGRAD_MIN_SPLIT_PIXELS long.
+# kernels.conv2d_relu.WGRAD_SPLIT_PIXELS, when set, fixes the pixels per split instead.
+WGRAD_WAVES = 2
+WGRAD_MIN_SPLIT_PIXELS = 256
+# SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
+ASSUMED_SMS = 132
+
+# The backward's ReLU-mask pass: enough pixel splits for RELU_GRAD_WAVES programs per SM (it
+# is bandwidth-bound; its tile is in kernels.tuning).
+RELU_GRAD_WAVES = 4
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """One call's shapes; channel counts are per group."""
+
+    n: int
+    cg_in: int
+    h: int
+    w: int
+    cg_out: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # top/left padding (bottom/right follow from oh, ow)
+    groups: int
+
+    def sizes(self) -> dict:
+        return {"N": self.n, "CG_IN": self.cg_in, "H": self.h, "W": self.w,
+                "CG_OUT": self.cg_out, "OH": self.oh, "OW": self.ow}
+
+    def op_params(self) -> dict:
+        return {"KH": self.kh, "KW": self.kw, "STRIDE_H": self.stride[0],
+                "STRIDE_W": self.stride[1], "PAD_H": self.padding[0], "PAD_W": self.padding[1]}
+
+
+def _check_args(x, weight, bias, stride, padding, dilation, groups):
+    """Validate a conv2d_relu call (all but the dtypes, which autocast may still change: see
+    ``_check_dtypes``). Return the stride pair, the padding as (top, bottom, left, right) and
+    whether the input is unbatched."""
+    check_tensor_or_float64(x, "input")
+    check_tensor_or_float64(weight, "weight")
+    if bias is not None:
+        check_tensor_or_float64(bias, "bias")
+    check_same_device(input=x, weight=weight, bias=bias)
+    if x.dim() not in (3, 4):
+        raise ValueError(f"input must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(
+            f"weight must be (C_out, C_in/groups, KH, KW), got shape {tuple(weight.shape)}"
+        )
+    if any(s <= 0 for s in weight.shape):
+        raise ValueError(f"weight must have positive sizes, got shape {tuple(weight.shape)}")
+    if pair(dilation, "dilation") != (1, 1):
+        raise NotImplementedError(f"dilation={dilation!r} is not supported; only dilation=1")
+    sh, sw = pair(stride, "stride")
+    if sh <= 0 or sw <= 0:
+        raise ValueError(f"stride must be positive, got {stride!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+
+    unbatched = x.dim() == 3
+    n, c_in, h, w = (1, *x.shape) if unbatched else x.shape
+    c_out, cg_in, kh, kw = weight.shape
+    if c_in == 0:
+        raise ValueError(f"input must have at least one channel, got shape {tuple(x.shape)}")
+    if c_in % groups or c_out % groups:
+        raise ValueError(
+            f"groups={groups} must divide in_channels={c_in} and out_channels={c_out}"
+        )
+    if cg_in * groups != c_in:
+        raise ValueError(
+            f"weight shape {tuple(weight.shape)} expects {cg_in * groups} input channels "
+            f"with groups={groups}, but input has {c_in} (shape {tuple(x.shape)})"
+        )
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"bias must have shape ({c_out},), got {tuple(bias.shape)}")
+
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
+            # torch puts the odd extra row bottom/right
+            pads = ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
+        else:
+            raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+    else:
+        ph, pw = pair(padding, "padding")
+        if ph < 0 or pw < 0:
+            raise ValueError(f"padding must be non-negative, got {padding!r}")
+        pads = (ph, ph, pw, pw)
+    oh = (h + pads[0] + pads[1] - kh) // sh + 1
+    ow = (w + pads[2] + pads[3] - kw) // sw + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(
+            f"output size would be {oh}x{ow} for input {h}x{w}, kernel {kh}x{kw}, "
+            f"stride {(sh, sw)}, padding {padding!r}"
+        )
+    # int32 offsets: the views read (by their span), and the dense tensors written
+    check_int32_span(input=x, weight=weight)
+    for name, numel in (("input gradient", x.numel()), ("output", n * c_out * oh * ow)):
+        if numel >= INT32_SPAN_LIMIT:
+            raise ValueError(
+                f"the {name} would hold {numel} elements; the kernels index with int32 "
+                "(< 2**31): split the batch"
+            )
+    return (sh, sw), pads, unbatched
+
+
+def _check_dtypes(x, weight, bias) -> None:
+    """The dtypes the kernels run in (after any autocast cast)."""
+    check_same_dtype(input=x, weight=weight, bias=bias)
+    if INTERPRET and x.dtype == torch.bfloat16:
+        raise NotImplementedError(
+            f"input.dtype={x.dtype} is not supported under TRITON_INTERPRET=1: the interpreter's "
+            "tl.dot multiplies the raw bits of bfloat16 (triton#11584); use float32/float16 "
+            "or a GPU"
+        )
+
+
+def _geometry(x: torch.Tensor, weight: torch.Tensor, stride, padding) -> _Geometry:
+    """A checked batched call's geometry; padding is (top, bottom, left, right)."""
+    n, c_in, h, w = x.shape
+    c_out, cg_in, kh, kw = weight.shape
+    top, bottom, left, right = padding
+    oh = (h + top + bottom - kh) // stride[0] + 1
+    ow = (w + left + right - kw) // stride[1] + 1
+    groups = c_in // cg_in
+    return _Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride[0], stride[1]),
+                     (top, left), groups)
+
+
+def _conv_allows_tf32() -> bool:
+    """Whether cuDNN would use TF32 for an fp32 convolution now (PyTorch's default: yes).
+
+    torch >= 2.9 keeps it in ``torch.backends.cudnn.conv.fp32_precision`` ("none" defers to
+    ``torch.backends.cudnn`` and then ``torch.backends``; the legacy flag
+    ``torch.backends.cudnn.allow_tf32`` sets it too); older torch has the flag alone."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        return bool(torch.backends.cudnn.allow_tf32)
+    for level in (conv, torch.backends.cudnn, torch.backends):
+        precision = getattr(level, "fp32_precision", "none")
+        if precision != "none":
+            return precision == "tf32"
+    return False
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and _conv_allows_tf32():
+        return "tf32"
+    return "ieee"  # exact fp32/fp64; fp16/bf16 products are exact in fp32 anyway
+
+
+def _path(dtype: torch.dtype) -> str:
+    """"mma" (tensor-core tiles) for fp16, bf16 and TF32; "fma" for exact fp32 and fp64."""
+    if dtype in (torch.float16, torch.bfloat16) or _input_precision(dtype) == "tf32":
+        return "mma"
+    return "fma"
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return triton.cdiv(value, multiple) * multiple
+
+
+def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_kernel, in signature order."""
+    args = dict(x_ptr=x, w_ptr=weight, b_ptr=weight if bias is None else bias, y_ptr=y,
+                **geo.sizes(), **strides("x", x), **strides("w", weight, "ochw"),
+                **strides("y", y))
+    consts = dict(**geo.op_params(), HAS_BIAS=bias is not None,
+                  INPUT_PRECISION=_input_precision(x.dtype))
+    return args, consts
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """conv1's packed layout: input (N, HP, WP, CP) with the padding as a zero border, weight
+    (C_out, KH, KWC); a row of the window is KWC = KW * CP elements padded to a multiple of 16
+    (the smallest BLOCK_K), WP a multiple of 4 so every row starts 16-element aligned."""
+
+    hp: int
+    wp: int
+    kwc: int
+    cp: int = PACKED_CIN
+
+    @staticmethod
+    def of(geo: _Geometry) -> _Packing:
+        kwc = _round_up(geo.kw * PACKED_CIN, 16)
+        hp = (geo.oh - 1) * geo.stride[0] + geo.kh
+        wp = _round_up((geo.ow - 1) * geo.stride[1] + kwc // PACKED_CIN, 4)
+        return _Packing(hp, wp, kwc)
+
+    def fits(self, geo: _Geometry) -> bool:
+        """Whether conv1's path takes this call (it packs one group of at most CP channels)."""
+        return (geo.groups == 1 and geo.cg_in <= self.cp
+                and geo.n * self.hp * self.wp * self.cp < INT32_SPAN_LIMIT)
+
+
+def _pack_input(x, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # (N, C_in <= 4, H, W) -> zeros (N, HP, WP, 4) with the image at (pad_top, pad_left); rows
+    # and columns no window reaches are left out
+    xp = x.new_zeros((geo.n, pk.hp, pk.wp, pk.cp))
+    top, left = geo.padding
+    rows, cols = min(geo.h, pk.hp - top), min(geo.w, pk.wp - left)
+    if rows > 0 and cols > 0:
+        xp[:, top:top + rows, left:left + cols, :geo.cg_in] = \
+            x[:, :, :rows, :cols].permute(0, 2, 3, 1)
+    return xp
+
+
+def _pack_weight(weight, pk: _Packing) -> torch.Tensor:
+    # (C_out, C_in, KH, KW) -> zeros (C_out, KH * KWC), tap (kh, kw, c) at kh * KWC + kw * 4 + c
+    c_out, c_in, kh, kw = weight.shape
+    wp = weight.new_zeros((c_out, kh, pk.kwc // pk.cp, pk.cp))
+    wp[:, :, :kw, :c_in] = weight.permute(0, 2, 3, 1)
+    return wp.reshape(c_out, kh * pk.kwc)
+
+
+def _fwd_packed_args(xp, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_packed_kernel, in signature order."""
+    args = dict(xp_ptr=xp, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y, N=geo.n,
+                OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=xp.stride(0),
+                stride_xph=xp.stride(1), **strides("y", y))
+    consts = {"KH": geo.kh, "KWC": pk.kwc, "KW_CP": geo.kw * pk.cp, "CP": pk.cp,
+              "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1], "HAS_BIAS": bias is not None,
+              "INPUT_PRECISION": _input_precision(xp.dtype)}
+    return args, consts
+
+
+def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
+    args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **strides("g", g),
+                **strides("w", weight, "ochw"), **strides("dx", dx))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(g.dtype))
+    return args, consts
+
+
+def _wgrad_args(x, g, dw, dw_part, pix_per_split, geo) -> tuple[dict, dict]:
+    args = dict(x_ptr=x, g_ptr=g, dw_part_ptr=dw_part, **geo.sizes(),
+                PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(), **strides("x", x),
+                **strides("g", g), **strides("dw", dw, "ochw"))
+    consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(x.dtype))
+    return args, consts
+
+
+def _relu_grad_args(dy, y, g, db_part, pix_per_split, has_bias) -> tuple[dict, dict]:
+    n, c, oh, ow = y.shape
+    args = dict(dy_ptr=dy, y_ptr=y, g_ptr=g, db_part_ptr=db_part, N=n, C=c, OH=oh, OW=ow,
+                PIX_PER_SPLIT=pix_per_split, **strides("y", y), **strides("g", g))
+    consts = {"HAS_BIAS": has_bias, "BLOCK_P": RELU_GRAD_BLOCK_P, "BLOCK_C": RELU_GRAD_BLOCK_C}
+    return args, consts
+
+
+def _new_output(x, geo: _Geometry) -> torch.Tensor:
+    # (N, C_out, OH, OW), in the input's memory format
+    return torch.empty((geo.n, geo.cg_out * geo.groups, geo.oh, geo.ow), dtype=x.dtype,
+                       device=x.device, memory_format=memory_format(x))
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return ASSUMED_SMS
+    return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+# The largest wgrad tile any config has: the fewest programs per split, so the split count
+# below fills the waves whichever config the autotuner picks.
+_WGRAD_TILES = [c for configs, _ in CONV_TUNING["wgrad"].values() for c in configs]
+_WGRAD_MAX_M = max(c.kwargs["BLOCK_M"] for c in _WGRAD_TILES)
+_WGRAD_MAX_N = max(c.kwargs["BLOCK_N"] for c in _WGRAD_TILES)
+_WGRAD_MAX_K = max(c.kwargs["BLOCK_K"] for c in _WGRAD_TILES)
+
+
+def _wgrad_pixels_per_split(geo: _Geometry, sms: int, fixed: int | None = None) -> int:
+    """Output pixels per weight-gradient split (see WGRAD_WAVES). A multiple of the largest
+    BLOCK_K, so only the last K block of the last split is ragged. At batch 128 on 132 SMs:
+    conv1 88 splits, conv2 14, conv3 5, conv4 5, conv5 10 (>= 264 programs each)."""
+    if fixed is not None:  # pixels per split set by hand
+        return max(1, fixed)
+    pixels = geo.n * geo.oh * geo.ow
+    tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, _WGRAD_MAX_M)
+             * triton.cdiv(geo.cg_out, _WGRAD_MAX_N) * geo.groups)
+    split = min(triton.cdiv(WGRAD_WAVES * sms, tiles), max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
+    return _round_up(triton.cdiv(pixels, split), _WGRAD_MAX_K)
+
+
+def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
+    """Output pixels per program of the ReLU-mask pass (see RELU_GRAD_WAVES)."""
+    split = min(triton.cdiv(RELU_GRAD_WAVES * sms, triton.cdiv(c_out, RELU_GRAD_BLOCK_C)),
+                triton.cdiv(pixels, RELU_GRAD_BLOCK_P))
+    return _round_up(triton.cdiv(pixels, split), RELU_GRAD_BLOCK_P)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ahead-of-time compile specs
+# ----------------------------------------------------------------------------------------------
+
+
+# AlexNet's convolutions (Krizhevsky et al. 2012, torchvision's channel counts) at batch 128:
+# name -> (input NCHW, weight, stride, padding, groups, input needs a gradient)
+ALEXNET_CONVS = {
+    "conv1": ((128, 3, 224, 224), (96, 3, 11, 11), 4, 2, 1, False),
+    "conv2": ((128, 96, 27, 27), (256, 48, 5, 5), 1, 2, 2, True),
+    "conv3": ((128, 256, 13, 13), (384, 256, 3, 3), 1, 1, 1, True),
+    "conv4": ((128, 384, 13, 13), (384, 192, 3, 3), 1, 1, 2, True),
+    "conv5": ((128, 384, 13, 13), (256, 192, 3, 3), 1, 1, 2, True),
+}
+
+
+def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec]:
+    """Every kernel x GPU config x dtype for the named AlexNet convolutions (``ALEXNET_CONVS``),
+    channels_last, with the arguments the launchers would pass (built on meta tensors).
+
+    Only the configs the autotuner keeps for that shape and precision are emitted (the same
+    pruner), so what is compiled here is what runs. fp32 comes twice: exact ("ieee", FMA configs,
+    no tensor cores, so ``uses_dot=False``) and with TF32 allowed ("tf32", tensor-core configs).
+    conv1's dgrad is left out: the image needs no gradient.
+    """
+    unknown = [name for name in layers if name not in ALEXNET_CONVS]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; choose from {list(ALEXNET_CONVS)}")
+    variants = [  # (dtype, input precision, label)
+        (torch.float32, "ieee", "fp32"),
+        (torch.float32, "tf32", "fp32-tf32"),
+        (torch.float16, "ieee", "fp16"),
+        (torch.bfloat16, "ieee", "bf16"),
+    ]
+    specs = []
+    for layer in layers:
+        x_shape, w_shape, stride, padding, groups, x_grad = ALEXNET_CONVS[layer]
+        n, _, h, w_ = x_shape
+        c_out, cg_in, kh, kw = w_shape
+        oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
+        geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                        (padding, padding), groups)
+        pix_per_split = _wgrad_pixels_per_split(geo, ASSUMED_SMS)
+        split = triton.cdiv(n * oh * ow, pix_per_split)
+        relu_pix = _relu_grad_pixels_per_split(n * oh * ow, c_out, ASSUMED_SMS)
+        for dtype, precision, label in variants:
+            def empty(*shape, fmt=torch.channels_last, dt=dtype):
+                return torch.empty(shape, dtype=dt, device="meta", memory_format=fmt)
+
+            x, w, y = empty(*x_shape), empty(*w_shape), empty(n, c_out, oh, ow)
+            b = empty(c_out, fmt=torch.contiguous_format)
+            dw_part = empty(split, w.numel(), fmt=torch.contiguous_format, dt=torch.float32)
+            db_part = empty(triton.cdiv(n * oh * ow, relu_pix), c_out, fmt=torch.contiguous_format,
+                            dt=torch.float32)
+            tensor_cores = precision == "tf32" or dtype != torch.float32
+            kernels = [
+                ("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo)),
+                ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
+                ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, pix_per_split, geo)),
+            ]
+            pk = _Packing.of(geo)
+            if pk.fits(geo):  # conv1's own forward
+                xp = empty(n, pk.hp, pk.wp, pk.cp, fmt=torch.contiguous_format)
+                wp = empty(c_out, kh * pk.kwc, fmt=torch.contiguous_format)
+                packed = _fwd_packed_args(xp, wp, b, y, geo, pk)
+                kernels.append(("fwd_packed", _conv_fwd_packed_kernel, packed))
+            for kname, fn, (args, consts) in kernels:
+                if kname == "dgrad" and not x_grad:
+                    continue
+                consts = {**consts, "INPUT_PRECISION": precision}
+                if kname == "fwd_packed":  # every config compiles without spills
+                    kept = FWD_PACKED_CONFIGS if tensor_cores else FWD_PACKED_FP32_CONFIGS
+                else:
+                    configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
+                    kept = prune(configs, {}, **args, **consts)
+                for cfg in kept:
+                    kw_ = cfg.kwargs
+                    tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']} BK={kw_['BLOCK_K']} "
+                           f"w{cfg.num_warps} s{cfg.num_stages}")
+                    specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
+                                             {**args, **consts}, cfg, uses_dot=tensor_cores))
+            if precision == "ieee":
+                sum_args = {"part_ptr": dw_part, "out_ptr": w, "NUMEL": w.numel(), "SPLIT": split}
+                sum_cfg = triton.Config({"BLOCK": SUM_BLOCK}, num_warps=4, num_stages=1)
+                specs.append(kernel_spec(f"conv2d_relu_split_sum[{layer} dW, {label}]",
+                                         _split_sum_kernel, sum_args, sum_cfg))
+                args, consts = _relu_grad_args(y, y, y, db_part, relu_pix, True)
+                specs.append(kernel_spec(f"conv2d_relu_relu_grad[{layer}, {label}]",
+                                         _relu_grad_kernel, {**args, **consts}, RELU_GRAD_LAUNCH))
+    return specs

@@ -1,0 +1,419 @@
+"""The Triton kernels of :mod:`kernels.conv2d_relu` and their autotuners.
+
+Private: :mod:`kernels.conv2d_relu` launches them (its module docstring has the layouts,
+precision and what is refused); their config lists and pruners are in :mod:`kernels.tuning`,
+their arguments are built in :mod:`kernels._conv2d_relu_args`. Every kernel's signature is in
+one order: pointers, sizes, strides, op parameters, tiling.
+
+Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on grid axis 2):
+
+- forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
+  accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
+  channel fastest, flattened, so a few input channels still fill a 16-wide K block.
+- conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
+  into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
+  the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
+  multiple of 16 (conv1: 44 -> 48). A K block is then 16 contiguous, 16-aligned elements of one
+  input row with no bounds mask, so the loads vectorise to 16 bytes and pipeline through
+  ``cp.async``; the padding taps are zeroed in registers (their weight is 0, but 0 * inf is NaN).
+  BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (write 4/3 of it).
+- ReLU mask (one elementwise pass, first in backward): g = dy masked by the saved output, and
+  the bias gradient as fp32 partial sums over fixed pixel splits, summed in a fixed order by
+  the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's
+  ``threshold_backward``: the gradient is dropped where ``y <= 0`` and kept where y is NaN (not
+  ``grad * (y > 0)``).
+- input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
+  and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
+  No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
+  (conv1's image).
+- weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
+  split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
+  second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
+  SM count and the shape (``WGRAD_WAVES`` waves of programs with the largest tile; 132 SMs
+  assumed under the interpreter): at batch 128 on 132 SMs conv1-5 get 88, 14, 5, 5, 10 splits.
+  For a given GPU and shape the result is bit-identical run to run.
+
+Tile loops that look alike but index differently (named per the project's no-duplicates rule):
+``_conv_fwd_kernel`` ~ ``_conv_dgrad_kernel`` (the same prologue -- program ids, tile offsets,
+masks, a flat GEMM row decoded to a pixel -- over output pixels x C_out for the forward and
+input pixels x C_in for dgrad; their K loops decode (kh, kw, c_in) and (kh, kw, c_out) and
+gather forwards vs backwards through the stride); ``_conv_fwd_kernel`` ~ ``_conv_wgrad_kernel``
+(the same input-tap gather, taps on the GEMM columns vs the rows); ``_conv_fwd_kernel`` ~
+``_conv_fwd_packed_kernel`` (the bias + NaN-keeping ReLU epilogue and store; the packed one
+reads unmasked rows of its packed buffer).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels._common import INTERPRET
+from kernels.tuning import (
+    CONV_INTERPRET_CONFIG,
+    CONV_TUNING,
+    FWD_PACKED_CONFIGS,
+    FWD_PACKED_FP32_CONFIGS,
+    autotune_configs,
+)
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
+    # decoding keeps conv1's C_in=3 gathers from spilling registers)
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
+    # strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    g = tl.program_id(2)
+    M = N * OH * OW
+    K = KH * KW * CG_IN
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < CG_OUT
+    # GEMM row -> output pixel (n, oh, ow); its window starts at (ih0, iw0)
+    ow = offs_m % OW
+    oh = (offs_m // OW) % OH
+    n = offs_m // (OW * OH)
+    ih0 = oh * STRIDE_H - PAD_H
+    iw0 = ow * STRIDE_W - PAD_W
+    x_rows = n * stride_xn + g * CG_IN * stride_xc + ih0 * stride_xh + iw0 * stride_xw
+    co = g * CG_OUT + offs_n
+
+    if x_ptr.dtype.element_ty == tl.float64:  # fp64 accumulates in fp64 (gradcheck)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        # GEMM column -> tap (kh, kw, c), channel fastest. tl.dot needs K >= 16: conv1's
+        # 3 channels x 121 taps are one flat K, padded to BLOCK_K by the mask.
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        c = offs_k % CG_IN
+        kw = (offs_k // CG_IN) % KW
+        kh = offs_k // (CG_IN * KW)
+        ih = ih0[:, None] + kh[None, :]
+        iw = iw0[:, None] + kw[None, :]
+        a_mask = (mask_m[:, None] & mask_k[None, :]
+                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # zero padding
+        a_offs = x_rows[:, None] + (c * stride_xc + kh * stride_xh + kw * stride_xw)[None, :]
+        a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+        b_offs = (co[None, :] * stride_wo
+                  + (c * stride_wc + kh * stride_wh + kw * stride_ww)[:, None])
+        b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
+
+    # epilogue on the fp32 accumulator, before the down-cast (the launcher passes a contiguous
+    # bias). ReLU as torch's: NaN stays NaN (tl.maximum's default maxNum would drop it)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    acc = tl.where(acc < 0, 0.0, acc)
+    y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_fwd_packed_kernel(
+    # pointers (xp: the packed input, see _pack_input; wp: the packed weight (C_out, KH * KWC))
+    xp_ptr, wp_ptr, b_ptr, y_ptr,
+    # sizes
+    N, OH, OW, C_OUT: tl.constexpr,
+    # strides (xp is contiguous (N, HP, WP, CP): its pixel and channel strides are CP and 1)
+    stride_xpn, stride_xph,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters: KWC = a row of taps x CP channels, padded to a multiple of BLOCK_K;
+    # KW_CP = the real KW * CP of it (the rest are padding taps)
+    KH: tl.constexpr, KWC: tl.constexpr, KW_CP: tl.constexpr, CP: tl.constexpr,
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # packed x (N, HP, WP, CP) x packed w (C_out, KH, KWC) -> relu(conv + bias) (N, C_out, OH, OW)
+    # 1-D grid, N tiles fastest: the C_out / BLOCK_N programs of one M tile run together
+    num_pid_n: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    M = N * OH * OW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < C_OUT
+    # rows and channels past the end repeat valid ones (unmasked loads; the store masks them)
+    m = offs_m % M
+    co = offs_n % C_OUT
+    ow = m % OW
+    oh = (m // OW) % OH
+    n = m // (OW * OH)
+    # the window of output pixel (oh, ow) starts at packed (oh * STRIDE_H, ow * STRIDE_W): the
+    # zero border stands for the padding
+    x_rows = n * stride_xpn + oh * (STRIDE_H * stride_xph) + ow * (STRIDE_W * CP)
+    w_rows = co * (KH * KWC)
+
+    if xp_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, KH * KWC, BLOCK_K):
+        # K = (kh, kw, c): BLOCK_K divides KWC, so a block stays in one row kh of the window
+        kh = k0 // KWC
+        offs_j = k0 - kh * KWC + tl.arange(0, BLOCK_K)  # (kw, c) within the row, contiguous
+        a = tl.load(xp_ptr + x_rows[:, None] + (kh * stride_xph + offs_j)[None, :])
+        if KW_CP < KWC:
+            # padding taps read real pixels of the next window: their weight is 0, but
+            # 0 * inf would be NaN, so they are zeroed here
+            a = tl.where((offs_j < KW_CP)[None, :], a, 0.0)
+        b = tl.load(wp_ptr + w_rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None])
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+
+    # epilogue as _conv_fwd_kernel's: bias and NaN-keeping ReLU on the accumulator
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co).to(acc.dtype)[None, :]
+    acc = tl.where(acc < 0, 0.0, acc)
+    y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_dgrad_kernel(
+    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel)
+    g_ptr, w_ptr, dx_ptr,
+    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
+    # decoding keeps conv1's C_in=3 gathers from spilling registers)
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
+    # strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    g = tl.program_id(2)
+    M = N * H * W
+    K = KH * KW * CG_OUT
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < CG_IN
+    # GEMM row -> input pixel (n, h, w)
+    iw = offs_m % W
+    ih = (offs_m // W) % H
+    n = offs_m // (W * H)
+    g_rows = n * stride_gn + g * CG_OUT * stride_gc
+    c = g * CG_IN + offs_n
+
+    if g_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        # GEMM column -> tap (kh, kw, co), output channel fastest
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        co = offs_k % CG_OUT
+        kw = (offs_k // CG_OUT) % KW
+        kh = offs_k // (CG_OUT * KW)
+        # the tap reaches output row oh iff ih + pad - kh == oh * stride with 0 <= oh < OH
+        oh_s = (ih + PAD_H)[:, None] - kh[None, :]
+        ow_s = (iw + PAD_W)[:, None] - kw[None, :]
+        oh = oh_s // STRIDE_H
+        ow = ow_s // STRIDE_W
+        a_mask = (mask_m[:, None] & mask_k[None, :]
+                  & (oh_s >= 0) & (ow_s >= 0) & (oh < OH) & (ow < OW))
+        if STRIDE_H > 1:
+            a_mask = a_mask & (oh_s % STRIDE_H == 0)
+        if STRIDE_W > 1:
+            a_mask = a_mask & (ow_s % STRIDE_W == 0)
+        a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
+        a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
+        b_offs = ((g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww)[:, None] \
+            + (offs_n * stride_wc)[None, :]  # weight channels count within the group
+        b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+
+    dx_offs = ((n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
+               + (c * stride_dxc)[None, :])
+    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty),
+             mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_wgrad_kernel(
+    # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
+    x_ptr, g_ptr, dw_part_ptr,
+    # sizes (channels per group), pixels per split, partial stride
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL,
+    # strides (dw_* is the weight gradient's layout)
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_dwo, stride_dwc, stride_dwh, stride_dww,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # x (N, C_in, H, W)^T x masked dy (N, C_out, OH, OW) -> partial dW (C_out, C_in/g, KH, KW)
+    # for the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT)
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    g = tl.program_id(2)
+    M = KH * KW * CG_IN
+    P = N * OH * OW
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % num_pid_m
+    pid_n = pid // num_pid_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < CG_OUT
+    # GEMM row -> tap (kh, kw, c), channel fastest
+    c = offs_m % CG_IN
+    kw = (offs_m // CG_IN) % KW
+    kh = offs_m // (CG_IN * KW)
+    x_rows = (g * CG_IN + c) * stride_xc + kh * stride_xh + kw * stride_xw
+    co = g * CG_OUT + offs_n
+
+    p_lo = split * PIX_PER_SPLIT
+    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
+    if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_K):
+        # GEMM K -> output pixel (n, oh, ow)
+        offs_k = p0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < p_hi
+        ow = offs_k % OW
+        oh = (offs_k // OW) % OH
+        n = offs_k // (OW * OH)
+        ih = kh[:, None] + (oh * STRIDE_H - PAD_H)[None, :]
+        iw = kw[:, None] + (ow * STRIDE_W - PAD_W)[None, :]
+        a_mask = (mask_m[:, None] & mask_k[None, :]
+                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))
+        a_offs = x_rows[:, None] + (n * stride_xn + (oh * STRIDE_H - PAD_H) * stride_xh
+                                    + (ow * STRIDE_W - PAD_W) * stride_xw)[None, :]
+        a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
+        b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
+                  + (co * stride_gc)[None, :])
+        b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # b: (BLOCK_K, BLOCK_N)
+
+    dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \
+        + (co * stride_dwo)[None, :]
+    tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _relu_grad_kernel(
+    # pointers (db_part: fp32 [SPLIT, C], fp64 for fp64)
+    dy_ptr, y_ptr, g_ptr, db_part_ptr,
+    # sizes: C = all output channels, pixels per split
+    N, C, OH, OW, PIX_PER_SPLIT,
+    # strides (dy and y share one layout)
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    # op parameters
+    HAS_BIAS: tl.constexpr,
+    # tiling
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # dy, y (N, C, OH, OW) -> g = dy masked by the ReLU (N, C, OH, OW), and the bias gradient's
+    # partial sum over the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT).
+    # One pass, so neither GEMM of the backward reads y: torch's threshold_backward drops the
+    # gradient where y <= 0 and keeps it where y is NaN (not ``dy * (y > 0)``).
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < C
+    p_lo = split * PIX_PER_SPLIT
+    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, N * OH * OW)
+    if dy_ptr.dtype.element_ty == tl.float64:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    else:
+        db = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        ow = offs_p % OW
+        oh = (offs_p // OW) % OH
+        n = offs_p // (OW * OH)
+        mask = (offs_p < p_hi)[:, None] & mask_c[None, :]
+        offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] \
+            + (offs_c * stride_yc)[None, :]
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+        y = tl.load(y_ptr + offs, mask=mask, other=0.0)
+        g = tl.where(y <= 0, 0.0, dy).to(dy_ptr.dtype.element_ty)  # (BLOCK_P, BLOCK_C)
+        g_offs = (n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None] \
+            + (offs_c * stride_gc)[None, :]
+        tl.store(g_ptr + g_offs, g, mask=mask)
+        if HAS_BIAS:
+            db += tl.sum(g.to(db.dtype), axis=0)
+    if HAS_BIAS:
+        tl.store(db_part_ptr + split * C + offs_c, db, mask=mask_c)
+
+
+@triton.jit
+def _split_sum_kernel(
+    part_ptr, out_ptr,  # part: fp32 (fp64) [SPLIT, NUMEL] -> out: [NUMEL] in out's dtype
+    NUMEL, SPLIT,
+    BLOCK: tl.constexpr,
+):
+    # deterministic second pass of the split-K: the splits are added in order 0..SPLIT-1
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    acc = tl.zeros((BLOCK,), dtype=part_ptr.dtype.element_ty)
+    for s in range(SPLIT):
+        acc += tl.load(part_ptr + s * NUMEL + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+_SHAPE_KEY = ["N", "CG_IN", "H", "W", "CG_OUT", "OH", "OW",
+              "KH", "KW", "STRIDE_H", "STRIDE_W", "PAD_H", "PAD_W"]
+
+
+def _autotuned(fn, kernel: str, key: list[str]) -> dict:
+    """One autotuner per instruction path: "mma" (tensor cores) and "fma" (exact fp32). The
+    interpreter gets its one config, unpruned."""
+    return {
+        path: triton.autotune(
+            autotune_configs(configs, CONV_INTERPRET_CONFIG), key=key,
+            prune_configs_by=None if INTERPRET else {"early_config_prune": prune},
+        )(fn)
+        for path, (configs, prune) in CONV_TUNING[kernel].items()
+    }
+
+
+_conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
+_conv_fwd_packed = {
+    path: triton.autotune(autotune_configs(configs, CONV_INTERPRET_CONFIG),
+                          key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "KWC",
+                               "KW_CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"],
+                          )(_conv_fwd_packed_kernel)
+    for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
+}
+_conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])

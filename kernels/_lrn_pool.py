@@ -1,0 +1,230 @@
+"""The pieces LRN and max pooling share: the fused op :mod:`kernels.lrn_max_pool2d` is built from
+the same device functions and host helpers as :mod:`kernels.lrn` and :mod:`kernels.max_pool2d`,
+so each lives here once (no op module imports another).
+
+- LRN (``@triton.jit`` device functions): the power ``s^e``, the scale over a channel window,
+  and the backward's two factors, as PyTorch's autograd graph factors them (see
+  :mod:`kernels.lrn`); the argument checks.
+- Pooling: the flat-index decoding, the running (max, argmax) over window taps, the gradient
+  routed back through the stored argmax (see :mod:`kernels.max_pool2d`); the checked geometry,
+  the outputs' allocation and layout.
+
+Alike but kept apart (named per the project's no-duplicates rule): ``_max_pool2d_fwd_kernel``
+~ ``_lrn_max_pool2d_fwd_kernel``, the same window loop over taps, the fused one taking the max
+of LRN values recomputed at each tap; each op's forward ~ backward kernel signatures (the same
+argument groups, the forward indexed by output pixel, the backward by input pixel with the
+gradients' strides); ``local_response_norm`` ~ ``lrn_max_pool2d``'s signatures (the same LRN
+arguments and defaults).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import memory_format, pair
+
+# ----------------------------------------------------------------------------------------------
+# LRN
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def pow_pos(s, E: tl.constexpr):
+    """s ** E as torch.pow for s in (0, inf] or NaN: exp2(E log2 s), with s ** 0 = 1 (NaN too,
+    where exp2(0 * log2 s) would be NaN at s = inf or NaN) and s ** 1 = s."""
+    if E == 0.0:
+        p = tl.full(s.shape, 1.0, s.dtype)
+    elif E == 1.0:
+        p = s
+    else:
+        p = tl.exp2(tl.full((), E, s.dtype) * tl.log2(s))
+    return p
+
+
+@triton.jit
+def lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE: tl.constexpr, ALPHA: tl.constexpr,
+              K: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """s = k + alpha/size * sum of x^2 over channels c - SIZE//2 .. c + (SIZE-1)//2 inside the
+    group [g_lo, g_lo + C_GROUP); x_pix points at each lane's (n, pixel). (BLOCK,) in ACC."""
+    sq = tl.zeros([BLOCK], dtype=ACC)
+    for t in range(SIZE):
+        cj = c + (t - SIZE // 2)
+        ok_j = ok & (cj >= g_lo) & (cj < g_lo + C_GROUP)
+        v = tl.load(x_pix + cj * stride_xc, mask=ok_j, other=0.0).to(ACC)
+        sq += v * v
+    return tl.full((), K, ACC) + tl.full((), ALPHA / SIZE, ACC) * sq
+
+
+@triton.jit
+def lrn_grad_term(dy, x, s, BETA: tl.constexpr):
+    """d loss / d s for one channel, as PyTorch's graph factors it:
+    -dy ((x / D) / D) (beta s^(beta-1)), D = s^beta; exactly 0 for beta = 0 (torch.pow's
+    backward returns zeros there)."""
+    if BETA == 0.0:
+        g = tl.zeros(s.shape, s.dtype)
+    else:
+        d = pow_pos(s, BETA)
+        g = -dy * ((x / d) / d) * (tl.full((), BETA, s.dtype) * pow_pos(s, BETA - 1.0))
+    return g
+
+
+@triton.jit
+def lrn_grad_input(dy, x, s, acc, ALPHA: tl.constexpr, SIZE: tl.constexpr, BETA: tl.constexpr):
+    """dx = dy / s^beta + 2 x (alpha/size) acc, acc = sum of lrn_grad_term over the channels
+    whose window holds this one; the square's gradient as torch's x * g + x * g."""
+    g_sq = acc * tl.full((), ALPHA / SIZE, acc.dtype)
+    return dy / pow_pos(s, BETA) + (x * g_sq + x * g_sq)
+
+
+def check_lrn_params(size, alpha, beta, k, groups, channels: int) -> None:
+    """The LRN arguments :func:`kernels.local_response_norm` and :func:`kernels.lrn_max_pool2d`
+    take."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not real or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    # s = k + alpha/size * sum x^2 must stay positive: s ** -beta is taken through log2 s
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0 (the kernels need a positive scale), got {alpha!r}")
+    if k <= 0:
+        raise ValueError(f"k must be > 0 (the kernels need a positive scale), got {k!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if channels % groups:
+        raise ValueError(f"groups={groups} must divide the {channels} input channels")
+
+# ----------------------------------------------------------------------------------------------
+# Max pooling
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def nchw_index(i, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """Flat index in a tensor's memory order -> (n, c, h, w)."""
+    if CHANNELS_LAST:  # (N, H, W, C) in memory
+        c = i % C
+        w = (i // C) % W
+        h = (i // (C * W)) % H
+    else:  # (N, C, H, W) in memory
+        w = i % W
+        h = (i // W) % H
+        c = (i // (W * H)) % C
+    return i // (C * H * W), c, h, w
+
+
+@triton.jit
+def take_max(v, best, arg, tap, ok):
+    """Running (max, argmax) over window taps in row-major order: the first maximum wins, a NaN
+    wins over anything (as torch), and the first in-bounds tap is taken even if it is -inf."""
+    take = ok & ((v > best) | (v != v) | (arg < 0))  # noqa: PLR0124 (v != v: NaN)
+    return tl.where(take, v, best), tl.where(take, tap, arg)
+
+
+@triton.jit
+def routed_grad(
+    dy_ptr, arg_ptr, n, c, h, w, ok, OH, OW,
+    stride_dyn, stride_dyc, stride_dyh, stride_dyw,
+    stride_an, stride_ac, stride_ah, stride_aw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Sum (in ACC) of the pooled gradients whose window picked input pixel (n, c, h, w)."""
+    acc = tl.zeros([BLOCK], dtype=ACC)
+    oh_last = (h + PH) // SH  # the last window starting at or above h
+    ow_last = (w + PW) // SW
+    for i in tl.static_range((KH + SH - 1) // SH):
+        oh = oh_last - ((KH + SH - 1) // SH - 1) + i  # ascending, as torch accumulates
+        h_tap = h - (oh * SH - PH)
+        ok_h = ok & (oh >= 0) & (oh < OH) & (h_tap < KH)
+        for j in tl.static_range((KW + SW - 1) // SW):
+            ow = ow_last - ((KW + SW - 1) // SW - 1) + j
+            w_tap = w - (ow * SW - PW)
+            cand = ok_h & (ow >= 0) & (ow < OW) & (w_tap < KW)
+            a_off = n * stride_an + c * stride_ac + oh * stride_ah + ow * stride_aw
+            arg = tl.load(arg_ptr + a_off, mask=cand, other=-1).to(tl.int32)
+            hit = cand & (arg == h_tap * KW + w_tap)
+            dy_off = n * stride_dyn + c * stride_dyc + oh * stride_dyh + ow * stride_dyw
+            acc += tl.load(dy_ptr + dy_off, mask=hit, other=0.0).to(ACC)
+    return acc
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    out: tuple[int, int]  # (OH, OW)
+
+    def constexprs(self) -> dict:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        return {"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw}
+
+    def arg_dtype(self) -> torch.dtype:
+        return torch.int8 if self.kernel[0] * self.kernel[1] <= 127 else torch.int32
+
+
+def check_pool_args(x: torch.Tensor, kernel_size, stride, padding) -> PoolGeometry:
+    """torch.nn.functional's checks, with the value in every message. x: (N, C, H, W)."""
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
+        else pair(stride, "stride")
+    padding = pair(padding, "padding")
+    if min(kernel) < 1:
+        raise ValueError(f"kernel_size must be positive, got {kernel_size!r}")
+    if min(stride) < 1:
+        raise ValueError(f"stride must be positive, got {stride!r}")
+    if min(padding) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"pad should be at most half of effective kernel size, but got "
+                         f"pad={padding!r}, kernel_size={kernel!r} and dilation=1")
+    _, c, h, w = x.shape
+    if min(c, h, w) < 1:
+        raise ValueError(f"expected non-empty channel and spatial dims, got input of shape "
+                         f"{tuple(x.shape)}")
+    out = tuple((size + 2 * p - k) // s + 1
+                for size, k, s, p in zip((h, w), kernel, stride, padding))
+    if min(out) < 1:
+        raise ValueError(f"input of shape {tuple(x.shape)} is too small for kernel_size={kernel}, "
+                         f"stride={stride}, padding={padding}: output size {out}")
+    return PoolGeometry(kernel, stride, padding, out)
+
+
+def pool_outputs(x: torch.Tensor, geo: PoolGeometry, save_arg: bool):
+    """Empty (N, C, OH, OW) output in x's format and its argmax (or an empty placeholder).
+    Real and fake ops share it (max_pool2d and lrn_max_pool2d)."""
+    n, c = x.shape[:2]
+    y = torch.empty((n, c, *geo.out), dtype=x.dtype, device=x.device,
+                    memory_format=memory_format(x))
+    arg = torch.empty_like(y, dtype=geo.arg_dtype()) if save_arg else \
+        y.new_empty(0, dtype=geo.arg_dtype())
+    return y, arg
+
+
+def grad_input_like(dy: torch.Tensor, h: int, w: int, channels_last: bool) -> torch.Tensor:
+    """Empty (N, C, H, W) input gradient, channels_last when the input was."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((*dy.shape[:2], h, w), dtype=dy.dtype, device=dy.device,
+                       memory_format=fmt)
+
+
+def geometry(x_shape, kernel, stride, padding) -> PoolGeometry:
+    """The checked geometry again from the op's int lists (the op schema has no dataclass)."""
+    kernel, stride, padding = tuple(kernel), tuple(stride), tuple(padding)
+    out = tuple((size + 2 * p - k) // s + 1
+                for size, k, s, p in zip(x_shape[-2:], kernel, stride, padding))
+    return PoolGeometry(kernel, stride, padding, out)
+
+
+def check_arg_for_backward(arg: torch.Tensor, op_name: str) -> None:
+    if arg.dim() != 4:
+        raise RuntimeError(f"{op_name} was called with save_arg=False, so it cannot be "
+                           f"differentiated; call its kernels.* function")
