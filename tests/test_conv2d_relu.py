@@ -214,9 +214,10 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
 def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
     # 132 SMs: every AlexNet layer's wgrad grid has >= 264 programs whichever config runs
     monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", None)  # the automatic choice
-    largest = max((c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs),
-                  key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
-    assert (largest.kwargs["BLOCK_M"], largest.kwargs["BLOCK_N"]) == (128, 128)
+    every = [c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs]
+    # no config's tile is larger than (max BLOCK_M) x (max BLOCK_N): the fewest programs per split
+    bm, bn = (max(c.kwargs[k] for c in every) for k in ("BLOCK_M", "BLOCK_N"))
+    assert (bm, bn) == (128, 128)
     splits = {}
     for layer, (x_shape, w_shape, stride, pad, groups, _) in conv_mod.ALEXNET_CONVS.items():
         (n, _, h, w), (c_out, cg_in, kh, kw) = x_shape, w_shape
@@ -225,7 +226,7 @@ def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
                                  (stride, stride), (pad, pad), groups)
         pix = args_mod._wgrad_pixels_per_split(geo, 132)
         split = -(-n * oh * ow // pix)
-        tiles = -(-kh * kw * cg_in // 128) * -(-(c_out // groups) // 128) * groups
+        tiles = -(-kh * kw * cg_in // bm) * -(-(c_out // groups) // bn) * groups
         assert split * tiles >= 2 * 132, (layer, split, tiles)
         assert pix % 64 == 0 and pix >= args_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
         splits[layer] = split
