@@ -58,6 +58,12 @@ DGRAD_CONFIGS = _configs(
 )
 # (128x128x32 sat at 254-255 registers with Triton 3.8/3.9 and spills with 3.7 on sm_80: dropped.)
 WGRAD_CONFIGS = _configs((128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4))
+# Spill with TF32 operands on sm_80 (Triton 3.9) once the backward reads the masked gradient
+# alone: dgrad 64x64x64 s3 (conv3 8 B, conv4 12 B), wgrad 128x64x32 s3 (conv3 4 B) and
+# 64x64x32 s4 (conv2 4 B; with 3 stages too, at 96 registers). The pruner leaves them to
+# fp16/bf16, so TF32's wgrad on conv2-5 autotunes over one tile, 64x128x32.
+DGRAD_TF32_DROP = ((64, 64, 64, 4, 3),)
+WGRAD_TF32_DROP = ((128, 64, 32, 4, 3), (64, 64, 32, 4, 4))
 # TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
 TF32_MAX_TILE = 128 * 64
 
@@ -114,9 +120,11 @@ def _union(*lists: list[triton.Config]) -> list[triton.Config]:
     return list(out.values())
 
 
-def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | None):
+def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | None,
+                 tf32_drop: tuple[tuple, ...] = ()):
     """The autotuner's early_config_prune for one kernel and path: by shape (``CG_IN``) and
-    precision, keep the configs that compile without register spills (see ``aot_specs``)."""
+    precision, keep the configs that compile without register spills (see ``aot_specs``);
+    ``tf32_drop``: regular-path tiles that spill with TF32 operands only."""
     regular_tiles = {_tile(c) for c in regular}
     small_tiles = {_tile(c) for c in (small_cin if small_cin is not None else regular)}
 
@@ -125,9 +133,10 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
         tiles = small_tiles if small else regular_tiles
         max_tile = TF32_SMALL_CIN_MAX_TILE if small and small_cin is not None else TF32_MAX_TILE
         max_k = TF32_SMALL_CIN_MAX_K if small and small_cin is not None else float("inf")
+        drop = set() if small else set(tf32_drop)
         if kwargs["INPUT_PRECISION"] != "tf32":
-            max_tile = max_k = float("inf")
-        return [c for c in configs if _tile(c) in tiles
+            max_tile, max_k, drop = float("inf"), float("inf"), set()
+        return [c for c in configs if _tile(c) in tiles and _tile(c) not in drop
                 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= max_tile
                 and c.kwargs["BLOCK_K"] <= max_k]
 
@@ -138,15 +147,16 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
 # N (C_in), not a gather, so it keeps one list for every shape.
 CONV_TUNING = {
     kernel: {
-        path: (_union(regular, small or []), _make_pruner(regular, small))
-        for path, regular, small in lists
+        path: (_union(regular, small or []), _make_pruner(regular, small, drop))
+        for path, regular, small, drop in lists
     }
     for kernel, lists in {
-        "fwd": [("mma", FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS),
-                ("fma", FWD_FP32_CONFIGS, FWD_SMALL_CIN_FP32_CONFIGS)],
-        "dgrad": [("mma", DGRAD_CONFIGS, None), ("fma", DGRAD_FP32_CONFIGS, None)],
-        "wgrad": [("mma", WGRAD_CONFIGS, WGRAD_SMALL_CIN_CONFIGS),
-                  ("fma", WGRAD_FP32_CONFIGS, WGRAD_SMALL_CIN_FP32_CONFIGS)],
+        "fwd": [("mma", FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS, ()),
+                ("fma", FWD_FP32_CONFIGS, FWD_SMALL_CIN_FP32_CONFIGS, ())],
+        "dgrad": [("mma", DGRAD_CONFIGS, None, DGRAD_TF32_DROP),
+                  ("fma", DGRAD_FP32_CONFIGS, None, ())],
+        "wgrad": [("mma", WGRAD_CONFIGS, WGRAD_SMALL_CIN_CONFIGS, WGRAD_TF32_DROP),
+                  ("fma", WGRAD_FP32_CONFIGS, WGRAD_SMALL_CIN_FP32_CONFIGS, ())],
     }.items()
 }
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).

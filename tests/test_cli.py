@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
 
 
 def test_fit_writes_checkpoints_and_logs(trained):
-    work, _, best, score = trained
+    _work, _, best, score = trained
     assert best.exists() and best.suffix == ".ckpt"
     assert (best.parent / "last.ckpt").exists()
     assert (best.parent.parent / "metrics.csv").exists()
@@ -60,13 +60,13 @@ def test_fit_writes_checkpoints_and_logs(trained):
 
 
 def test_validate_reproduces_logged_error(trained):
-    work, root, best, score = trained
+    _work, root, best, score = trained
     cli = main(["validate", *COMMON, "--data.root", str(root), "--ckpt_path", str(best)])
     assert cli.trainer.callback_metrics["val/top1_error"].item() == pytest.approx(score, abs=1e-6)
 
 
 def test_resume_from_last_checkpoint(trained, tmp_path, monkeypatch):
-    work, root, best, _ = trained
+    _work, root, best, _ = trained
     monkeypatch.chdir(tmp_path)
     last = best.parent / "last.ckpt"
     cli = main(["fit", *COMMON, "--data.root", str(root), "--trainer.max_epochs", "3",

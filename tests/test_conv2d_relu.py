@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tolerances import assert_close
 
 import kernels._common as common
-import kernels.tuning as tuning
+from kernels import tuning
 from kernels.conv2d_relu import conv2d_relu
 
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
@@ -253,47 +253,47 @@ X = torch.randn(1, 4, 6, 6)
 W = torch.randn(6, 4, 3, 3)
 
 BAD = [
-    pytest.param(dict(dilation=2), NotImplementedError, r"dilation=2", id="dilation"),
-    pytest.param(dict(stride=0), ValueError, r"stride must be positive, got 0", id="stride-0"),
-    pytest.param(dict(stride=(1, -2)), ValueError, r"got \(1, -2\)", id="stride-negative"),
-    pytest.param(dict(stride="2"), ValueError, r"stride must be an int or a pair.*'2'",
+    pytest.param({"dilation": 2}, NotImplementedError, r"dilation=2", id="dilation"),
+    pytest.param({"stride": 0}, ValueError, r"stride must be positive, got 0", id="stride-0"),
+    pytest.param({"stride": (1, -2)}, ValueError, r"got \(1, -2\)", id="stride-negative"),
+    pytest.param({"stride": "2"}, ValueError, r"stride must be an int or a pair.*'2'",
                  id="stride-str"),
-    pytest.param(dict(padding=-1), ValueError, r"padding must be non-negative, got -1",
+    pytest.param({"padding": -1}, ValueError, r"padding must be non-negative, got -1",
                  id="padding-neg"),
-    pytest.param(dict(padding="full"), ValueError, r"got 'full'", id="padding-str"),
-    pytest.param(dict(padding="same", stride=2), ValueError, r"'same' needs stride 1, got stride=2",
+    pytest.param({"padding": "full"}, ValueError, r"got 'full'", id="padding-str"),
+    pytest.param({"padding": "same", "stride": 2}, ValueError, r"'same' needs stride 1, got stride=2",
                  id="same-strided"),
-    pytest.param(dict(groups=3, weight=torch.randn(6, 1, 3, 3)), ValueError,
+    pytest.param({"groups": 3, "weight": torch.randn(6, 1, 3, 3)}, ValueError,
                  r"groups=3 must divide in_channels=4", id="groups-not-dividing"),
-    pytest.param(dict(groups=0), ValueError, r"groups must be a positive int, got 0",
+    pytest.param({"groups": 0}, ValueError, r"groups must be a positive int, got 0",
                  id="groups-0"),
-    pytest.param(dict(weight=torch.randn(6, 3, 3, 3)), ValueError,
+    pytest.param({"weight": torch.randn(6, 3, 3, 3)}, ValueError,
                  r"expects 3 input channels .* input has 4", id="weight-channels"),
-    pytest.param(dict(weight=torch.randn(6, 4, 3)), ValueError, r"got shape \(6, 4, 3\)",
+    pytest.param({"weight": torch.randn(6, 4, 3)}, ValueError, r"got shape \(6, 4, 3\)",
                  id="weight-ndim"),
-    pytest.param(dict(input=torch.randn(4, 6)), ValueError, r"got shape \(4, 6\)", id="input-ndim"),
-    pytest.param(dict(bias=torch.randn(5)), ValueError, r"bias must have shape \(6,\), got \(5,\)",
+    pytest.param({"input": torch.randn(4, 6)}, ValueError, r"got shape \(4, 6\)", id="input-ndim"),
+    pytest.param({"bias": torch.randn(5)}, ValueError, r"bias must have shape \(6,\), got \(5,\)",
                  id="bias-shape"),
-    pytest.param(dict(weight=W.half()), ValueError, r"weight.dtype=torch.float16",
+    pytest.param({"weight": W.half()}, ValueError, r"weight.dtype=torch.float16",
                  id="dtype-mismatch"),
-    pytest.param(dict(bias=torch.randn(6, dtype=torch.float64)), ValueError,
+    pytest.param({"bias": torch.randn(6, dtype=torch.float64)}, ValueError,
                  r"bias.dtype=torch.float64", id="bias-float64-mixed"),
-    pytest.param(dict(input=X.long()), NotImplementedError, r"input.dtype=torch.int64",
+    pytest.param({"input": X.long()}, NotImplementedError, r"input.dtype=torch.int64",
                  id="int-input"),
-    pytest.param(dict(input=X.bfloat16(), weight=W.bfloat16()), NotImplementedError,
+    pytest.param({"input": X.bfloat16(), "weight": W.bfloat16()}, NotImplementedError,
                  r"input.dtype=torch.bfloat16 .* interpret", id="bf16-interpreter"),
-    pytest.param(dict(bias=torch.randn(6, device="meta")), NotImplementedError, r"bias.device=meta",
+    pytest.param({"bias": torch.randn(6, device="meta")}, NotImplementedError, r"bias.device=meta",
                  id="device"),
-    pytest.param(dict(input=torch.randn(1, 4, 2, 2)), ValueError, r"output size would be 0x0",
+    pytest.param({"input": torch.randn(1, 4, 2, 2)}, ValueError, r"output size would be 0x0",
                  id="output-empty"),
-    pytest.param(dict(input=[1.0]), TypeError, r"input must be a torch.Tensor, got list",
+    pytest.param({"input": [1.0]}, TypeError, r"input must be a torch.Tensor, got list",
                  id="not-a-tensor"),
 ]
 
 
 @pytest.mark.parametrize("override, error, match", BAD)
 def test_rejects_bad_arguments(override, error, match):
-    kwargs = dict(input=X, weight=W, bias=None, stride=1, padding=0, dilation=1, groups=1)
+    kwargs = {"input": X, "weight": W, "bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
     kwargs.update(override)
     with pytest.raises(error, match=match):
         conv2d_relu(**kwargs)
@@ -329,7 +329,9 @@ def test_aot_specs_cover_every_config_and_dtype():
     mma_lists = (tuning.FWD_CONFIGS, tuning.DGRAD_CONFIGS, tuning.WGRAD_CONFIGS)
     mma = sum(map(len, mma_lists))
     tf32 = sum(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= tuning.TF32_MAX_TILE
-               for configs in mma_lists for c in configs)
+               for configs, drop in zip(mma_lists, ((), tuning.DGRAD_TF32_DROP,
+                                                    tuning.WGRAD_TF32_DROP))
+               for c in configs if tuning._tile(c) not in drop)
     fma = (len(tuning.FWD_FP32_CONFIGS) + len(tuning.DGRAD_FP32_CONFIGS)
            + len(tuning.WGRAD_FP32_CONFIGS))
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
@@ -369,6 +371,9 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                 found = spec_tiles(specs, kernel, layer, label)
                 if kernel == "dgrad" and layer == "conv1":  # the image needs no gradient
                     assert found == [], label
+                elif kernel == "wgrad" and label == "fp32-tf32" and layer != "conv1":
+                    # every other tile spills with TF32 on sm_80 (tuning.WGRAD_TF32_DROP)
+                    assert found == [(64, 128, 32, 4, 3)], (layer, found)
                 else:  # the autotuner keeps a choice for every shape and dtype
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
