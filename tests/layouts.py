@@ -1,5 +1,6 @@
 """Inputs in the memory layouts the pooling kernels must accept."""
 
+import pytest
 import torch
 
 
@@ -24,6 +25,9 @@ def _strided(x: torch.Tensor) -> torch.Tensor:
 # --- awkward views and special values, shared by the LRN and pooling tests -----------------
 
 VIEWS = ("strided", "offset", "expanded", "channels_last")
+# (input view, gradient view) pairs: each view of the input, then of the upstream gradient
+VIEW_CASES = [pytest.param(kind, "contiguous", id=f"x-{kind}") for kind in VIEWS] + [
+    pytest.param("contiguous", kind, id=f"dy-{kind}") for kind in VIEWS[:3]]
 
 
 def as_view(x: torch.Tensor, kind: str) -> torch.Tensor:

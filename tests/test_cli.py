@@ -4,9 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import make_image_tree
 
 from lightning_alexnet.cli import main
 
@@ -22,16 +21,7 @@ COMMON = [
 
 def make_tree(root: Path, classes=("disc", "bar", "ring"), per_class=(6, 3)) -> Path:
     """A learnable-looking image-folder tree of small JPEGs."""
-    rng = np.random.default_rng(0)
-    for split, n in zip(("train", "val"), per_class):
-        for ci, name in enumerate(classes):
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
-                img[20:60, 10 + 20 * ci : 30 + 20 * ci] = 255
-                Image.fromarray(img).save(d / f"{i}.jpg", quality=90)
-    return root
+    return make_image_tree(root, classes, per_class)
 
 
 @pytest.fixture(scope="module")
