@@ -116,7 +116,7 @@ def bench_set(root: Path, rounds: int) -> dict[str, list[float]]:
     files = [p for p, _ in plain.samples("train")]
     ds_jpeg, ds_cache = plain.datasets["train"], cached.datasets["train"]
     rng = np.random.default_rng(0)
-    batches = [ds_jpeg.collate([ds_jpeg[i] for i in range(k, min(k + 128, len(files)))])[0]
+    batches = [ds_jpeg.collate([ds_jpeg[i] for i in range(k, min(k + 128, len(files)))])
                for k in range(0, len(files), 128)]
     providers = {
         "naive": lambda: [naive(f, rng) for f in files],

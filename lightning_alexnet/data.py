@@ -19,7 +19,9 @@ subtracted (``pixel_scale`` multiplies the result, 1 by default).
   bottom-right, centre, then the same five mirrored; ``x[:, 4]`` is the centre crop.
 
 Unreadable files (corrupt, truncated, not images) are skipped, never fatal: the collate function
-drops them, and the loader logs each pass's count with the files' names.
+drops them and names them in the batch (a batch of only unreadable files is empty, and the
+LightningModule's steps skip it); under a Trainer, ``on_after_batch_transfer`` adds them up and
+each pass ends with one warning that counts and names them.
 
 Speed: decoding runs in ``num_workers`` DataLoader processes (kept alive between epochs). A
 worker decodes (JPEG at reduced scale when it still covers ``resize_size``), exports Pillow's own
@@ -48,11 +50,13 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities import rank_zero_info
+from torch.utils.data import DataLoader
 
 from lightning_alexnet import stats as stats_lib
 from lightning_alexnet import synthetic
-from lightning_alexnet.dataset import ImageFolderDataset, SkippingDataLoader, decode_center
+from lightning_alexnet.dataset import Batch, ImageFolderDataset, SkippedFiles, decode_center
 from lightning_alexnet.errors import UserPathError, UserValueError
 from lightning_alexnet.files import (
     CACHE_DIR,
@@ -64,6 +68,15 @@ from lightning_alexnet.files import (
 from lightning_alexnet.transform import FloatTransform, RawBatch, from_statistics
 
 log = logging.getLogger(__name__)
+
+# The split and the length of a Trainer's pass (its own count: limit_*_batches applied) per stage
+PASSES = {
+    RunningStage.TRAINING: ("train", "num_training_batches"),
+    RunningStage.SANITY_CHECKING: ("val", "num_sanity_val_batches"),
+    RunningStage.VALIDATING: ("val", "num_val_batches"),
+    RunningStage.TESTING: ("test", "num_test_batches"),
+    RunningStage.PREDICTING: ("predict", "num_predict_batches"),
+}
 
 
 # --- the DataModule ---------------------------------------------------------------------------
@@ -171,6 +184,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self._keys: dict[str, str] = {}
         self.datasets: dict[str, ImageFolderDataset] = {}
         self.float_transform: FloatTransform | None = None  # built from the statistics in setup
+        self.skipped: dict[RunningStage, SkippedFiles] = {}  # the unreadable files of each pass
 
     # --- files, keys, caches --------------------------------------------------------------
 
@@ -344,31 +358,31 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if stage == "predict":
             self.datasets["predict"] = self._dataset("predict", "predict")
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> SkippingDataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
         workers, dataset = self.hparams.num_workers, self.datasets[split]
         finish = self._transform() if self.finish_in_workers() else None
-        return SkippingDataLoader(
+        return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
             collate_fn=functools.partial(dataset.collate, finish=finish),
             persistent_workers=workers > 0,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available())
 
-    def train_dataloader(self) -> SkippingDataLoader:
+    def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> SkippingDataLoader:
+    def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.hparams.batch_size)
 
-    def test_dataloader(self) -> SkippingDataLoader:
+    def test_dataloader(self) -> DataLoader:
         hp = self.hparams
         size = hp.test_batch_size or hp.batch_size
         if hp.test_batch_size is None and hp.ten_crop_test:
             size = max(1, hp.batch_size // 10)  # ten crops per image
         return self._loader("test", size)
 
-    def predict_dataloader(self) -> SkippingDataLoader:
+    def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", self.hparams.batch_size)
 
     def finish_in_workers(self) -> bool:
@@ -381,16 +395,34 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return not torch.cuda.is_available()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # on the training device (the GPU): uint8 crops -> the network's float input
-        if isinstance(batch, RawBatch):
-            return self.transform(batch)
+        # on the training device (the GPU): the module gets (x, target), the float input
+        if isinstance(batch, RawBatch | Batch):
+            self._count_skipped(batch.skipped, dataloader_idx)
+            return self.transform(batch) if isinstance(batch, RawBatch) else batch[:2]
         return batch
+
+    def _count_skipped(self, skipped: tuple[str, ...], dataloader_idx: int) -> None:
+        """Add a batch's unreadable files to its pass's, and report them after the pass's last
+        batch (by the Trainer's count of its batches)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.stage not in PASSES:
+            return  # outside a Trainer: each batch names its own (``batch.skipped``)
+        split, length = PASSES[trainer.state.stage]
+        tally = self.skipped.setdefault(trainer.state.stage, SkippedFiles(split))
+        tally.add(skipped)
+        length = getattr(trainer, length)
+        if tally.batches >= (length[dataloader_idx] if isinstance(length, list) else length):
+            tally.report()
+
+    def teardown(self, stage: str) -> None:
+        for tally in self.skipped.values():  # passes cut short (max_steps, an error): report
+            tally.report()
 
     def transform(self, batch: RawBatch) -> tuple[torch.Tensor, torch.Tensor | list[str]]:
         """Finish a :class:`RawBatch` from this module's loaders: ``(x, target)`` with ``x``
         float32 (N, 3, C, C), or (N, 10, 3, C, C) for ten-crop test batches. Lightning calls it
         after the copy to the device; outside a Trainer, with ``finish="device"``, call it on each
-        batch yourself."""
+        batch yourself (``batch.skipped`` names the batch's unreadable files)."""
         if self.float_transform is None:
             raise RuntimeError("transform needs the statistics: call setup(stage) first")
         return self.float_transform(batch)

@@ -1,17 +1,19 @@
 """The uint8 half of the input pipeline: files are decoded (:func:`decode_rgbx`), cropped and
 flipped per image in the DataLoader workers (:class:`ImageFolderDataset`) and collated into a
-:class:`~lightning_alexnet.transform.RawBatch`; unreadable files are dropped and reported per
-pass (:class:`SkippingDataLoader`)."""
+:class:`~lightning_alexnet.transform.RawBatch` (or a finished :class:`Batch`) that a plain
+``DataLoader`` yields. Unreadable files are dropped from their batch and named in its
+``skipped``; :class:`SkippedFiles` adds them up over a pass and names them in one warning."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from lightning_alexnet import stats as stats_lib
 from lightning_alexnet.transform import FloatTransform, RawBatch, from_statistics
@@ -55,14 +57,23 @@ def decode_center(path: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(decode_rgbx(path, size)[..., :3].numpy())
 
 
+class Batch(NamedTuple):
+    """A batch finished in the DataLoader workers: float input, targets and, as in
+    :class:`RawBatch`, the batch's unreadable files."""
+
+    x: torch.Tensor  # float32 (N, 3, C, C), or (N, 10, 3, C, C) ten crops
+    target: torch.Tensor | list[str]  # class indices (int64), or the files' paths for predict
+    skipped: tuple[str, ...] = ()
+
+
 class ImageFolderDataset(Dataset):
     """Images of one split, cut for ``mode`` in ``train``, ``val``, ``test``, ``predict``.
 
     Items are ``(pixels, target, params)`` (see :class:`RawBatch`; ``target`` the class index,
     or the file's path for ``predict``); an unreadable file gives ``(None, message, None)``,
-    which :meth:`collate` drops. ``transform`` (the DataModule's one
-    :class:`~lightning_alexnet.transform.FloatTransform`, or one built from ``mean``,
-    ``eigvals``, ``eigvecs`` and ``scale``) finishes batches.
+    which :meth:`collate` drops and names in the batch's ``skipped``. ``transform`` (the
+    DataModule's one :class:`~lightning_alexnet.transform.FloatTransform`, or one built from
+    ``mean``, ``eigvals``, ``eigvecs`` and ``scale``) finishes batches.
     """
 
     def __init__(self, samples: list[tuple[str, int | str]], mode: str, resize_size: int,
@@ -127,23 +138,26 @@ class ImageFolderDataset(Dataset):
         params[0], params[1], params[2] = i, j, float(flip)
         return crop.flip(1) if flip else crop.contiguous(), target, params
 
-    def collate(self, items: list, finish: FloatTransform | None = None
-                ) -> tuple[RawBatch | tuple, list[str]]:
-        """Stack the readable items; returns ``(batch, skipped_messages)``, the batch a
-        :class:`RawBatch`, or finished ``(x, y)`` by ``finish`` (in the workers: CPU training)."""
+    def collate(self, items: list, finish: FloatTransform | None = None) -> RawBatch | Batch:
+        """Stack the readable items into a :class:`RawBatch`, or a :class:`Batch` finished by
+        ``finish`` (in the workers: CPU training, predict); the unreadable ones are named in its
+        ``skipped``. A batch of only unreadable files is empty (N = 0), for the step to skip."""
         good = [it for it in items if it[0] is not None]
-        skipped = [it[1] for it in items if it[0] is None]
-        if not good:
-            return RawBatch(torch.empty(0, 0, 0, 3, dtype=torch.uint8), [], torch.empty(0, 6),
-                            self.ten_crop), skipped
-        targets = [it[1] for it in good]
-        y = targets if isinstance(targets[0], str) else torch.tensor(targets, dtype=torch.int64)
-        if finish is not None:
-            pixels, params = torch.stack([it[0] for it in good]), torch.stack([it[2] for it in good])
-            return finish(RawBatch(pixels, y, params, self.ten_crop)), skipped
-        # default_collate stacks straight into shared memory in a worker: no copy to hand it over
-        pixels, params = default_collate([(it[0], it[2]) for it in good])
-        return RawBatch(pixels, y, params, self.ten_crop), skipped
+        skipped = tuple(it[1] for it in items if it[0] is None)
+        if good:
+            targets = [it[1] for it in good]
+            y = targets if isinstance(targets[0], str) else torch.tensor(targets, dtype=torch.int64)
+            if finish is None:  # default_collate stacks into shared memory in a worker: no copy
+                pixels, params = default_collate([(it[0], it[2]) for it in good])
+            else:  # finished here: plain memory
+                pixels, params = (torch.stack([it[0] for it in good]),
+                                  torch.stack([it[2] for it in good]))
+        else:
+            y = [] if self.mode == "predict" else torch.empty(0, dtype=torch.int64)
+            side = self.resize_size if self.ten_crop else self.crop_size
+            pixels, params = torch.empty(0, side, side, 3, dtype=torch.uint8), torch.empty(0, 6)
+        batch = RawBatch(pixels, y, params, self.ten_crop, skipped)
+        return batch if finish is None else Batch(*finish(batch), skipped)
 
     def example(self, index: int) -> tuple[torch.Tensor, int | str]:
         """Item ``index`` as the network sees it: float (3, C, C), or (10, 3, C, C) ten crops."""
@@ -154,24 +168,23 @@ class ImageFolderDataset(Dataset):
         return x[0], y[0]
 
 
-class SkippingDataLoader(DataLoader):
-    """A DataLoader (with :meth:`ImageFolderDataset.collate`) that yields its batches and, at
-    the end of each pass, logs how many unreadable files were skipped and which;
-    ``skipped`` keeps the last pass's."""
+class SkippedFiles:
+    """The unreadable files of one pass over a split: :meth:`add` each batch's ``skipped``,
+    :meth:`report` at the end of the pass (one warning that counts and names them)."""
 
-    skipped: tuple[str, ...] | list[str] = ()  # replaced by each pass's own list
+    def __init__(self, split: str) -> None:
+        self.split, self.messages, self.batches = split, [], 0
 
-    def __iter__(self):
-        skipped: list[str] = []  # this pass's; a pass left unfinished reports when collected
-        self.skipped = skipped
-        try:
-            for batch, bad in super().__iter__():
-                skipped += bad
-                if len(batch[0]):  # a batch of only unreadable files is dropped whole
-                    yield batch
-        finally:
-            if skipped:
-                name = getattr(self.dataset, "mode", "data")
-                more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-                log.warning(f"{name}: skipped {len(skipped)} unreadable image file(s) in this "
-                            f"pass: " + "; ".join(skipped[:5]) + more)
+    def add(self, skipped: tuple[str, ...]) -> None:
+        self.messages += skipped
+        self.batches += 1
+
+    def report(self) -> list[str]:
+        """Warn about this pass's unreadable files, if any, and start the next pass; returns
+        them."""
+        messages, self.messages, self.batches = self.messages, [], 0
+        if messages:
+            more = f" (and {len(messages) - 5} more)" if len(messages) > 5 else ""
+            log.warning(f"{self.split}: skipped {len(messages)} unreadable image file(s) in this "
+                        f"pass: " + "; ".join(messages[:5]) + more)
+        return messages

@@ -153,13 +153,14 @@ class AlexNetModule(pl.LightningModule):
 
     @staticmethod
     def _unpack(batch: Any) -> tuple[torch.Tensor, Any]:
+        """``(x, target)`` of a batch whose first two items are those (``(x, y)``, or a loader's
+        finished batch that also names its unreadable files)."""
         if batch[0].dtype == torch.uint8:  # the network takes float input only
             raise TypeError(
                 "got a RawBatch (uint8 crops) from ImageFolderDataModule's loaders: give the Trainer "
                 "the DataModule itself (trainer.fit(model, datamodule=dm)), whose "
                 "on_after_batch_transfer turns it into float input, or call dm.transform(batch)")
-        x, y = batch
-        return x, y
+        return batch[0], batch[1]
 
     def on_fit_start(self) -> None:
         if self.config_note:
@@ -167,8 +168,11 @@ class AlexNetModule(pl.LightningModule):
 
     # --- training and validation ---------------------------------------------------------
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+                      ) -> torch.Tensor | None:
         x, y = self._unpack(batch)
+        if not len(x):  # every file of the batch was unreadable: Lightning skips the step on None
+            return None
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_metrics.update(logits.detach(), y)
@@ -178,6 +182,8 @@ class AlexNetModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = self._unpack(batch)
+        if not len(x):  # every file of the batch was unreadable
+            return
         logits = self(x)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
         self.val_metrics.update(logits, y)
@@ -224,6 +230,8 @@ class AlexNetModule(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = self._unpack(batch)
+        if not len(x):  # every file of the batch was unreadable
+            return
         if x.dim() == 5:  # (N, 10, 3, S, S): four corners + centre, then their mirrors
             n, crops = x.shape[:2]
             probs = self._probs(x.flatten(0, 1)).view(n, crops, -1)
@@ -238,6 +246,8 @@ class AlexNetModule(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, Any]]:
         x, paths = self._unpack(batch)
+        if not len(x):  # every file of the batch was unreadable
+            return []
         probs = self._probs(x)
         top = probs.topk(min(5, probs.shape[-1]), dim=-1)
         if self.data_info is not None:  # the classes it was trained on, whatever the datamodule

@@ -21,10 +21,11 @@ from typing import Any, NoReturn
 import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
 
 from lightning_alexnet import files as files_lib
 from lightning_alexnet.checkpoint_info import DataInfo
-from lightning_alexnet.dataset import ImageFolderDataset, SkippingDataLoader
+from lightning_alexnet.dataset import ImageFolderDataset, SkippedFiles
 from lightning_alexnet.files import IMAGE_EXTENSIONS
 from lightning_alexnet.imagenet_classes import readable, synset_words
 from lightning_alexnet.module import AlexNetModule
@@ -59,15 +60,16 @@ def load_module(ckpt_path: str, kernels: Kernels = "auto") -> AlexNetModule:
 
 
 def loader(info: DataInfo, samples: list[tuple[str, Any]], batch_size: int = 64,
-           num_workers: int = 2) -> SkippingDataLoader:
-    """Batches ``(x, target)`` of ``samples`` as the checkpoint's network saw validation images:
-    the central square resized to ``info.resize_size``, its centre crop, minus the training
-    mean, times ``pixel_scale``. Unreadable files are skipped (and logged)."""
+           num_workers: int = 2) -> DataLoader:
+    """Batches ``(x, target, skipped)`` of ``samples`` as the checkpoint's network saw validation
+    images: the central square resized to ``info.resize_size``, its centre crop, minus the
+    training mean, times ``pixel_scale``. Unreadable files are left out and named in
+    ``skipped`` (:class:`~lightning_alexnet.dataset.Batch`)."""
     dataset = ImageFolderDataset(samples, "predict", info.resize_size, info.crop_size, info.mean,
                                  scale=info.pixel_scale)
     # finished float batches from the workers: there is no datamodule to finish them
-    return SkippingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                              collate_fn=functools.partial(dataset.collate, finish=dataset.transform))
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                      collate_fn=functools.partial(dataset.collate, finish=dataset.transform))
 
 
 def image_files(root: str) -> list[str]:
@@ -101,7 +103,8 @@ class PredictionWriter(BasePredictionWriter):
     """Prints each image's top-5 (from ``predict_step``) as its batch finishes and streams the
     rows to ``output`` (``.csv``: ``path, class1, prob1, ..., class5, prob5``, plus ``nameK``
     columns when the classes are WordNet ids; ``.json``: a list of ``{"path", "top5": [{"class",
-    "prob"[, "name"]}]}``). Probabilities are written in full precision."""
+    "prob"[, "name"]}]}``). Probabilities are written in full precision. The batches' unreadable
+    files are named in one warning at the end and kept in :attr:`unreadable`."""
 
     def __init__(self, output: str | None = None, classes: list[str] | None = None,
                  echo: bool = True) -> None:
@@ -113,6 +116,7 @@ class PredictionWriter(BasePredictionWriter):
         self.top = min(5, len(classes)) if classes else 5  # fewer columns with fewer classes
         self.echo, self.count = echo, 0
         self._file = self._csv = None
+        self.skipped, self.unreadable = SkippedFiles("predict"), []
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.count = 0
@@ -134,6 +138,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
+        self.skipped.add(batch.skipped)
         for row in prediction:
             if self.echo:
                 print(row["path"])
@@ -152,6 +157,7 @@ class PredictionWriter(BasePredictionWriter):
             self.count += 1
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.unreadable = self.skipped.report()
         if self._file is not None:
             if self._csv is None:
                 self._file.write("\n]\n")
@@ -203,9 +209,7 @@ def main(args: list[str]) -> list[dict[str, Any]]:
     except Exception as e:  # noqa: BLE001 -- Lightning's message names the accelerator problem
         fail(f"--trainer.accelerator {cfg.trainer.accelerator}: {e}")
     rows = [r for batch in trainer.predict(module, batches) for r in batch]
-    # Lightning iterates a copy of the loader (to track batch indices): its list of skipped files
-    used = trainer.predict_dataloaders
-    skipped = (used[0] if isinstance(used, list) else used).skipped
+    skipped = writer.unreadable
     if not rows:
         fail(f"none of the {len(files)} image file(s) under {cfg.data.predict_root} could be read: "
              + "; ".join(skipped[:5]))

@@ -24,6 +24,17 @@ class RawBatch(NamedTuple):
     target: torch.Tensor | list[str]  # class indices (int64), or the files' paths for predict
     params: torch.Tensor  # float32 (N, 6): crop row, crop column, flipped (0/1), PCA alpha 1-3
     ten_crop: bool  # pixels are the central squares; the transform cuts the ten crops
+    skipped: tuple[str, ...] = ()  # the batch's unreadable files, "path: reason" (dropped above)
+
+
+def mean_windows(params: torch.Tensor, crop: int, side: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each crop's window of the mean image lies: row, column and mirrored (N,) each, from
+    :attr:`RawBatch.params`. A crop cut at column ``j`` and flipped is the mirrored mean's window
+    at column ``side - crop - j``, so every window is a plain ``[row:row + crop, col:col + crop]``
+    slice of the mean or of its mirror image (the one place both finishing paths get it from)."""
+    rows, cols, mirrored = params[:, 0].long(), params[:, 1].long(), params[:, 2] > 0.5
+    return rows, torch.where(mirrored, side - crop - cols, cols), mirrored
 
 
 class FloatTransform:
@@ -50,48 +61,49 @@ class FloatTransform:
         self.pca_basis = torch.from_numpy(np.asarray(pca_basis, np.float32) * np.float32(scale))
         self.crop_size, self.scale = crop_size, float(scale)
         self.channels_last = channels_last
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if device not in self._on:  # copied once per device: mean, mirrored mean, basis
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._on:  # copied once per device: (2, 3, S, S) the mean and its mirror
             mean = self.mean.to(device)
-            self._on[device] = (mean, mean.flip(-1).contiguous(), self.pca_basis.to(device))
+            self._on[device] = (torch.stack([mean, mean.flip(-1)]), self.pca_basis.to(device))
         return self._on[device]
 
     def finish_crops(self, pixels: torch.Tensor, params: torch.Tensor,
                      gather: bool | None = None) -> torch.Tensor:
         """float32 (N, 3, C, C): each uint8 crop (N, C, C, K) minus the window of the mean image
-        it was cut from (mirrored where flipped), times ``scale``, plus its colour offset.
-        ``gather``: whole-batch tensor ops (one indexed read of the mean; no host sync: the
-        default off the CPU); else image by image while it is in cache (~5x faster on a CPU).
-        channels_last or NCHW as :attr:`channels_last` says."""
+        it was cut from (mirrored where flipped, see :func:`mean_windows`), times ``scale``, plus
+        its colour offset. ``gather``: whole-batch tensor ops (one indexed read of the mean; no
+        host sync: the default off the CPU); else image by image while it is in cache (~5x faster
+        on a CPU). channels_last or NCHW as :attr:`channels_last` says."""
         cl = self.channels_last
         fmt = (torch.channels_last if (channels_last_on(pixels.device) if cl is None else cl)
                else torch.contiguous_format)
-        mean, mean_flipped, basis = self._constants(pixels.device)
+        means, basis = self._constants(pixels.device)
         x = pixels[..., :3].permute(0, 3, 1, 2)  # (N, 3, C, C) uint8 view
         offsets = params[:, 3:] @ basis.T  # (N, 3): one RGB offset per image (zero: no noise)
-        c, s = self.crop_size, mean.shape[-1]
+        c = self.crop_size
+        rows, cols, mirrored = mean_windows(params, c, means.shape[-1])
         if gather if gather is not None else pixels.device.type != "cpu":
             ar = torch.arange(c, device=x.device)
-            rows = params[:, 0, None].long() + ar  # (N, C)
-            cols = params[:, 1, None].long() + torch.where(params[:, 2, None] > 0.5, c - 1 - ar, ar)
-            window = mean[:, rows[:, :, None], cols[:, None, :]]  # (3, N, C, C)
+            # indices on dims 0, 2, 3 around the channel slice: (N, C, C) first, then 3
+            window = means[mirrored.long()[:, None, None], :, (rows[:, None] + ar)[:, :, None],
+                           (cols[:, None] + ar)[:, None, :]]  # (N, C, C, 3)
             out = torch.empty(x.shape, device=x.device, memory_format=fmt)
-            torch.sub(x, window.transpose(0, 1), out=out)
+            torch.sub(x, window.permute(0, 3, 1, 2), out=out)
             if self.scale != 1.0:
                 out.mul_(self.scale)
             return out.add_(offsets[:, :, None, None])
         # numpy, not torch: its uint8 - float32 over these strides is faster on a CPU (64 crops
-        # 224 of 256, one thread, 2-core shared CPU: 26 ms; the same slices in torch 94 ms,
-        # the gather above 270 ms), and the gather is kept for devices (no host sync)
+        # 224 of 256, one thread, 2-core shared CPU, median of 7: numpy 26-66 ms as the load
+        # varies; the same slices in torch 93 ms, the gather above 268 ms), and the gather is
+        # kept for devices (no host sync)
         out = np.empty(x.shape, np.float32)
-        xs, m, mf, offsets = x.numpy(), mean.numpy(), mean_flipped.numpy(), offsets.numpy()
+        xs, m, offsets = x.numpy(), means.numpy(), offsets.numpy()
         noise = bool(offsets.any())
-        for k, (i, j, flip) in enumerate(params[:, :3].int().tolist()):
-            window = mf[:, i:i + c, s - j - c:s - j] if flip else m[:, i:i + c, j:j + c]
+        for k, (i, j, f) in enumerate(zip(rows.tolist(), cols.tolist(), mirrored.tolist())):
             image = out[k]
-            np.subtract(xs[k], window, out=image)
+            np.subtract(xs[k], m[int(f), :, i:i + c, j:j + c], out=image)
             if self.scale != 1.0:
                 image *= np.float32(self.scale)
             if noise:
@@ -105,7 +117,7 @@ class FloatTransform:
                              f"{tuple(pixels.shape)}")
         if not batch.ten_crop:
             return self.finish_crops(pixels, params), batch.target
-        mean = self._constants(pixels.device)[0]
+        mean = self._constants(pixels.device)[0][0]
         x = torch.sub(pixels[..., :3].permute(0, 3, 1, 2), mean)  # (N, 3, S, S)
         if self.scale != 1.0:
             x.mul_(self.scale)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lightning_alexnet import stats
 from lightning_alexnet.data import ImageFolderDataModule
-from lightning_alexnet.dataset import ImageFolderDataset, decode_center
+from lightning_alexnet.dataset import Batch, ImageFolderDataset, decode_center
 from lightning_alexnet.transform import RawBatch
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
@@ -156,7 +156,9 @@ def test_finishing_in_the_workers_gives_the_device_batches(tree, workers):
         finished = list(getattr(in_workers, loader)())
         raw_batches = list(getattr(on_device, loader)())
         assert all(isinstance(b, RawBatch) for b in raw_batches) and len(finished) == len(raw_batches)
-        for (x, y), raw_batch in zip(finished, raw_batches):
+        assert all(isinstance(b, Batch) for b in finished)
+        for batch, raw_batch in zip(finished, raw_batches):
+            x, y = in_workers.on_after_batch_transfer(batch, 0)  # what the module gets
             x_ref, y_ref = on_device.on_after_batch_transfer(raw_batch, 0)
             torch.testing.assert_close(x, x_ref, rtol=0, atol=0)
             assert torch.equal(y, y_ref)
@@ -238,8 +240,8 @@ def test_random_crops_and_flips_cover_the_image(tree):
 def test_a_batch_of_mixed_crops_and_flips_is_finished_image_by_image(tree):
     ds = train_dataset(dm_for(tree, pca_noise=0.1))
     torch.manual_seed(2)
-    batch, skipped = ds.collate([ds[k] for k in range(12)])
-    assert not skipped and set(batch.params[:, 2].tolist()) == {0.0, 1.0}  # both kinds present
+    batch = ds.collate([ds[k] for k in range(12)])
+    assert not batch.skipped and set(batch.params[:, 2].tolist()) == {0.0, 1.0}  # both kinds present
     x, y = ds.transform(batch)
     mean = ds.transform.mean.numpy().transpose(1, 2, 0).astype(np.float64)
     basis = ds.transform.pca_basis.numpy().astype(np.float64)
@@ -255,7 +257,7 @@ def test_a_batch_of_mixed_crops_and_flips_is_finished_image_by_image(tree):
 def test_the_batched_and_per_image_paths_agree(tree, pca_noise, pixel_scale):
     ds = train_dataset(dm_for(tree, pca_noise=pca_noise, pixel_scale=pixel_scale))
     torch.manual_seed(7)
-    batch, _ = ds.collate([ds[k % 12] for k in range(20)])
+    batch = ds.collate([ds[k % 12] for k in range(20)])
     gathered = ds.transform.finish_crops(batch.pixels, batch.params, gather=True)
     sliced = ds.transform.finish_crops(batch.pixels, batch.params, gather=False)
     assert gathered.shape == (20, 3, C, C) and gathered.is_contiguous() and sliced.is_contiguous()
@@ -266,7 +268,7 @@ def test_the_module_names_an_unfinished_batch(tree):
     from lightning_alexnet.module import AlexNetModule
 
     ds = train_dataset(dm_for(tree))
-    batch, _ = ds.collate([ds[0], ds[1]])
+    batch = ds.collate([ds[0], ds[1]])
     module = AlexNetModule("tiny", num_classes=3, kernels="eager")
     with pytest.raises(TypeError, match="got a RawBatch .* on_after_batch_transfer"):
         module.training_step(batch, 0)
