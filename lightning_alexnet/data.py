@@ -415,7 +415,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
             tally.report()
 
     def teardown(self, stage: str) -> None:
-        for tally in self.skipped.values():  # passes cut short (max_steps, an error): report
+        for tally in self.skipped.values():  # a pass cut short (max_steps): report it now
+            tally.report()
+
+    def on_exception(self, exception: BaseException) -> None:
+        for tally in self.skipped.values():  # a run stopped by an error calls no teardown
             tally.report()
 
     def transform(self, batch: RawBatch) -> tuple[torch.Tensor, torch.Tensor | list[str]]:

@@ -1,6 +1,7 @@
 """The input pipeline: decoding, crops, flips, PCA noise, ten crops, bad input, skip-and-count."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -408,9 +409,9 @@ def test_bad_arguments_are_named(tree, kw, message):
         dm_for(tree, **kw)
 
 
-def corrupt_tree(root):
+def corrupt_tree(root, size=S):
     """The small tree plus three unreadable training files and one unreadable val file."""
-    make_tree(root, n_train=6)
+    make_tree(root, n_train=6, size=size)
     (root / "train" / "a" / "text.jpg").write_text("this is not a JPEG")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(root / "train" / "b" / "full.jpg")
     data = (root / "train" / "b" / "full.jpg").read_bytes()
@@ -421,6 +422,34 @@ def corrupt_tree(root):
     return root
 
 
+def tiny_module(num_classes):
+    from lightning_alexnet.module import AlexNetModule
+
+    return AlexNetModule(preset="tiny", num_classes=num_classes, image_size=64, kernels="eager")
+
+
+def fit_tiny(dm, module=None, **trainer_options):
+    """The Trainer that fitted ``module`` (default the tiny AlexNet: 64-pixel crops, eager) on
+    ``dm`` on the CPU."""
+    import pytorch_lightning as pl
+
+    module = module or tiny_module(dm.num_classes)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, **trainer_options)
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def test_the_loaders_are_plain_dataloaders(tree):
+    from torch.utils.data import DataLoader
+
+    dm = dm_for(tree, predict_root=str(tree / "val"))
+    for stage in ("fit", "test", "predict"):
+        dm.setup(stage)
+    for split in ("train", "val", "test", "predict"):
+        assert type(getattr(dm, f"{split}_dataloader")()) is DataLoader
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_unreadable_files_are_skipped_counted_and_named(tmp_path, caplog, workers):
     root = corrupt_tree(tmp_path / "data")
@@ -429,29 +458,58 @@ def test_unreadable_files_are_skipped_counted_and_named(tmp_path, caplog, worker
         dm.prepare_data()  # the statistics pass reports them first, and carries on
         assert "3 unreadable image file(s)" in caplog.text and "truncated.jpg" in caplog.text
         dm.setup("fit")
-        caplog.clear()
-        for epoch in range(2):
-            loader = dm.train_dataloader()
-            labels = torch.cat([y for _, y in loader])
+        for epoch in range(2):  # outside a Trainer, each batch names its own
+            batches = list(dm.train_dataloader())
+            labels = torch.cat([b.target for b in batches])
             assert len(labels) == 18  # 21 files, 3 unreadable
-            assert sorted(p.split("/")[-1].split(":")[0] for p in loader.skipped) == [
+            assert sorted(p.split("/")[-1].split(":")[0] for b in batches for p in b.skipped) == [
                 "empty.png", "text.jpg", "truncated.jpg"]
-        assert caplog.text.count("train: skipped 3 unreadable image file(s) in this pass") == 2
-        for name in ("text.jpg", "truncated.jpg", "empty.png"):
-            assert name in caplog.text
-        assert "truncated" in caplog.text.lower() and "not an image Pillow can read" in caplog.text
-        val = dm.val_dataloader()
-        assert sum(len(y) for _, y in val) == 6 and len(val.skipped) == 1 and "bad.png" in val.skipped[0]
+        val = list(dm.val_dataloader())
+        skipped = [p for b in val for p in b.skipped]
+        assert sum(len(b.target) for b in val) == 6 and len(skipped) == 1 and "bad.png" in skipped[0]
 
 
-def test_a_batch_of_only_unreadable_files_is_dropped(tmp_path):
-    root = make_tree(tmp_path / "data", classes=("a",), n_train=2, n_val=1)
-    (root / "val" / "a" / "0_bad.jpg").write_text("nope")
-    (root / "val" / "a" / "1_bad.jpg").write_text("nope")
-    dm = dm_for(root, batch_size=2)
+def test_a_trainer_run_names_them_once_per_pass(tmp_path, caplog):
+    root = corrupt_tree(tmp_path / "data", size=72)
+    dm = dm_for(root, batch_size=5, resize_size=72, crop_size=64)
+    dm.prepare_data()  # the statistics pass names them too
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        # the sanity check, cut short after val's first batch (which holds bad.png), reports its
+        # own pass; then two epochs of train and val
+        fit_tiny(dm, max_epochs=2, num_sanity_val_steps=1)
+    assert caplog.text.count("train: skipped 3 unreadable image file(s) in this pass") == 2
+    for name in ("text.jpg", "truncated.jpg", "empty.png"):
+        assert name in caplog.text
+    assert "truncated" in caplog.text.lower() and "not an image Pillow can read" in caplog.text
+    assert caplog.text.count("val: skipped 1 unreadable image file(s) in this pass") == 3
+    reports = [m.split(" unreadable")[0] for m in caplog.messages if "in this pass" in m]
+    assert reports[0] == "val: skipped 1"  # the sanity check's, before any training
+
+
+def test_a_batch_of_only_unreadable_files_is_empty_and_stepped_over(tmp_path):
+    root = make_tree(tmp_path / "data", classes=("a", "b"), n_train=2, n_val=2, size=72)
+    for bad in ("train/a/0_bad.jpg", "val/a/0_bad.jpg", "val/a/1_bad.jpg"):
+        (root / bad).write_text("nope")
+    dm = dm_for(root, batch_size=2, resize_size=72, crop_size=64)
     dm.setup("validate")
     batches = list(dm.val_dataloader())
-    assert len(batches) == 1 and batches[0][0].shape[0] == 1  # [bad, bad] dropped, [good] kept
+    # val/a: 000.png, 001.png, 0_bad.jpg, 1_bad.jpg; val/b: 000.png, 001.png
+    assert [len(b.target) for b in batches] == [2, 0, 2]  # [bad, bad] is empty
+    assert [len(b.skipped) for b in batches] == [0, 2, 0] and batches[1].x.shape == (0, 3, 64, 64)
+    # one image a batch: the bad file's batch is empty; the step skips it, no update
+    dm = dm_for(root, batch_size=1, resize_size=72, crop_size=64)
+    module, updates = tiny_module(dm.num_classes), []
+
+    def weights():
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    module.on_train_batch_start = lambda batch, i: updates.append([len(batch[0]), weights()])
+    module.on_train_batch_end = lambda out, batch, i: updates[-1].append(weights())
+    trainer = fit_tiny(dm, module, max_epochs=1)
+    assert sorted(n for n, _, _ in updates) == [0, 1, 1, 1, 1]  # 5 training batches, 1 empty
+    assert all(torch.equal(before, after) == (n == 0) for n, before, after in updates)
+    assert "val/top1_error" in trainer.callback_metrics
 
 
 def test_stale_crop_cache_is_not_used_and_named(tree, caplog):
@@ -472,22 +530,23 @@ def test_cached_unreadable_files_are_skipped(tmp_path):
     dm = dm_for(root, use_cache=True, batch_size=25)
     dm.prepare_data()
     dm.setup("fit")
-    loader = dm.train_dataloader()
-    assert sum(len(y) for _, y in loader) == 18 and len(loader.skipped) == 3
-    assert all("unreadable when the crop cache was written" in m for m in loader.skipped)
+    batches = list(dm.train_dataloader())
+    skipped = [m for b in batches for m in b.skipped]
+    assert sum(len(b.target) for b in batches) == 18 and len(skipped) == 3
+    assert all("unreadable when the crop cache was written" in m for m in skipped)
 
 
 def test_an_unfinished_pass_reports_its_own_count(tmp_path, caplog):
-    root = corrupt_tree(tmp_path / "data")
-    dm = dm_for(root, batch_size=3)
-    dm.setup("validate")
-    loader = dm.val_dataloader()  # val/a/bad.png is in the first batch
+    root = corrupt_tree(tmp_path / "data", size=72)
+    # 2 batches of 20 and 1 of the 21 files; max_steps stops after the first, which holds at
+    # least 2 of the 3 unreadable files: the pass is reported when the run ends
+    dm = dm_for(root, batch_size=20, resize_size=72, crop_size=64)
     with caplog.at_level(logging.WARNING):
-        first = iter(loader)
-        next(first)  # stopped early, as Lightning's sanity check does
-        assert sum(len(y) for _, y in loader) == 6 and len(loader.skipped) == 1
-        del first
-    assert caplog.text.count("val: skipped 1 unreadable image file(s) in this pass") == 2
+        dm.prepare_data()
+        caplog.clear()
+        fit_tiny(dm, max_steps=1, limit_val_batches=0)
+    reports = re.findall(r"train: skipped (\d) unreadable image file\(s\) in this pass", caplog.text)
+    assert reports in (["2"], ["3"])
 
 
 @pytest.mark.parametrize("finish", ["device", "workers"])
