@@ -509,7 +509,9 @@ def test_a_batch_of_only_unreadable_files_is_empty_and_stepped_over(tmp_path):
     trainer = fit_tiny(dm, module, max_epochs=1)
     assert sorted(n for n, _, _ in updates) == [0, 1, 1, 1, 1]  # 5 training batches, 1 empty
     assert all(torch.equal(before, after) == (n == 0) for n, before, after in updates)
-    assert "val/top1_error" in trainer.callback_metrics
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])  # val's 2 empty batches unscored
+    tested = trainer.test(module, datamodule=dm, verbose=False)[0]  # ten crops, 2 empty batches
+    assert np.isfinite(tested["test/loss"]) and "test/top1_error_10crop" in tested
 
 
 def test_stale_crop_cache_is_not_used_and_named(tree, caplog):

@@ -86,7 +86,7 @@ def test_predict_json_needs_no_training_folder(tiny_run, tmp_path, capsys):
         assert r["top5"][0]["name"] == readable(r["top5"][0]["class"])
 
 
-def test_predict_one_file_and_skipped_files_named(tiny_run, tmp_path, capsys):
+def test_predict_one_file_and_skipped_files_named(tiny_run, tmp_path, capsys, caplog):
     root, _, ckpt = tiny_run
     image = next((root / "val" / WORDNET_CLASSES[1]).iterdir())
     printed = run(capsys, "--ckpt_path", ckpt, "--data.predict_root", image)
@@ -101,6 +101,8 @@ def test_predict_one_file_and_skipped_files_named(tiny_run, tmp_path, capsys):
     printed = run(capsys, "--ckpt_path", ckpt, "--data.predict_root", folder)
     assert "notes.txt" in printed.err
     assert "skipped 1 unreadable file(s)" in printed.out.strip().splitlines()[-1]
+    assert caplog.text.count("predict: skipped 1 unreadable image file(s) in this pass") == 1
+    assert "broken.jpg: not an image Pillow can read" in caplog.text
 
 
 def test_synset_table_is_complete():
