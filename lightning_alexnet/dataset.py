@@ -2,12 +2,14 @@
 flipped per image in the DataLoader workers (:class:`ImageFolderDataset`) and collated into a
 :class:`~lightning_alexnet.transform.RawBatch` (or a finished :class:`Batch`) that a plain
 ``DataLoader`` yields. Unreadable files are dropped from their batch and named in its
-``skipped``; :class:`SkippedFiles` adds them up over a pass and names them in one warning."""
+``skipped``; :class:`SkippedFiles` adds them up over a pass and names them in one warning
+(:func:`readable_batches` does both for loops outside a Trainer)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -153,7 +155,7 @@ class ImageFolderDataset(Dataset):
                 pixels, params = (torch.stack([it[0] for it in good]),
                                   torch.stack([it[2] for it in good]))
         else:
-            y = [] if self.mode == "predict" else torch.empty(0, dtype=torch.int64)
+            y = [] if isinstance(self.samples[0][1], str) else torch.empty(0, dtype=torch.int64)
             side = self.resize_size if self.ten_crop else self.crop_size
             pixels, params = torch.empty(0, side, side, 3, dtype=torch.uint8), torch.empty(0, 6)
         batch = RawBatch(pixels, y, params, self.ten_crop, skipped)
@@ -188,3 +190,17 @@ class SkippedFiles:
             log.warning(f"{self.split}: skipped {len(messages)} unreadable image file(s) in this "
                         f"pass: " + "; ".join(messages[:5]) + more)
         return messages
+
+
+def readable_batches(batches: Iterable[Batch], split: str = "predict"
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | list[str]]]:
+    """``(x, target)`` of the finished batches that hold any image, for loops outside a Trainer;
+    the pass's unreadable files are named in one warning when it ends (or is closed early)."""
+    skipped = SkippedFiles(split)
+    try:
+        for x, target, names in batches:
+            skipped.add(names)
+            if len(x):
+                yield x, target
+    finally:
+        skipped.report()

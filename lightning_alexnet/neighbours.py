@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lightning_alexnet import stats as stats_lib
+from lightning_alexnet.dataset import readable_batches
 from lightning_alexnet.module import AlexNetModule
 
 CHUNK = 16384  # training features compared with the queries at a time
@@ -40,8 +41,9 @@ def checkpoint_key(ckpt_path: str) -> str:
 
 def features(module: AlexNetModule, batches, count: int, path: Path,
              desc: str = "fc7 features") -> tuple[np.ndarray, np.ndarray]:
-    """``(feats, ok)``: float16 (count, F) fc7 activations of the loader's images (targets:
-    the row index of each image) memory-mapped from ``path``, computed first when missing;
+    """``(feats, ok)``: float16 (count, F) fc7 activations of the loader's images (finished
+    batches, see :func:`~lightning_alexnet.dataset.readable_batches`; targets: the row index
+    of each image) memory-mapped from ``path``, computed first when missing;
     ``ok[i]`` is False for a file that could not be read (its row is zero)."""
     ok_path = path.with_name(path.stem + "-ok.npy")
     if path.is_file() and ok_path.is_file():
@@ -51,7 +53,7 @@ def features(module: AlexNetModule, batches, count: int, path: Path,
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npy")
     feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(count, width))
     ok = np.zeros(count, bool)
-    for x, rows in tqdm(batches, total=len(batches), desc=desc, unit="batch"):
+    for x, rows in readable_batches(tqdm(batches, total=len(batches), desc=desc, unit="batch")):
         feats[rows.numpy()] = fc7(module, x).float().cpu().numpy().astype(np.float16)
         ok[rows.numpy()] = True
     feats.flush()

@@ -34,7 +34,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lightning_alexnet import neighbours as nb
 from lightning_alexnet.checkpoint_info import DataInfo
-from lightning_alexnet.dataset import decode_center
+from lightning_alexnet.dataset import decode_center, readable_batches
 from lightning_alexnet.files import CACHE_DIR, scan_split
 from lightning_alexnet.imagenet_classes import readable
 from lightning_alexnet.module import AlexNetModule
@@ -117,7 +117,7 @@ def probabilities(module: AlexNetModule, info: DataInfo, samples, args: Namespac
     """(probs (N, K), rows (N,)) for the readable ``samples`` (rows index into them)."""
     rows = [(path, i) for i, (path, _) in enumerate(samples)]
     out, idx = [], []
-    for x, r in loader(info, rows, args.data.batch_size, args.data.num_workers):
+    for x, r in readable_batches(loader(info, rows, args.data.batch_size, args.data.num_workers)):
         out.append(module(x.to(module.device)).softmax(-1).cpu())
         idx.append(r)
     if not out:
@@ -226,7 +226,7 @@ def show_neighbours(args: Namespace) -> Path:
     queries = [val[i] for i in spread(val, args.count)]
     qrows = [(p, i) for i, (p, _) in enumerate(queries)]
     qfeats, qidx = [], []
-    for x, r in loader(info, qrows, args.data.batch_size, args.data.num_workers):
+    for x, r in readable_batches(loader(info, qrows, args.data.batch_size, args.data.num_workers)):
         qfeats.append(nb.fc7(module, x).cpu())
         qidx.append(r)
     if not qfeats:
@@ -346,7 +346,7 @@ def show_curves(args: Namespace) -> Path:
 def confusion(module: AlexNetModule, info: DataInfo, samples, args: Namespace) -> torch.Tensor:
     """(K, K) counts: row = true class, column = predicted (top-1), over the readable samples."""
     metric = MulticlassConfusionMatrix(len(info.classes))
-    for x, y in loader(info, samples, args.data.batch_size, args.data.num_workers):
+    for x, y in readable_batches(loader(info, samples, args.data.batch_size, args.data.num_workers)):
         metric.update(module(x.to(module.device)).argmax(-1).cpu(), y)
     return metric.compute()
 

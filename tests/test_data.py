@@ -10,7 +10,7 @@ from PIL import Image
 
 from lightning_alexnet import stats
 from lightning_alexnet.data import ImageFolderDataModule
-from lightning_alexnet.dataset import Batch, ImageFolderDataset, decode_center
+from lightning_alexnet.dataset import Batch, ImageFolderDataset, decode_center, readable_batches
 from lightning_alexnet.transform import RawBatch
 
 S, C = 20, 14  # resize and crop sizes of the small trees below
@@ -512,6 +512,25 @@ def test_a_batch_of_only_unreadable_files_is_empty_and_stepped_over(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["val/loss"])  # val's 2 empty batches unscored
     tested = trainer.test(module, datamodule=dm, verbose=False)[0]  # ten crops, 2 empty batches
     assert np.isfinite(tested["test/loss"]) and "test/top1_error_10crop" in tested
+
+
+def test_readable_batches_drop_empty_ones_and_name_each_pass(tmp_path, caplog):
+    root = make_tree(tmp_path / "data", classes=("a", "b"), n_train=1, n_val=2)
+    for bad in ("-0bad.jpg", "-1bad.jpg"):  # sorted first: val's first batch is [bad, bad]
+        (root / "val" / "a" / bad).write_text("nope")
+    dm = dm_for(root, batch_size=2, finish="workers")
+    dm.setup("validate")
+    message = "val: skipped 2 unreadable image file(s) in this pass"
+    with caplog.at_level(logging.WARNING):
+        batches = list(readable_batches(dm.val_dataloader(), "val"))
+        assert [len(y) for _, y in batches] == [2, 2] and caplog.text.count(message) == 1
+        assert "-0bad.jpg" in caplog.text and "-1bad.jpg" in caplog.text
+        early = readable_batches(dm.val_dataloader(), "val")
+        x, y = next(early)  # past the empty batch
+        assert len(x) == 2
+        assert y.tolist() == [0, 0] and caplog.text.count(message) == 1  # not yet
+        early.close()  # stopped early: the pass reports what it saw
+    assert caplog.text.count(message) == 2
 
 
 def test_stale_crop_cache_is_not_used_and_named(tree, caplog):
