@@ -95,9 +95,9 @@ class FloatTransform:
                 out.mul_(self.scale)
             return out.add_(offsets[:, :, None, None])
         # numpy, not torch: its uint8 - float32 over these strides is faster on a CPU (64 crops
-        # 224 of 256, one thread, 2-core shared CPU, median of 7: numpy 26-66 ms as the load
-        # varies; the same slices in torch 93 ms, the gather above 268 ms), and the gather is
-        # kept for devices (no host sync)
+        # 224 of 256, one thread, medians of 7 interleaved, on the shared 2-core Xeon at load
+        # 1.5-5: numpy 48-66 ms, the same slices in torch 93-183 ms, the gather above 268-492
+        # ms), and the gather is kept for devices (no host sync)
         out = np.empty(x.shape, np.float32)
         xs, m, offsets = x.numpy(), means.numpy(), offsets.numpy()
         noise = bool(offsets.any())
