@@ -64,9 +64,9 @@ class FloatTransform:
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._on:  # copied once per device: (2, 3, S, S) the mean and its mirror
+        if device not in self._on:  # copied once per device: (3, 2, S, S) the mean and its mirror
             mean = self.mean.to(device)
-            self._on[device] = (torch.stack([mean, mean.flip(-1)]), self.pca_basis.to(device))
+            self._on[device] = (torch.stack([mean, mean.flip(-1)], 1), self.pca_basis.to(device))
         return self._on[device]
 
     def finish_crops(self, pixels: torch.Tensor, params: torch.Tensor,
@@ -86,11 +86,10 @@ class FloatTransform:
         rows, cols, mirrored = mean_windows(params, c, means.shape[-1])
         if gather if gather is not None else pixels.device.type != "cpu":
             ar = torch.arange(c, device=x.device)
-            # indices on dims 0, 2, 3 around the channel slice: (N, C, C) first, then 3
-            window = means[mirrored.long()[:, None, None], :, (rows[:, None] + ar)[:, :, None],
-                           (cols[:, None] + ar)[:, None, :]]  # (N, C, C, 3)
+            window = means[:, mirrored.long()[:, None, None], (rows[:, None] + ar)[:, :, None],
+                           (cols[:, None] + ar)[:, None, :]]  # (3, N, C, C)
             out = torch.empty(x.shape, device=x.device, memory_format=fmt)
-            torch.sub(x, window.permute(0, 3, 1, 2), out=out)
+            torch.sub(x, window.transpose(0, 1), out=out)
             if self.scale != 1.0:
                 out.mul_(self.scale)
             return out.add_(offsets[:, :, None, None])
@@ -103,7 +102,7 @@ class FloatTransform:
         noise = bool(offsets.any())
         for k, (i, j, f) in enumerate(zip(rows.tolist(), cols.tolist(), mirrored.tolist())):
             image = out[k]
-            np.subtract(xs[k], m[int(f), :, i:i + c, j:j + c], out=image)
+            np.subtract(xs[k], m[:, int(f), i:i + c, j:j + c], out=image)
             if self.scale != 1.0:
                 image *= np.float32(self.scale)
             if noise:
@@ -117,7 +116,7 @@ class FloatTransform:
                              f"{tuple(pixels.shape)}")
         if not batch.ten_crop:
             return self.finish_crops(pixels, params), batch.target
-        mean = self._constants(pixels.device)[0][0]
+        mean = self._constants(pixels.device)[0][:, 0]
         x = torch.sub(pixels[..., :3].permute(0, 3, 1, 2), mean)  # (N, 3, S, S)
         if self.scale != 1.0:
             x.mul_(self.scale)
