@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lightning_alexnet.errors import UserValueError
 from lightning_alexnet.ops import (
     Conv2dReLU,
     Kernels,
@@ -103,29 +104,30 @@ class AlexNetConfig:
     bias_init: float | None = None
 
     def __post_init__(self) -> None:
+        # UserValueError (a ValueError): the command line builds this from the user's options
         # lists (a checkpoint's or a YAML file's) become tuples: the config stays hashable
         for name, length in (("conv_channels", 5), ("fc_features", 2)):
             values = tuple(getattr(self, name))
             if len(values) != length:
-                raise ValueError(f"{name} must have {length} values, got {list(values)}")
+                raise UserValueError(f"{name} must have {length} values, got {list(values)}")
             object.__setattr__(self, name, values)
         if self.towers not in (1, 2):
-            raise ValueError(f"towers must be 1 or 2, got {self.towers}")
+            raise UserValueError(f"towers must be 1 or 2, got {self.towers}")
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            raise UserValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if any(c <= 0 or c % self.towers for c in self.conv_channels):
-            raise ValueError(
+            raise UserValueError(
                 f"conv_channels must be positive and divisible by towers={self.towers}, "
                 f"got {self.conv_channels}"
             )
         if any(f <= 0 for f in self.fc_features):
-            raise ValueError(f"fc_features must be positive, got {self.fc_features}")
+            raise UserValueError(f"fc_features must be positive, got {self.fc_features}")
         if self.feature_size < 1:
-            raise ValueError(f"image_size={self.image_size} is too small for the network")
+            raise UserValueError(f"image_size={self.image_size} is too small for the network")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UserValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.init not in ("paper", "kaiming"):
-            raise ValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+            raise UserValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
 
     def resolved(self) -> AlexNetConfig:
         """This config with ``bias_init`` decided: when None, the paper's 1 with at least
@@ -152,11 +154,11 @@ class AlexNetConfig:
     def from_name(cls, name: str, **overrides: Any) -> AlexNetConfig:
         """A named preset (``paper``, ``tiny``) with any field overridden by keyword."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise UserValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(overrides) - fields
         if unknown:
-            raise ValueError(f"unknown AlexNetConfig field(s) {sorted(unknown)}")
+            raise UserValueError(f"unknown AlexNetConfig field(s) {sorted(unknown)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
