@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from lightning_alexnet.data import ImageFolderDataModule
 from lightning_alexnet.errors import UserError, UserPathError, UserValueError
 from lightning_alexnet.model import AlexNetConfig
-from lightning_alexnet.module import AlexNetModule, legacy_checkpoint_error
+from lightning_alexnet.module import AlexNetModule, check_not_legacy
 from lightning_alexnet.ops import check_kernels_device
 from lightning_alexnet.towers import TowersStrategy  # noqa: F401 (registers --trainer.strategy towers)
 
@@ -108,8 +108,8 @@ def _read_checkpoint(path: str) -> dict:
         raise UserValueError(f"checkpoint {path} cannot be read ({type(e).__name__}): "
                              f"is it a checkpoint written by fit?") from e
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if hparams and "network" not in hparams and "preset" in hparams:
-        raise legacy_checkpoint_error(path)
+    if hparams:
+        check_not_legacy(hparams, path)
     if not hparams or "network" not in hparams:
         raise UserValueError(f"{path} is not a checkpoint written by `{PROG} fit` "
                              f"(no AlexNetModule hyperparameters in it)")

@@ -66,12 +66,15 @@ def few_classes_note(network: AlexNetConfig) -> str | None:
             f"diverge with few classes; --model.network.bias_init 1 restores it")
 
 
-def legacy_checkpoint_error(path: str) -> UserValueError:
-    """The error for a checkpoint saved before the network options became one AlexNetConfig."""
-    return UserValueError(
-        f"{path} was written by an older lightning_alexnet (network options preset/towers/lrn/"
-        f"bias_init instead of one --model.network): it cannot be loaded; train it again with "
-        f"`python -m lightning_alexnet fit` (e.g. --config tiny or --config paper)")
+def check_not_legacy(hparams: Mapping[str, Any], what: str) -> None:
+    """Refuse, naming ``what`` and the fix, the hyperparameters of a checkpoint saved before the
+    network options became one AlexNetConfig (``preset``, ``towers``, ... instead of
+    ``network``): they are not loaded."""
+    if "network" not in hparams and "preset" in hparams:
+        raise UserValueError(
+            f"{what} was written by an older lightning_alexnet (network options preset/towers/"
+            f"lrn/bias_init instead of one --model.network) and cannot be loaded: train it again "
+            f"with `python -m lightning_alexnet fit` (e.g. --config tiny or --config paper)")
 
 
 class AlexNetModule(pl.LightningModule):
@@ -192,8 +195,7 @@ class AlexNetModule(pl.LightningModule):
         except FileNotFoundError:
             raise UserPathError(f"ensemble checkpoint {path!r} does not exist") from None
         hparams = ckpt.get("hyper_parameters") or {}
-        if "network" not in hparams and "preset" in hparams:
-            raise legacy_checkpoint_error(f"ensemble checkpoint {path!r}")
+        check_not_legacy(hparams, f"ensemble checkpoint {path!r}")
         member = AlexNetModule(hparams.get("network", self.hparams.network),
                                kernels=self.hparams.kernels)
         for key in ("num_classes", "image_size"):
@@ -249,9 +251,8 @@ class AlexNetModule(pl.LightningModule):
         checkpoint_info.save(checkpoint, self._trainer, self.data_info)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        hparams = checkpoint.get("hyper_parameters") or {}
-        if "network" not in hparams and "preset" in hparams:  # built with the default network
-            raise legacy_checkpoint_error("the checkpoint")
+        # a legacy checkpoint without an instantiator gets here, built with the default network
+        check_not_legacy(checkpoint.get("hyper_parameters") or {}, "the checkpoint")
         self.data_info = checkpoint_info.load(checkpoint)
         # On resume, recipe options given for this run (the CLI sets recipe_overrides) win over
         # the optimizer and scheduler state restored from the checkpoint.
