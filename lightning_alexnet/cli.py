@@ -18,6 +18,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse._actions import _ActionPrintConfig
+from jsonargparse._link_arguments import skip_apply_links
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningCLI, SaveConfigCallback
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
@@ -169,8 +170,10 @@ class AlexNetCLI(LightningCLI):
                 # LightningCLI's own would warn that args and sys.argv are both given: main()
                 # passes the command line itself, its preset names resolved
                 self.config = parser.parse_args(args)
-                # only what the command line and --config files set, without the defaults
-                self.given = parser.parse_args(args, defaults=False)
+                # only what the command line and --config files set, without the defaults (nor
+                # the values links derive, whose sources may be among them: --data.crop_size)
+                with skip_apply_links():
+                    self.given = parser.parse_args(args, defaults=False)
         except ArgumentError as e:
             raise UserValueError(self._explain(str(e))) from None
 
