@@ -125,7 +125,8 @@ def test_every_field_reaches_the_model(custom_run):
     assert torch.all(at_start["features.conv3.bias"] == 0.0)
 
 
-def test_checkpoint_carries_every_field(custom_run):
+def test_checkpoint_carries_every_field(custom_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     root, best, _, _ = custom_run
     hparams = torch.load(best, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert AlexNetConfig(**hparams["network"]) == expected()
@@ -166,7 +167,8 @@ def test_network_options_contradicting_the_checkpoint_are_one_error(custom_run, 
     assert "--model.network.init kaiming asked, the checkpoint has paper" in err
 
 
-def test_given_dropout_and_agreeing_fields_take_effect(custom_run):
+def test_given_dropout_and_agreeing_fields_take_effect(custom_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     root, best, _, _ = custom_run
     cli = main(["validate", "--data.root", str(root), "--ckpt_path", str(best), *FLAGS,
                 "--model.network.dropout", "0.3", "--data.num_workers", "0",
@@ -238,8 +240,10 @@ def test_python_built_module_checkpoint_loads_with_weights_only(tmp_path):
     module = AlexNetModule(config)
     x, y = torch.randn(8, 3, SIZE, SIZE), torch.randint(0, 7, (8,))
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=8))
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    trainer.fit(module, loader, loader)
     path = tmp_path / "python.ckpt"
     trainer.save_checkpoint(path)
     saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
