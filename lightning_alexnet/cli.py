@@ -159,7 +159,8 @@ class AlexNetCLI(LightningCLI):
             "checkpoint.filename": "epoch{epoch:03d}-top1err{val/top1_error:.4f}",
             "checkpoint.auto_insert_metric_name": False,
         })
-        parser.link_arguments("data.num_classes", "model.network.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.network.num_classes",
+                              apply_on="instantiate")
         parser.link_arguments("data.crop_size", "model.network.image_size")
 
     # --- what runs: the command line, then the checkpoint where the command line is silent ---
@@ -275,9 +276,10 @@ class AlexNetCLI(LightningCLI):
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         rank_zero_info(f"{self.subcommand}: {_describe_parallelism(trainer)}; "
                        f"{self._outputs(before=True)}")
-        if hp and hp["network"]["num_classes"] != data.num_classes:
+        trained_on = hp["network"]["num_classes"] if hp else None
+        if hp and trained_on != data.num_classes:
             raise UserValueError(
-                f"the checkpoint was trained on {hp['network']['num_classes']} classes, the data at "
+                f"the checkpoint was trained on {trained_on} classes, the data at "
                 f"{data.root} has {data.num_classes}: pass the --data.root it was trained on")
         try:
             check_kernels_device(self.model.hparams.kernels, trainer.strategy.root_device)

@@ -80,8 +80,8 @@ def test_help_explains_options():
     out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "usage: python -m lightning_alexnet" in out
-    for flag in ("--model.network.lrn_alpha", "--model.network.towers", "--model.kernels", "--data.root",
-                 "--ckpt_path"):
+    for flag in ("--model.network.lrn_alpha", "--model.network.towers", "--model.kernels",
+                 "--data.root", "--ckpt_path"):
         assert flag in out
     assert "the paper's two towers" in out  # docstrings become help text
 

@@ -262,6 +262,7 @@ def test_prepare_reads_only_the_data_section_of_a_config(tmp_path, capsys, caplo
     assert len(list(stats.glob("stats-*.npz"))) == 1 and len(list(stats.glob("crops-val-*.npy"))) == 2
     assert not (tmp_path / "ignored").exists()
     assert any(m.startswith("statistics of 18 training images") for m in infos(caplog))
-    config.write_text(f"model:\n  network:\n    towers: 2\ndata:\n  root: {root}\n  crop_sise: 64\n")
+    config.write_text(f"model:\n  network:\n    towers: 2\n"
+                      f"data:\n  root: {root}\n  crop_sise: 64\n")
     code, _, err = run(capsys, "prepare", "--config", str(config))
     assert code == 2 and "crop_sise" in err

@@ -499,7 +499,8 @@ def test_a_trainer_gets_float_batches_either_way(tmp_path, finish):
     root = make_tree(tmp_path / "data", n_train=4, n_val=2, size=72)
     dm = ImageFolderDataModule(str(root), resize_size=72, crop_size=64, batch_size=4, num_workers=0,
                                finish=finish)
-    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=3, image_size=64), kernels="eager")
+    config = AlexNetConfig.from_name("tiny", num_classes=3, image_size=64)
+    module = AlexNetModule(config, kernels="eager")
     seen = []
     module.on_train_batch_start = lambda batch, i: seen.append((batch[0].dtype, tuple(batch[0].shape)))
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1,

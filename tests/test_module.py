@@ -110,7 +110,8 @@ def test_ensemble_members_move_with_the_module_but_stay_out_of_its_state_dict(tm
 
 def test_ensemble_member_of_another_network_is_named(tmp_path):
     path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=5, image_size=SIZE)).state_dict()}, path)
+    other = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=5, image_size=SIZE))
+    torch.save({"state_dict": other.state_dict()}, path)
     with pytest.raises(ValueError, match="ensemble checkpoint .*other.ckpt.* does not fit this network"):
         tiny_module(ensemble=[str(path)]).setup("test")
 

@@ -162,7 +162,8 @@ def test_network_options_contradicting_the_checkpoint_are_one_error(custom_run, 
     assert "--model.network.lrn_alpha 0.0005 asked, the checkpoint has 0.0001" in err
     assert "--model.network.fc_features [512, 256] asked, the checkpoint has [512, 512]" in err
     # the tiny preset file's network counts as asked too: each differing field is named
-    code, _, err = run(capsys, "validate", *COMMON, "--data.root", str(root), "--ckpt_path", str(best))
+    code, _, err = run(capsys, "validate", *COMMON, "--data.root", str(root),
+                       "--ckpt_path", str(best))
     assert code == 2 and "--model.network.towers 2 asked, the checkpoint has 1" in err
     assert "--model.network.init kaiming asked, the checkpoint has paper" in err
 
@@ -250,7 +251,8 @@ def test_python_built_module_checkpoint_loads_with_weights_only(tmp_path):
     assert saved["network"]["lrn_alpha"] == 1e-4
     loaded = AlexNetModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     assert loaded.config == module.config == config.resolved()
-    torch.testing.assert_close(loaded.model.classifier.fc8.weight, module.model.classifier.fc8.weight)
+    fc8 = loaded.model.classifier.fc8.weight
+    torch.testing.assert_close(fc8, module.model.classifier.fc8.weight)
 
 
 def member_checkpoint(path: Path, config: AlexNetConfig) -> str:

@@ -2,6 +2,8 @@
 logits jump at every update when each class is a large share of the batch; the preset uses
 Caffe's 0.1 below 1,000 classes, and fit says so. Measured at a 64-pixel crop."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,12 +56,14 @@ def test_paper_bias_makes_fc8_logits_jump_with_few_classes():
 
 
 def test_preset_keeps_the_paper_bias_for_imagenet_class_counts():
-    assert AlexNetModule(AlexNetConfig.from_name("paper", num_classes=1000, image_size=64)).config.bias_init == 1.0
-    assert AlexNetModule(AlexNetConfig.from_name("paper", num_classes=1000, image_size=64)).config_note is None
-    few = AlexNetModule(AlexNetConfig.from_name("paper", num_classes=10, image_size=64))
+    paper = AlexNetConfig.from_name("paper", image_size=64)
+    assert AlexNetModule(replace(paper, num_classes=1000)).config.bias_init == 1.0
+    assert AlexNetModule(replace(paper, num_classes=1000)).config_note is None
+    few = AlexNetModule(replace(paper, num_classes=10))
     assert few.config.bias_init == 0.1 and "bias_init 0.1" in few.config_note
-    assert AlexNetModule(AlexNetConfig.from_name("paper", num_classes=10, image_size=64, bias_init=1.0)).config.bias_init == 1.0
-    assert AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=10, image_size=64)).config_note is None
+    assert AlexNetModule(replace(paper, num_classes=10, bias_init=1.0)).config.bias_init == 1.0
+    tiny = AlexNetConfig.from_name("tiny", num_classes=10, image_size=64)
+    assert AlexNetModule(tiny).config_note is None
 
 
 @pytest.mark.parametrize("extra, noted", [([], True), (["--model.network.bias_init", "1"], False)])

@@ -210,7 +210,8 @@ def test_one_tower_model_is_refused_before_launch(monkeypatch):
     monkeypatch.setattr(_SubprocessScriptLauncher, "_call_children_scripts", must_not_launch)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="towers", logger=False)
     with pytest.raises(ValueError, match="towers=1; use --model.network.towers 2"):
-        trainer.fit(AlexNetModule(AlexNetConfig.from_name("tiny", towers=1, num_classes=4, image_size=SIZE)))
+        config = AlexNetConfig.from_name("tiny", towers=1, num_classes=4, image_size=SIZE)
+        trainer.fit(AlexNetModule(config))
 
 
 def test_odd_widths_are_refused():
