@@ -68,7 +68,7 @@ def _fail_if_legacy(path: Path) -> None:
         check_not_legacy(ckpt.get("hyper_parameters") or {}, f"checkpoint {path}")
     except UserError as e:
         fail(str(e))
-    except Exception:  # noqa: BLE001,S110 -- not readable this way: the caller's message says so
+    except Exception:  # noqa: BLE001, S110 -- not readable this way: the caller's message says so
         pass
 
 
