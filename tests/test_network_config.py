@@ -14,7 +14,7 @@ from test_cli import COMMON, make_tree
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_alexnet.cli import CONFIG_DIR, main
-from lightning_alexnet.model import AlexNetConfig
+from lightning_alexnet.model import AlexNet, AlexNetConfig
 from lightning_alexnet.module import AlexNetModule
 from lightning_alexnet.predict import load_module
 
@@ -285,3 +285,13 @@ def test_module_takes_a_mapping_of_the_fields():
     assert AlexNetModule(fields).config == config
     with pytest.raises(ValueError, match=r"conv_channels must have 5 values, got \[1, 2\]"):
         AlexNetModule({**fields, "conv_channels": [1, 2]})
+
+
+def test_bias_init_none_is_the_paper_rule_for_the_network_too():
+    paper = AlexNetConfig.from_name("paper", image_size=SIZE)
+    assert paper.bias_init is None
+    assert dataclasses.replace(paper, num_classes=1000).resolved().bias_init == 1.0
+    assert dataclasses.replace(paper, num_classes=999).resolved().bias_init == 0.1
+    assert dataclasses.replace(paper, num_classes=10, bias_init=1.0).resolved().bias_init == 1.0
+    net = AlexNet(dataclasses.replace(paper, num_classes=10))  # AlexNet alone follows it too
+    assert torch.all(net.classifier.fc6.bias == 0.1) and torch.all(net.classifier.fc8.bias == 0)
