@@ -18,6 +18,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse._actions import _ActionPrintConfig
+from jsonargparse._link_arguments import skip_apply_links
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import ArgsType, LightningCLI, SaveConfigCallback
 from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
@@ -25,7 +26,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_alexnet.data import ImageFolderDataModule
 from lightning_alexnet.errors import UserError, UserPathError, UserValueError
-from lightning_alexnet.module import AlexNetModule, network_config
+from lightning_alexnet.model import AlexNetConfig
+from lightning_alexnet.module import AlexNetModule, check_not_legacy
 from lightning_alexnet.ops import check_kernels_device
 from lightning_alexnet.towers import TowersStrategy  # noqa: F401 (registers --trainer.strategy towers)
 
@@ -33,10 +35,11 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PROG = "python -m lightning_alexnet"
 DEBUG_ENV = "LIGHTNING_ALEXNET_DEBUG"  # =1: tracebacks for user errors too (as --debug)
 RUNS = "runs"  # --trainer.default_root_dir's default: fit's runs go to runs/<name>/version_N
-# --model options that shape the weights a checkpoint holds: given on the command line they must
-# agree with the checkpoint; every other --model option (kernels, ensemble, dropout, the recipe)
-# takes effect over the checkpoint's value.
-NETWORK_OPTIONS = ("preset", "towers", "lrn", "bias_init")
+# --model.network fields a checkpoint's weights were trained (or initialised) with: given (on the
+# command line or in a --config file) they must agree with the checkpoint; dropout, the other
+# --model options (kernels, ensemble, the recipe) take effect over the checkpoint's values.
+# num_classes and image_size come from the data, checked on their own.
+NETWORK_FREE = ("dropout", "num_classes", "image_size")
 RECIPE_OPTIONS = ("lr", "momentum", "weight_decay", "lr_factor", "lr_patience")
 
 
@@ -106,10 +109,17 @@ def _read_checkpoint(path: str) -> dict:
         raise UserValueError(f"checkpoint {path} cannot be read ({type(e).__name__}): "
                              f"is it a checkpoint written by fit?") from e
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hparams or "preset" not in hparams:
+    if hparams:
+        check_not_legacy(hparams, path)
+    if not hparams or "network" not in hparams:
         raise UserValueError(f"{path} is not a checkpoint written by `{PROG} fit` "
                              f"(no AlexNetModule hyperparameters in it)")
     return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
+def _shown(value) -> str:
+    """An option value as the command line writes it (a tuple as a list)."""
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def _describe_parallelism(trainer) -> str:
@@ -149,8 +159,9 @@ class AlexNetCLI(LightningCLI):
             "checkpoint.filename": "epoch{epoch:03d}-top1err{val/top1_error:.4f}",
             "checkpoint.auto_insert_metric_name": False,
         })
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.crop_size", "model.image_size")
+        parser.link_arguments("data.num_classes", "model.network.num_classes",
+                              apply_on="instantiate")
+        parser.link_arguments("data.crop_size", "model.network.image_size")
 
     # --- what runs: the command line, then the checkpoint where the command line is silent ---
 
@@ -160,8 +171,10 @@ class AlexNetCLI(LightningCLI):
                 # LightningCLI's own would warn that args and sys.argv are both given: main()
                 # passes the command line itself, its preset names resolved
                 self.config = parser.parse_args(args)
-                # only what the command line and --config files set, without the defaults
-                self.given = parser.parse_args(args, defaults=False)
+                # only what the command line and --config files set, without the defaults (nor
+                # the values links derive, whose sources may be among them: --data.crop_size)
+                with skip_apply_links():
+                    self.given = parser.parse_args(args, defaults=False)
         except ArgumentError as e:
             raise UserValueError(self._explain(str(e))) from None
 
@@ -199,31 +212,36 @@ class AlexNetCLI(LightningCLI):
         hp, model = self.ckpt_hparams, cfg.model
         given_model = given.get("model") or {}
         given_crop = (given.get("data") or {}).get("crop_size")
-        ckpt_net, _ = network_config(**{k: hp.get(k) for k in (*NETWORK_OPTIONS, "num_classes", "image_size")})
-        asked = {k: given_model[k] for k in NETWORK_OPTIONS if given_model.get(k) is not None}
-        clashes = []
-        if asked.get("preset", hp["preset"]) != hp["preset"]:
-            clashes.append(f"preset {asked['preset']!r} asked, the checkpoint holds {hp['preset']!r}")
-        else:
-            asked_net, _ = network_config(**{**{k: hp.get(k) for k in (*NETWORK_OPTIONS, "num_classes", "image_size")}, **asked})
-            for key in ("towers", "lrn", "bias_init"):
-                if key in asked and getattr(asked_net, key) != getattr(ckpt_net, key):
-                    clashes.append(f"--model.{key} {asked[key]} asked, the checkpoint has {getattr(ckpt_net, key)}")
-        if given_crop is not None and given_crop != hp["image_size"]:
+        ckpt_fields = dict(hp["network"])
+        asked = {k: v for k, v in dict(given_model.get("network") or {}).items()
+                 if v is not None and k not in NETWORK_FREE}
+        try:  # compared as built: bias_init None is the value it stands for
+            ckpt_net = AlexNetConfig(**ckpt_fields).resolved()
+            asked_net = AlexNetConfig(**{**ckpt_fields, **asked}).resolved()
+        except (TypeError, ValueError) as e:
+            raise UserValueError(f"--model.network with {path}: {e}") from None
+        clashes = [f"--model.network.{k} {_shown(asked[k])} asked, the checkpoint has "
+                   f"{_shown(getattr(ckpt_net, k))}"
+                   for k in asked if getattr(asked_net, k) != getattr(ckpt_net, k)]
+        image_size = ckpt_fields["image_size"]
+        if given_crop is not None and given_crop != image_size:
             clashes.append(f"crop size {given_crop} asked (--data.crop_size), the checkpoint was "
-                           f"trained on {hp['image_size']}-pixel crops")
+                           f"trained on {image_size}-pixel crops")
         if clashes:
             raise UserValueError(f"{path} does not match the options: {'; '.join(clashes)}. Drop "
                                  f"those options (the checkpoint's are used) or give its values")
         # given recipe options win over the optimizer state restored on resume (see module)
         self.recipe_overrides = {k: given_model[k] for k in RECIPE_OPTIONS
                                  if given_model.get(k) is not None and given_model[k] != hp.get(k)}
-        for key, value in hp.items():  # the checkpoint's network, and its recipe unless given
-            if key in model and key not in given_model:
+        for key, value in hp.items():  # the checkpoint's recipe and options unless given
+            if key in model and key != "network" and key not in given_model:
                 model[key] = value
+        for key, value in ckpt_fields.items():  # its network, but a given dropout
+            if key != "dropout" or "dropout" not in (given_model.get("network") or {}):
+                model.network[key] = value
         if given_crop is None:
-            cfg.data.crop_size = model.image_size = hp["image_size"]
-            cfg.data.resize_size = max(cfg.data.resize_size, hp["image_size"])
+            cfg.data.crop_size = image_size
+            cfg.data.resize_size = max(cfg.data.resize_size, image_size)
 
     def _place_outputs(self, sub: str, cfg, given) -> None:
         """Loggers (and so checkpoints) under --trainer.default_root_dir and --name; validate and
@@ -258,9 +276,10 @@ class AlexNetCLI(LightningCLI):
             trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         rank_zero_info(f"{self.subcommand}: {_describe_parallelism(trainer)}; "
                        f"{self._outputs(before=True)}")
-        if hp and hp.get("num_classes") != data.num_classes:
+        trained_on = hp["network"]["num_classes"] if hp else None
+        if hp and trained_on != data.num_classes:
             raise UserValueError(
-                f"the checkpoint was trained on {hp.get('num_classes')} classes, the data at "
+                f"the checkpoint was trained on {trained_on} classes, the data at "
                 f"{data.root} has {data.num_classes}: pass the --data.root it was trained on")
         try:
             check_kernels_device(self.model.hparams.kernels, trainer.strategy.root_device)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from lightning_alexnet.errors import UserValueError
 from lightning_alexnet.ops import (
     Conv2dReLU,
     Kernels,
@@ -41,47 +42,100 @@ def channels_last_on(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
 
 
+# The paper's bias of 1 on conv2/4/5 and fc6/fc7 was set for ImageNet's 1,000 classes. It puts a
+# large shared component in every fc7 output (|h7|^2 ~ 5,700 for the 4,096 units at init), so
+# each SGD step on fc8 shifts every class's logit by about lr * |h7|^2 times that class's
+# share of the batch minus its predicted probability -- a per-step jump of ~1 logit with 1,000
+# classes, ~5 with 100 and ~30 with 10 (measured at batch 32-128): with few classes training
+# diverges to one predicted class (measured at a 64-pixel crop, tests/test_paper_few_classes.py).
+# Caffe's bias 0.1 shrinks |h7|^2 a hundredfold. ``bias_init=None`` (the paper preset) picks
+# between the two by the class count.
+PAPER_BIAS_MIN_CLASSES = 1000
+FEW_CLASSES_BIAS = 0.1
+
+
 @dataclass(frozen=True)
 class AlexNetConfig:
-    """Everything that shapes the network. Presets by name: :meth:`from_name`.
+    """Everything that shapes the network. Presets by name: :meth:`from_name`; on the command
+    line every field is ``--model.network.<field>``, and ``--config paper|tiny`` fills them all.
 
     LRN constants follow ``torch.nn.functional.local_response_norm``, which divides ``alpha``
     by ``lrn_size``; the paper's alpha = 1e-4 is written without that division, so the
     paper's layer is ``lrn_alpha = 5 * 1e-4``. (cuda-convnet's code divides, i.e. it trained
     with ``lrn_alpha = 1e-4`` in these terms.)
+
+    Args:
+        num_classes: Outputs of fc8; linked from the data's class count on the command line.
+        image_size: Side of the square input crop (conv1's padding 2 gives 55x55 maps at 224);
+            linked from ``--data.crop_size`` on the command line.
+        conv_channels: Output channels of conv1 to conv5 (paper 96, 256, 384, 384, 256); each
+            divisible by ``towers``.
+        fc_features: Widths of fc6 and fc7 (paper 4096, 4096).
+        towers: 2 = the paper's two towers (grouped conv2/4/5, LRN inside a tower), 1 = one
+            tower.
+        lrn: Local response normalisation after conv1 and conv2 (else max-pooling only).
+        lrn_size: LRN window, in channels (paper 5).
+        lrn_alpha: LRN alpha in torch's convention, divided by ``lrn_size`` (paper 5e-4 = 5 x
+            the paper's 1e-4).
+        lrn_beta: LRN exponent (paper 0.75).
+        lrn_k: LRN additive constant (paper 2).
+        dropout: Dropout probability on fc6 and fc7 (paper 0.5).
+        init: Weight initialisation: ``paper`` = N(0, weight_std), ``kaiming`` = He normal.
+        weight_std: Standard deviation of the ``paper`` initialisation's weights (0.01).
+        bias_init: Initial bias of conv2, conv4, conv5, fc6 and fc7 (the others start at 0):
+            the paper's 1, or Caffe's 0.1. None (the paper preset): 1 with 1,000 classes or
+            more, 0.1 with fewer, where the paper's 1 makes fc8's logits jump at every update
+            (``AlexNetConfig.resolved``).
     """
 
     num_classes: int = 1000
-    image_size: int = 224  # square input side; conv1's padding 2 gives 55x55 at 224
+    image_size: int = 224
     conv_channels: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
     fc_features: tuple[int, int] = (4096, 4096)
-    towers: int = 2  # 2: conv2/4/5 grouped and LRN inside each tower; 1: one tower
+    towers: int = 2
     lrn: bool = True
     lrn_size: int = 5
-    lrn_alpha: float = 5e-4  # torch convention: paper's 1e-4 times lrn_size
+    lrn_alpha: float = 5e-4
     lrn_beta: float = 0.75
     lrn_k: float = 2.0
     dropout: float = 0.5
-    init: Literal["paper", "kaiming"] = "paper"  # paper: weights N(0, 0.01)
+    init: Literal["paper", "kaiming"] = "paper"
     weight_std: float = 0.01
-    bias_init: float = 1.0  # conv2, conv4, conv5, fc6, fc7 (others 0); Caffe used 0.1
+    bias_init: float | None = None
 
     def __post_init__(self) -> None:
+        # UserValueError (a ValueError): the command line builds this from the user's options
+        # lists (a checkpoint's or a YAML file's) become tuples: the config stays hashable
+        for name, length in (("conv_channels", 5), ("fc_features", 2)):
+            values = tuple(getattr(self, name))
+            if len(values) != length:
+                raise UserValueError(f"{name} must have {length} values, got {list(values)}")
+            object.__setattr__(self, name, values)
         if self.towers not in (1, 2):
-            raise ValueError(f"towers must be 1 or 2, got {self.towers}")
+            raise UserValueError(f"towers must be 1 or 2, got {self.towers}")
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            raise UserValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if any(c <= 0 or c % self.towers for c in self.conv_channels):
-            raise ValueError(
+            raise UserValueError(
                 f"conv_channels must be positive and divisible by towers={self.towers}, "
                 f"got {self.conv_channels}"
             )
+        if any(f <= 0 for f in self.fc_features):
+            raise UserValueError(f"fc_features must be positive, got {self.fc_features}")
         if self.feature_size < 1:
-            raise ValueError(f"image_size={self.image_size} is too small for the network")
+            raise UserValueError(f"image_size={self.image_size} is too small for the network")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UserValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.init not in ("paper", "kaiming"):
-            raise ValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+            raise UserValueError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+
+    def resolved(self) -> AlexNetConfig:
+        """This config with ``bias_init`` decided: when None, the paper's 1 with at least
+        ``PAPER_BIAS_MIN_CLASSES`` classes, else ``FEW_CLASSES_BIAS`` (see the comment above)."""
+        if self.bias_init is not None:
+            return self
+        few = self.num_classes < PAPER_BIAS_MIN_CLASSES
+        return dataclasses.replace(self, bias_init=FEW_CLASSES_BIAS if few else 1.0)
 
     @property
     def map_sizes(self) -> tuple[int, int, int, int]:
@@ -100,16 +154,17 @@ class AlexNetConfig:
     def from_name(cls, name: str, **overrides: Any) -> AlexNetConfig:
         """A named preset (``paper``, ``tiny``) with any field overridden by keyword."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise UserValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(overrides) - fields
         if unknown:
-            raise ValueError(f"unknown AlexNetConfig field(s) {sorted(unknown)}")
+            raise UserValueError(f"unknown AlexNetConfig field(s) {sorted(unknown)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
 PRESETS: dict[str, AlexNetConfig] = {
-    # The paper's network: 60,965,224 parameters with two towers, 62,378,344 with one.
+    # The paper's network: 60,965,224 parameters with two towers, 62,378,344 with one; its
+    # bias_init (None) is the paper's 1 with 1,000 classes, Caffe's 0.1 with fewer.
     "paper": AlexNetConfig(),
     # Same eight layers, towers, LRN and overlapping pooling, narrow enough to train in
     # minutes on two CPU cores. Narrow nets start slowly from N(0, 0.01) (He init here, with
@@ -130,7 +185,7 @@ class AlexNet(nn.Module):
 
     def __init__(self, config: AlexNetConfig | None = None, kernels: Kernels = "auto") -> None:
         super().__init__()
-        self.config = cfg = config or AlexNetConfig()
+        self.config = cfg = (config or AlexNetConfig()).resolved()
         c1, c2, c3, c4, c5 = cfg.conv_channels
         f6, f7 = cfg.fc_features
         g = cfg.towers

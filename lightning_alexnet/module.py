@@ -7,6 +7,8 @@ divided by 10 whenever validation top-1 error stops improving; top-1 and top-5 *
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +22,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_alexnet import checkpoint_info
 from lightning_alexnet.errors import UserPathError, UserValueError
-from lightning_alexnet.model import AlexNet, AlexNetConfig
+from lightning_alexnet.model import (
+    FEW_CLASSES_BIAS,
+    PAPER_BIAS_MIN_CLASSES,
+    AlexNet,
+    AlexNetConfig,
+)
 from lightning_alexnet.ops import Kernels
 
 
@@ -49,53 +56,35 @@ def error_metrics(num_classes: int, prefix: str, suffix: str = "") -> MetricColl
     return MetricCollection(metrics, prefix=prefix, postfix=suffix)
 
 
-# The paper's bias of 1 on conv2/4/5 and fc6/fc7 was set for ImageNet's 1,000 classes. It puts a
-# large shared component in every fc7 output (|h7|^2 ~ 5,700 for the 4,096 units at init), so
-# each SGD step on fc8 shifts every class's logit by about lr * |h7|^2 times that class's
-# share of the batch minus its predicted probability -- a per-step jump of ~1 logit with 1,000
-# classes, ~5 with 100 and ~30 with 10 (measured at batch 32-128): with few classes training
-# diverges to one predicted class (measured at a 64-pixel crop, tests/test_paper_few_classes.py).
-# Caffe's bias 0.1 shrinks |h7|^2 a hundredfold.
-PAPER_BIAS_MIN_CLASSES = 1000
-FEW_CLASSES_BIAS = 0.1
+def few_classes_note(network: AlexNetConfig) -> str | None:
+    """One line when the paper preset's ``bias_init`` rule (``AlexNetConfig.resolved``) chose
+    Caffe's bias for a small class count instead of the paper's; else None."""
+    if network.bias_init is not None or network.num_classes >= PAPER_BIAS_MIN_CLASSES:
+        return None
+    return (f"paper preset with {network.num_classes} classes (< {PAPER_BIAS_MIN_CLASSES}): "
+            f"bias_init {FEW_CLASSES_BIAS} (Caffe's) instead of the paper's 1, whose fc8 updates "
+            f"diverge with few classes; --model.network.bias_init 1 restores it")
 
 
-def network_config(preset: str, num_classes: int, image_size: int, towers: int | None = None,
-                   lrn: bool | None = None, bias_init: float | None = None,
-                   dropout: float | None = None) -> tuple[AlexNetConfig, str | None]:
-    """The network the module's options describe, and a note when the preset was adapted to a
-    small class count (the ``paper`` preset's bias, see ``PAPER_BIAS_MIN_CLASSES``)."""
-    overrides = {"towers": towers, "lrn": lrn, "bias_init": bias_init, "dropout": dropout}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    note = None
-    if preset == "paper" and bias_init is None and num_classes < PAPER_BIAS_MIN_CLASSES:
-        overrides["bias_init"] = FEW_CLASSES_BIAS
-        note = (f"paper preset with {num_classes} classes (< {PAPER_BIAS_MIN_CLASSES}): bias_init "
-                f"{FEW_CLASSES_BIAS} (Caffe's) instead of the paper's 1, whose fc8 updates "
-                f"diverge with few classes; --model.bias_init 1 restores it")
-    try:
-        config = AlexNetConfig.from_name(preset, num_classes=num_classes, image_size=image_size,
-                                         **overrides)
-    except ValueError as e:  # an unknown preset or an impossible option: the user's to fix
-        raise UserValueError(str(e)) from None
-    return config, note
+def check_not_legacy(hparams: Mapping[str, Any], what: str) -> None:
+    """Refuse, naming ``what`` and the fix, the hyperparameters of a checkpoint saved before the
+    network options became one AlexNetConfig (``preset``, ``towers``, ... instead of
+    ``network``): they are not loaded."""
+    if "network" not in hparams and "preset" in hparams:
+        raise UserValueError(
+            f"{what} was written by an older lightning_alexnet (network options preset/towers/"
+            f"lrn/bias_init instead of one --model.network) and cannot be loaded: train it again "
+            f"with `python -m lightning_alexnet fit` (e.g. --config tiny or --config paper)")
 
 
 class AlexNetModule(pl.LightningModule):
     """AlexNet (Krizhevsky et al., 2012) trained with the paper's recipe.
 
     Args:
-        preset: Network preset: ``paper`` (the exact network, 60,965,224 parameters with two
-            towers) or ``tiny`` (the same eight layers, narrow, for quick CPU runs).
-        num_classes: Number of classes; linked from the data when run from the command line.
-        towers: Override the preset: 2 = the paper's two towers (grouped conv2/4/5, LRN inside
-            a tower), 1 = one tower.
-        lrn: Override the preset: local response normalisation after conv1 and conv2.
-        bias_init: Override the preset: initial bias of conv2, conv4, conv5, fc6, fc7 (paper 1,
-            Caffe 0.1). Default: the preset's; ``paper`` with fewer than 1,000 classes uses 0.1
-            (the paper's 1 makes fc8's logits jump at each update when classes are few).
-        dropout: Override the preset: dropout probability on fc6 and fc7.
-        image_size: Side of the square input crop; linked from the data's crop size.
+        network: The network, every field of :class:`~lightning_alexnet.model.AlexNetConfig`
+            (``--model.network.<field>`` on the command line, where ``--config paper`` or
+            ``--config tiny`` fills them all and the data sets ``num_classes`` and
+            ``image_size``). Default: the paper's network.
         kernels: ``auto`` (Triton on CUDA, the fast CPU path on CPU), ``triton`` (the Triton
             kernels everywhere; CPU needs TRITON_INTERPRET=1), or ``eager`` (plain PyTorch).
         lr: Initial learning rate (paper 0.01 at batch 128).
@@ -109,13 +98,7 @@ class AlexNetModule(pl.LightningModule):
 
     def __init__(
         self,
-        preset: str = "paper",
-        num_classes: int = 1000,
-        towers: int | None = None,
-        lrn: bool | None = None,
-        bias_init: float | None = None,
-        dropout: float | None = None,
-        image_size: int = 224,
+        network: AlexNetConfig = AlexNetConfig(),  # noqa: B008 (frozen: one shared default is safe)
         kernels: Kernels = "auto",
         lr: float = 0.01,
         momentum: float = 0.9,
@@ -125,9 +108,13 @@ class AlexNetModule(pl.LightningModule):
         ensemble: list[str] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(network, Mapping):  # its fields, as a checkpoint's hyperparameters hold them
+            network = AlexNetConfig(**network)
         self.save_hyperparameters()
-        self.config, self.config_note = network_config(
-            preset, num_classes, image_size, towers, lrn, bias_init, dropout)
+        # plain types, loadable with torch.load(weights_only=True) (the command line's are)
+        self.hparams["network"] = dataclasses.asdict(network)
+        self.config = network.resolved()  # bias_init decided (see AlexNetConfig.bias_init)
+        self.config_note = few_classes_note(network)
         self.model = AlexNet(self.config, kernels=kernels)
         # test/predict's ensemble members (loaded in setup): submodules, so they move with this
         # one, but not this network's weights: kept out of its state dict (saved and loaded)
@@ -136,6 +123,7 @@ class AlexNetModule(pl.LightningModule):
         self.register_load_state_dict_post_hook(_members_not_missing)
         self.data_info: checkpoint_info.DataInfo | None = None  # set from a loaded checkpoint
 
+        num_classes = network.num_classes
         self.train_metrics = error_metrics(num_classes, "train/")
         self.val_metrics = error_metrics(num_classes, "val/")
         self.test_metrics = error_metrics(num_classes, "test/")
@@ -204,16 +192,23 @@ class AlexNetModule(pl.LightningModule):
 
     def _load_member(self, path: str) -> AlexNet:
         """The network of the checkpoint ``path`` (local, URL or fsspec path: Lightning's
-        loader), as a module with this one's network options loads it: a member trained with
-        other options fails, named. (``load_from_checkpoint`` would rebuild the member's own
-        options, and needs Lightning's version key, which a bare state dict lacks.)"""
+        loader), built from the checkpoint's own network config (its LRN constants, say, shape
+        the outputs but not the weights); a bare state dict, which has none, is loaded into this
+        module's network. A member of other classes or crop size, or whose weights do not fit,
+        fails, named."""
         try:
             ckpt = pl_load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError:
             raise UserPathError(f"ensemble checkpoint {path!r} does not exist") from None
-        network = ("preset", "num_classes", "towers", "lrn", "bias_init", "dropout", "image_size",
-                   "kernels")
-        member = AlexNetModule(**{k: self.hparams[k] for k in network})
+        hparams = ckpt.get("hyper_parameters") or {}
+        check_not_legacy(hparams, f"ensemble checkpoint {path!r}")
+        member = AlexNetModule(hparams.get("network", self.hparams.network),
+                               kernels=self.hparams.kernels)
+        for key in ("num_classes", "image_size"):
+            mine, theirs = getattr(self.config, key), getattr(member.config, key)
+            if theirs != mine:
+                raise UserValueError(f"ensemble checkpoint {path!r} does not fit this network: "
+                                     f"its {key} is {theirs}, this network's {mine}")
         try:
             member.load_state_dict(ckpt["state_dict"])
         except RuntimeError as e:
@@ -266,6 +261,8 @@ class AlexNetModule(pl.LightningModule):
         checkpoint_info.save(checkpoint, self._trainer, self.data_info)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a legacy checkpoint without an instantiator gets here, built with the default network
+        check_not_legacy(checkpoint.get("hyper_parameters") or {}, "the checkpoint")
         self.data_info = checkpoint_info.load(checkpoint)
         # On resume, recipe options given for this run (the CLI sets recipe_overrides) win over
         # the optimizer and scheduler state restored from the checkpoint.

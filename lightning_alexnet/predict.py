@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
@@ -26,9 +27,10 @@ from torch.utils.data import DataLoader
 from lightning_alexnet import files as files_lib
 from lightning_alexnet.checkpoint_info import DataInfo
 from lightning_alexnet.dataset import ImageFolderDataset, SkippedFiles
+from lightning_alexnet.errors import UserError
 from lightning_alexnet.files import IMAGE_EXTENSIONS
 from lightning_alexnet.imagenet_classes import readable, synset_words
-from lightning_alexnet.module import AlexNetModule
+from lightning_alexnet.module import AlexNetModule, check_not_legacy
 from lightning_alexnet.ops import Kernels
 
 PROG = "python -m lightning_alexnet"
@@ -51,12 +53,24 @@ def load_module(ckpt_path: str, kernels: Kernels = "auto") -> AlexNetModule:
     try:
         module = AlexNetModule.load_from_checkpoint(path, map_location="cpu", kernels=kernels)
     except Exception as e:  # noqa: BLE001 -- any unloadable file is a user error here
+        _fail_if_legacy(path)
         fail(f"cannot load checkpoint {ckpt_path}: {type(e).__name__}: {str(e)[:300]}")
     if module.data_info is None:
         fail(f"checkpoint {ckpt_path} does not record its class names and preprocessing (it was "
              f"saved by an older version or trained without ImageFolderDataModule): train it "
              f"again with `python -m lightning_alexnet fit`")
     return module.eval()
+
+
+def _fail_if_legacy(path: Path) -> None:
+    """After a failed load: the reason, when the checkpoint predates ``--model.network``."""
+    try:  # memory-mapped: only the pickled metadata is read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        check_not_legacy(ckpt.get("hyper_parameters") or {}, f"checkpoint {path}")
+    except UserError as e:
+        fail(str(e))
+    except Exception:  # noqa: BLE001, S110 -- not readable this way: the caller's message says so
+        pass
 
 
 def loader(info: DataInfo, samples: list[tuple[str, Any]], batch_size: int = 64,

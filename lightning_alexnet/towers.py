@@ -67,7 +67,8 @@ def check_config(config: AlexNetConfig) -> None:
     if config.towers != TOWERS:
         raise ValueError(
             f"--trainer.strategy towers puts each of the paper's two towers on its own device, but "
-            f"the model has towers={config.towers}; use --model.towers 2 (or another strategy)")
+            f"the model has towers={config.towers}; use --model.network.towers 2 (or another "
+            f"strategy)")
     widths = {"conv_channels": config.conv_channels, "fc_features": config.fc_features}
     for name, values in widths.items():
         if any(v % TOWERS for v in values):

@@ -5,13 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_image_tree
 
 from lightning_alexnet.cli import main
 
 COMMON = [
     "--config", "tiny",
-    "--model.preset", "tiny",
     "--data.resize_size", "72", "--data.crop_size", "64",
     "--data.batch_size", "8", "--data.num_workers", "0",
     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
@@ -80,7 +80,8 @@ def test_help_explains_options():
     out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "usage: python -m lightning_alexnet" in out
-    for flag in ("--model.preset", "--model.towers", "--model.kernels", "--data.root", "--ckpt_path"):
+    for flag in ("--model.network.lrn_alpha", "--model.network.towers", "--model.kernels",
+                 "--data.root", "--ckpt_path"):
         assert flag in out
     assert "the paper's two towers" in out  # docstrings become help text
 
@@ -88,7 +89,8 @@ def test_help_explains_options():
 def test_print_config_round_trips(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", "paper",
                           "--print_config"], capture_output=True, text=True, check=True).stdout
-    assert "preset: paper" in out and "batch_size: 128" in out
+    assert yaml.safe_load(out)["model"]["network"]["fc_features"] == [4096, 4096]
+    assert "batch_size: 128" in out
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(out)
     again = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", str(cfg),
@@ -96,10 +98,10 @@ def test_print_config_round_trips(tmp_path):
     assert again == out
 
 
-def test_unknown_preset_is_named(tmp_path, capsys):
+def test_impossible_network_is_named(tmp_path, capsys):
     root = make_tree(tmp_path / "data")
     with pytest.raises(SystemExit) as e:
-        main(["fit", *COMMON, "--data.root", str(root), "--model.preset", "vgg",
+        main(["fit", *COMMON, "--data.root", str(root), "--model.network.towers", "3",
               "--trainer.max_epochs", "1"])
     assert e.value.code == 2
-    assert "error: unknown preset 'vgg'; choose one of ['paper', 'tiny']" in capsys.readouterr().err
+    assert "error: towers must be 1 or 2, got 3" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from test_cli import COMMON, make_tree
 
 from lightning_alexnet.cli import main
@@ -128,12 +129,15 @@ def test_print_config_shows_the_checkpoint_network(runs, capsys):
     code, out, _ = run(capsys, "validate", "--data.root", str(root), "--ckpt_path", str(a),
                        "--model.kernels", "eager", "--print_config")
     assert code == 0
-    assert "preset: tiny" in out and "crop_size: 64" in out and "kernels: eager" in out
+    assert yaml.safe_load(out)["model"]["network"]["conv_channels"] == [32, 64, 96, 96, 64]
+    assert "crop_size: 64" in out and "kernels: eager" in out
 
 
 @pytest.mark.parametrize("extra, says", [
-    (["--model.towers", "1"], "--model.towers 1 asked, the checkpoint has 2"),
-    (["--model.preset", "paper"], "preset 'paper' asked, the checkpoint holds 'tiny'"),
+    (["--model.network.towers", "1"], "--model.network.towers 1 asked, the checkpoint has 2"),
+    (["--model.network.conv_channels", "[96,256,384,384,256]"],
+     ("--model.network.conv_channels [96, 256, 384, 384, 256] asked, the checkpoint has "
+      "[32, 64, 96, 96, 64]")),
     (["--data.crop_size", "96", "--data.resize_size", "100"],
      "crop size 96 asked (--data.crop_size), the checkpoint was trained on 64-pixel crops"),
     (["--model.ensemble", "[missing.ckpt]"], "ensemble checkpoint missing.ckpt does not exist"),
@@ -246,7 +250,8 @@ def test_every_n_train_steps_writes_mid_epoch_last_checkpoint(tmp_path, monkeypa
 def test_prepare_reads_only_the_data_section_of_a_config(tmp_path, capsys, caplog):
     root = make_tree(tmp_path / "data")
     config = tmp_path / "run.yaml"  # every section fit takes; prepare reads data: only
-    config.write_text(f"seed_everything: 1\ntrainer:\n  max_epochs: 1\nmodel:\n  preset: tiny\n"
+    config.write_text(f"seed_everything: 1\ntrainer:\n  max_epochs: 1\n"
+                      f"model:\n  network:\n    towers: 2\n"
                       f"data:\n  root: {root}\n  resize_size: 72\n  crop_size: 64\n"
                       f"  num_workers: 0\n  stats_dir: {tmp_path / 'ignored'}\n")
     stats = tmp_path / "stats"
@@ -257,6 +262,7 @@ def test_prepare_reads_only_the_data_section_of_a_config(tmp_path, capsys, caplo
     assert len(list(stats.glob("stats-*.npz"))) == 1 and len(list(stats.glob("crops-val-*.npy"))) == 2
     assert not (tmp_path / "ignored").exists()
     assert any(m.startswith("statistics of 18 training images") for m in infos(caplog))
-    config.write_text(f"model:\n  preset: tiny\ndata:\n  root: {root}\n  crop_sise: 64\n")
+    config.write_text(f"model:\n  network:\n    towers: 2\n"
+                      f"data:\n  root: {root}\n  crop_sise: 64\n")
     code, _, err = run(capsys, "prepare", "--config", str(config))
     assert code == 2 and "crop_sise" in err

@@ -266,11 +266,12 @@ def test_the_batched_and_per_image_paths_agree(tree, pca_noise, pixel_scale):
 
 
 def test_the_module_names_an_unfinished_batch(tree):
+    from lightning_alexnet.model import AlexNetConfig
     from lightning_alexnet.module import AlexNetModule
 
     ds = train_dataset(dm_for(tree))
     batch = ds.collate([ds[0], ds[1]])
-    module = AlexNetModule("tiny", num_classes=3, kernels="eager")
+    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=3), kernels="eager")
     with pytest.raises(TypeError, match="got a RawBatch .* on_after_batch_transfer"):
         module.training_step(batch, 0)
 
@@ -423,9 +424,11 @@ def corrupt_tree(root, size=S):
 
 
 def tiny_module(num_classes):
+    from lightning_alexnet.model import AlexNetConfig
     from lightning_alexnet.module import AlexNetModule
 
-    return AlexNetModule(preset="tiny", num_classes=num_classes, image_size=64, kernels="eager")
+    config = AlexNetConfig.from_name("tiny", num_classes=num_classes, image_size=64)
+    return AlexNetModule(config, kernels="eager")
 
 
 def fit_tiny(dm, module=None, **trainer_options):
@@ -574,12 +577,14 @@ def test_an_unfinished_pass_reports_its_own_count(tmp_path, caplog):
 def test_a_trainer_gets_float_batches_either_way(tmp_path, finish):
     import pytorch_lightning as pl
 
+    from lightning_alexnet.model import AlexNetConfig
     from lightning_alexnet.module import AlexNetModule
 
     root = make_tree(tmp_path / "data", n_train=4, n_val=2, size=72)
     dm = ImageFolderDataModule(str(root), resize_size=72, crop_size=64, batch_size=4, num_workers=0,
                                finish=finish)
-    module = AlexNetModule(preset="tiny", num_classes=3, image_size=64, kernels="eager")
+    config = AlexNetConfig.from_name("tiny", num_classes=3, image_size=64)
+    module = AlexNetModule(config, kernels="eager")
     seen = []
     module.on_train_batch_start = lambda batch, i: seen.append((batch[0].dtype, tuple(batch[0].shape)))
     trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1,

@@ -40,7 +40,7 @@ def test_to_layout_of_a_cuda_device_makes_every_conv_weight_channels_last():
 
 
 def test_the_module_takes_the_layout_of_the_trainer_device():
-    module = AlexNetModule("tiny", num_classes=10, kernels="eager")
+    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=10), kernels="eager")
     module.setup("fit")  # no Trainer, on the CPU: unchanged
     assert all(not w.is_contiguous(memory_format=CL) for w in conv_weights(module.model))
     module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda")))

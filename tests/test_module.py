@@ -5,13 +5,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_alexnet.model import AlexNetConfig
 from lightning_alexnet.module import AlexNetModule, MulticlassError
 
 SIZE = 64  # the tiny preset's smallest comfortable input: maps 15 -> 7 -> 3 -> 1
 
 
 def tiny_module(**kw) -> AlexNetModule:
-    return AlexNetModule(preset="tiny", num_classes=7, image_size=SIZE, **kw)
+    return AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=7, image_size=SIZE), **kw)
 
 
 def trainer(**kw) -> pl.Trainer:
@@ -34,7 +35,7 @@ def test_error_metric_is_one_minus_accuracy():
 
 
 def test_paper_optimiser():
-    module = AlexNetModule(preset="tiny", num_classes=10)
+    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=10))
     conf = module.configure_optimizers()
     opt = conf["optimizer"]
     assert isinstance(opt, torch.optim.SGD)
@@ -109,7 +110,8 @@ def test_ensemble_members_move_with_the_module_but_stay_out_of_its_state_dict(tm
 
 def test_ensemble_member_of_another_network_is_named(tmp_path):
     path = tmp_path / "other.ckpt"
-    torch.save({"state_dict": AlexNetModule(preset="tiny", num_classes=5, image_size=SIZE).state_dict()}, path)
+    other = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=5, image_size=SIZE))
+    torch.save({"state_dict": other.state_dict()}, path)
     with pytest.raises(ValueError, match="ensemble checkpoint .*other.ckpt.* does not fit this network"):
         tiny_module(ensemble=[str(path)]).setup("test")
 

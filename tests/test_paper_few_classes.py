@@ -2,6 +2,8 @@
 logits jump at every update when each class is a large share of the batch; the preset uses
 Caffe's 0.1 below 1,000 classes, and fit says so. Measured at a 64-pixel crop."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,11 @@ from test_cli import COMMON, make_tree
 from lightning_alexnet.cli import main
 from lightning_alexnet.model import AlexNet, AlexNetConfig
 from lightning_alexnet.module import AlexNetModule
+
+# the paper's network on top of COMMON's tiny one, field by field
+PAPER_NETWORK = ["--model.network.conv_channels", "[96, 256, 384, 384, 256]",
+                 "--model.network.fc_features", "[4096, 4096]", "--model.network.dropout", "0.5",
+                 "--model.network.init", "paper", "--model.network.bias_init", "null"]
 
 
 def logit_jumps(bias_init: float, num_classes: int = 10, steps: int = 2, batch: int = 16):
@@ -49,20 +56,22 @@ def test_paper_bias_makes_fc8_logits_jump_with_few_classes():
 
 
 def test_preset_keeps_the_paper_bias_for_imagenet_class_counts():
-    assert AlexNetModule("paper", num_classes=1000, image_size=64).config.bias_init == 1.0
-    assert AlexNetModule("paper", num_classes=1000, image_size=64).config_note is None
-    few = AlexNetModule("paper", num_classes=10, image_size=64)
+    paper = AlexNetConfig.from_name("paper", image_size=64)
+    assert AlexNetModule(replace(paper, num_classes=1000)).config.bias_init == 1.0
+    assert AlexNetModule(replace(paper, num_classes=1000)).config_note is None
+    few = AlexNetModule(replace(paper, num_classes=10))
     assert few.config.bias_init == 0.1 and "bias_init 0.1" in few.config_note
-    assert AlexNetModule("paper", num_classes=10, image_size=64, bias_init=1.0).config.bias_init == 1.0
-    assert AlexNetModule("tiny", num_classes=10, image_size=64).config_note is None
+    assert AlexNetModule(replace(paper, num_classes=10, bias_init=1.0)).config.bias_init == 1.0
+    tiny = AlexNetConfig.from_name("tiny", num_classes=10, image_size=64)
+    assert AlexNetModule(tiny).config_note is None
 
 
-@pytest.mark.parametrize("extra, noted", [([], True), (["--model.bias_init", "1"], False)])
+@pytest.mark.parametrize("extra, noted", [([], True), (["--model.network.bias_init", "1"], False)])
 def test_fit_says_what_the_preset_changed(tmp_path, monkeypatch, caplog, extra, noted):
     root = make_tree(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("INFO"):
-        cli = main(["fit", *COMMON, "--model.preset", "paper", "--data.root", str(root),
+        cli = main(["fit", *COMMON, *PAPER_NETWORK, "--data.root", str(root),
                     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
                     "--trainer.limit_val_batches", "1", *extra])
     lines = [r.getMessage() for r in caplog.records if "paper preset with 3 classes" in r.getMessage()]

@@ -97,7 +97,7 @@ def _worker(rank: int, world: int, port: int, dropout: float, out_dir: str) -> N
         steps = train_steps(model, x[start:start + BATCH], y[start:start + BATCH], average)
         tower = mesh["tensor_parallel"].get_local_rank()
         # the module's metrics, synchronised as under the strategy: images counted once
-        module = AlexNetModule(preset="tiny", num_classes=10, image_size=SIZE)
+        module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=10, image_size=SIZE))
         module._device_mesh = mesh
         module.configure_model()
         metric = module.val_metrics["val/top1_error"]
@@ -209,8 +209,9 @@ def test_one_tower_model_is_refused_before_launch(monkeypatch):
 
     monkeypatch.setattr(_SubprocessScriptLauncher, "_call_children_scripts", must_not_launch)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="towers", logger=False)
-    with pytest.raises(ValueError, match="towers=1; use --model.towers 2"):
-        trainer.fit(AlexNetModule(preset="tiny", towers=1, num_classes=4, image_size=SIZE))
+    with pytest.raises(ValueError, match="towers=1; use --model.network.towers 2"):
+        config = AlexNetConfig.from_name("tiny", towers=1, num_classes=4, image_size=SIZE)
+        trainer.fit(AlexNetModule(config))
 
 
 def test_odd_widths_are_refused():
@@ -256,7 +257,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIT = [
     "--config", "tiny", "--data.resize_size", "72", "--data.crop_size", "64",
     "--data.batch_size", "16", "--data.num_workers", "0", "--data.random_crop", "false",
-    "--data.hflip", "false", "--data.pca_noise", "0", "--model.dropout", "0",
+    "--data.hflip", "false", "--data.pca_noise", "0", "--model.network.dropout", "0",
     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
 ]
