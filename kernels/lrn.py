@@ -83,12 +83,16 @@ from kernels._common import (
 )
 from kernels._lrn_pool import (
     check_lrn_params,
+    lanes_if,
+    launch_sweep,
     lrn_grad_input,
-    lrn_grad_term,
+    lrn_grad_push,
     lrn_scale,
     pow_pos,
+    sweep_program,
+    zeros_window,
 )
-from kernels.tuning import LRN_CONFIGS, elementwise_autotune
+from kernels.tuning import LRN_BWD_CONFIGS, LRN_CONFIGS, elementwise_autotune, sweep_autotune
 
 # ----------------------------------------------------------------------------------------------
 # Triton kernels (the device functions they call are in kernels._lrn_pool)
@@ -136,48 +140,50 @@ def _lrn_fwd_kernel(
         tl.store(scale_ptr + n * stride_sn + c * stride_sc + s * stride_ss, scale, mask=mask)
 
 
+# Global loads per element per channel step of the backward (x, dy, the scale); the compile
+# report checks the PTX against it (see the module docstring for the count per element).
+BWD_LOADS_PER_STEP = 3
+
+
 @triton.jit
 def _lrn_bwd_kernel(
     x_ptr, scale_ptr, dy_ptr, dx_ptr,
-    # sizes
-    numel, C, S, C_GROUP,
+    # sizes: trailing dims flattened, channels per group, groups
+    S, C_GROUP, GROUPS,
     # strides
     stride_xn, stride_xc, stride_xs,
     stride_sn, stride_sc, stride_ss,
     stride_dyn, stride_dyc, stride_dys,
     stride_dxn, stride_dxc, stride_dxs,
     # op params
-    SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    ACC: tl.constexpr,
-    # tiling
-    BLOCK: tl.constexpr,
+    SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, ACC: tl.constexpr,
+    # tiling: pixels per program, channels per program
+    BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < numel
-    n, c, s = _ncs_index(i, C, S, CHANNELS_LAST)
-    g_lo = (c // C_GROUP) * C_GROUP
-    x_pix = x_ptr + n * stride_xn + s * stride_xs
-    s_pix = scale_ptr + n * stride_sn + s * stride_ss
-    dy_pix = dy_ptr + n * stride_dyn + s * stride_dys
-    # sum over the channels j whose window holds c: j = c - (SIZE-1)//2 .. c + SIZE//2
-    acc = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(SIZE):
-        cj = c + (t - (SIZE - 1) // 2)
-        ok = mask & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(ACC)
-        dyj = tl.load(dy_pix + cj * stride_dyc, mask=ok, other=0.0).to(ACC)
-        sj = tl.load(s_pix + cj * stride_sc, mask=ok, other=1.0).to(ACC)
-        acc += lrn_grad_term(dyj, xj, sj, BETA)  # 0 outside the group: dy = x = 0, s = 1
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
-    dy = tl.load(dy_pix + c * stride_dyc, mask=mask, other=0.0).to(ACC)
-    sc = tl.load(s_pix + c * stride_sc, mask=mask, other=1.0).to(ACC)
-    dx = lrn_grad_input(dy, x, sc, acc, ALPHA, SIZE, BETA)
-    tl.store(dx_ptr + n * stride_dxn + c * stride_dxc + s * stride_dxs,
-             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    n, g_lo, c_lo, c_hi, p, mask = sweep_program(S, C_GROUP, GROUPS, BLOCK, BLOCK_C)
+    x_pix = x_ptr + n * stride_xn + p * stride_xs
+    s_pix = scale_ptr + n * stride_sn + p * stride_ss
+    dy_pix = dy_ptr + n * stride_dyn + p * stride_dys
+    dx_pix = dx_ptr + n * stride_dxn + p * stride_dxs
+    LAG: tl.constexpr = SIZE // 2  # dx_c needs the terms of channels up to c + SIZE//2
+    tw = zeros_window(SIZE, ACC, BLOCK)  # lrn_grad_push's terms of channels j-SIZE+1 .. j
+    qd = zeros_window(LAG + 1, ACC, BLOCK)  # dy / D of channels j-LAG .. j
+    qx = zeros_window(LAG + 1, ACC, BLOCK)  # x of channels j-LAG .. j
+    # step j loads channel j (once per element: BWD_LOADS_PER_STEP loads) and writes c = j - LAG
+    for j in range(tl.maximum(c_lo - (SIZE - 1) // 2, g_lo), c_hi + LAG):
+        ok = lanes_if(j < g_lo + C_GROUP, mask)  # past the group: dy = x = 0, s = 1, a zero term
+        x = tl.load(x_pix + j * stride_xc, mask=ok, other=0.0).to(ACC)
+        dy = tl.load(dy_pix + j * stride_dyc, mask=ok, other=0.0).to(ACC)
+        sc = tl.load(s_pix + j * stride_sc, mask=ok, other=1.0).to(ACC)
+        tw, qd = lrn_grad_push(tw, qd, dy, x, sc, BETA)
+        qx = qx[1:] + (x,)
+        c = j - LAG
+        dx = lrn_grad_input(tw, qd[0], qx[0], ALPHA, SIZE)
+        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=lanes_if(c >= c_lo, mask))
 
 
 _lrn_fwd = elementwise_autotune(_lrn_fwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
-_lrn_bwd = elementwise_autotune(_lrn_bwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
+_lrn_bwd = sweep_autotune(_lrn_bwd_kernel, LRN_BWD_CONFIGS, ["S", "C_GROUP"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,10 +238,10 @@ def _bwd_args(x3, s3, dy3, dx3, params: tuple) -> dict:
     """_lrn_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
     size, alpha, beta, groups = params
     _, c, s = x3.shape
-    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, numel=dx3.numel(), C=c, S=s,
-                C_GROUP=c // groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
+    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, S=s, C_GROUP=c // groups,
+                GROUPS=groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
                 **strides("dy", dy3, "ncs"), **strides("dx", dx3, "ncs"), SIZE=size, ALPHA=alpha,
-                BETA=beta, CHANNELS_LAST=is_channels_last(dx3), ACC=triton_acc(x3.dtype))
+                BETA=beta, ACC=triton_acc(x3.dtype))
 
 
 def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
@@ -253,7 +259,7 @@ def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
     check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
     if dx3.numel() == 0:
         return
-    launch_elementwise(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params))
+    launch_sweep(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params), dx3.shape[0], params[3])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,5 +361,5 @@ def aot_specs() -> list[KernelSpec]:
         bwd = _bwd_args(x, scale, x, x, (size, alpha, beta, groups))
         specs += block_specs("lrn", "conv1 55x55x96 b128", label,
                              (("fwd", _lrn_fwd_kernel, fwd, LRN_CONFIGS),
-                              ("bwd", _lrn_bwd_kernel, bwd, LRN_CONFIGS)))
+                              ("bwd", _lrn_bwd_kernel, bwd, LRN_BWD_CONFIGS)))
     return specs
