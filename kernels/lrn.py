@@ -15,15 +15,25 @@ n=5, k=2, alpha=1e-4, beta=0.75, so the paper's layer is
 ``local_response_norm(x, 5, alpha=5 * 1e-4, beta=0.75, k=2.0)``. Krizhevsky's cuda-convnet code
 does divide by n, i.e. it trained with ``alpha=1e-4`` in torch terms.
 
-Kernels (one program per BLOCK elements, enumerated in the output's memory order):
+Kernels:
 
-- forward: one pass over the channel window (``size`` loads per element, neighbours hit the
-  cache), writes y and, when a gradient is needed, the scale s (fp32; fp64 for fp64 input).
+- forward (one program per BLOCK elements, in the output's memory order): one pass over the
+  channel window (``size`` loads per element, neighbours hit the cache), writes y and, when a
+  gradient is needed, the scale s (fp32; fp64 for fp64 input).
 - backward: ``dx_i = dy_i / D_i + 2 x_i (alpha / size) sum_c g_c``, c over the channels whose
   window holds i, ``D = s^beta`` and ``g_c = -dy_c ((x_c / D_c) / D_c) (beta s_c^(beta-1))``:
   the factors of PyTorch's own autograd graph for ``F.local_response_norm``, so NaN and inf in
   the input or the gradient land where they land in PyTorch (``0 * inf`` included). From x, the
-  saved s and dy; ``3 * size`` loads per element (cached), no atomics.
+  saved s and dy, no atomics, as a sweep over channels: one program per BLOCK pixels x BLOCK_C
+  channels of one group, whose loop takes one channel per step: it loads that channel's x, dy
+  and s (``BWD_LOADS_PER_STEP`` = 3 global loads per element and step, the one loop holding
+  every load: the compile report checks the PTX against it), computes ``g`` and ``dy / D``
+  once (one log2 and two exp2 per element), and writes dx of the channel ``size // 2`` behind,
+  from the last ``size`` terms kept in registers. Every window sum is added up anew in
+  ascending channel order (no running sum that subtracts the channel leaving: ``inf - inf``
+  would be NaN), the order of the previous gather and of the forward. Global loads per element:
+  3 when BLOCK_C covers the group; else the ``size - 1`` channels around a chunk's edges are
+  loaded by both chunks: at most ``3 (1 + (size - 1) / BLOCK_C)``.
 
 Powers: ``s^e`` is ``exp2(e * log2 s)``, which equals ``torch.pow`` on s in (0, inf] and NaN,
 with ``s^0 = 1`` (NaN included) and ``s^1 = s`` taken exactly. ``k > 0`` and ``alpha >= 0`` keep
@@ -32,10 +42,12 @@ sign of s and whether beta is an integer). ``beta = 0`` is the identity, as in P
 
 Layout: the kernels take strides for every pointer, so contiguous NCHW, channels_last, strided,
 expanded (stride 0) and offset views work without a copy (trailing dims that cannot be flattened
-to one stride are copied by ``reshape``). Both dense layouts are fast: with NCHW neighbouring
-lanes are neighbouring pixels, with channels_last they are neighbouring channels, so every load
-is coalesced. The output (and the saved scale) takes the input's layout when the input is dense
-and its trailing dims merge, else NCHW.
+to one stride are copied by ``reshape``). The forward's lanes walk the memory order: with NCHW
+neighbouring lanes are neighbouring pixels, with channels_last neighbouring channels, so every
+load is coalesced. The backward's lanes are pixels in both: coalesced in NCHW; in channels_last
+one load reads a channel of BLOCK pixels ``C`` elements apart, and the next channel steps find
+the rest of each sector in the cache (not yet timed on a GPU). The output (and the saved scale)
+takes the input's layout when the input is dense and its trailing dims merge, else NCHW.
 
 Precision: float32, float16 and bfloat16 in, the same dtype out, arithmetic in fp32; float64
 in fp64 (for ``torch.autograd.gradcheck``). The scale costs one extra fp32 tensor the size of
@@ -179,7 +191,8 @@ def _lrn_bwd_kernel(
         qx = qx[1:] + (x,)
         c = j - LAG
         dx = lrn_grad_input(tw, qd[0], qx[0], ALPHA, SIZE)
-        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=lanes_if(c >= c_lo, mask))
+        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty),
+                 mask=lanes_if(c >= c_lo, mask))
 
 
 _lrn_fwd = elementwise_autotune(_lrn_fwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
@@ -348,6 +361,11 @@ def local_response_norm(
 # ----------------------------------------------------------------------------------------------
 
 
+# The compile report checks each backward spec's PTX against this (kernel -> its constexprs ->
+# global loads per element and channel step).
+LOAD_BOUNDS = {"lrn_bwd": lambda consts: BWD_LOADS_PER_STEP}
+
+
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
@@ -359,7 +377,7 @@ def aot_specs() -> list[KernelSpec]:
         label = TORCH_TO_TRITON[dtype]
         fwd = _fwd_args(x, x, scale, (size, alpha, beta, k, groups), True)
         bwd = _bwd_args(x, scale, x, x, (size, alpha, beta, groups))
-        specs += block_specs("lrn", "conv1 55x55x96 b128", label,
+        specs += block_specs("lrn", "conv1 55x55x96 b128 g2", label,
                              (("fwd", _lrn_fwd_kernel, fwd, LRN_CONFIGS),
                               ("bwd", _lrn_bwd_kernel, bwd, LRN_BWD_CONFIGS)))
     return specs

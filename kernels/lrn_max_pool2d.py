@@ -15,30 +15,41 @@ the paper's and cuda-convnet's conventions, the power's domain and the backward'
 Pooling semantics are :mod:`kernels.max_pool2d`'s (first maximum wins, NaN propagates and the
 last NaN of a window gets the gradient, as in PyTorch).
 
-Kernels (one program per BLOCK elements, enumerated in memory order):
+Kernels:
 
-- forward: per output pixel, the LRN value of each of its KH*KW taps is computed from the
-  ``size``-channel window of the input (neighbouring loads hit the cache) and only the running
-  max and its window offset are kept. It reads the conv output once and writes the pooled map
-  (4x smaller for 3x3 / 2) and an int8 argmax: the LRN map itself never reaches memory.
-- backward: per input pixel, the pooled gradient is routed to the LRN output through the stored
-  argmax (a gather over ceil(K/S)^2 candidate windows, no atomics), and the LRN backward is
-  applied with the scale recomputed from the saved input, for the ``size`` channels whose
-  window holds the pixel. Only the input and the argmax are saved (the input is the conv output
-  that autograd keeps anyway). Every channel's term is computed, also where the routed gradient
-  is 0: PyTorch's composition gives NaN there when the input holds inf or NaN
-  (``0 * (inf / inf)``), and so does this kernel.
+- forward (one program per BLOCK output elements, in memory order): per output pixel, the LRN
+  value of each of its KH*KW taps is computed from the ``size``-channel window of the input
+  (neighbouring loads hit the cache) and only the running max and its window offset are kept.
+  It reads the conv output once and writes the pooled map (4x smaller for 3x3 / 2) and an int8
+  argmax: the LRN map itself never reaches memory.
+- backward: a sweep over channels, as :mod:`kernels.lrn`'s backward: one program per BLOCK
+  input pixels x BLOCK_C channels of one group, one channel per step. Step j loads the input
+  x_j (once per element), which completes the scale window of channel a = j - (size-1)//2:
+  its scale is summed from the ``size`` inputs kept in registers (once per channel, the
+  forward's sum in the forward's order), and the pooled gradient reaching a's LRN output is
+  routed through the stored argmax (a gather over the ceil(K/S)^2 candidate windows: their
+  argmax, and the gradient of those that picked this pixel; no atomics). Its term enters a
+  window of ``size`` terms, and dx of channel j - (size - 1) is written. Global loads per element
+  and step: ``bwd_loads_per_step`` = 1 + 2 ceil(KH/SH) ceil(KW/SW), 9 for AlexNet's 3x3 / 2
+  (checked in the PTX by the compile report); per element, that when BLOCK_C covers the group,
+  else the halo: x of the ``2 (size - 1)`` and the gathers of the ``size - 1`` channels around a
+  chunk's edges are loaded by both chunks. Only the input and the argmax are saved (the input
+  is the conv output that autograd keeps anyway). Every channel's term is computed, also where
+  the routed gradient is 0: PyTorch's composition gives NaN there when the input holds inf or
+  NaN (``0 * (inf / inf)``), and so does this kernel.
 
 The price of never storing the LRN map: overlapping windows recompute the LRN of a pixel up to
-ceil(K/S)^2 times in forward and the backward recomputes each scale once per channel of its
-window (``size`` times, ``size * (size + 1)`` loads per element, cached); AlexNet's LRN/pool
-layers are memory bound, so arithmetic is the cheap side of that trade. Not yet timed on a GPU;
-every autotune config compiles ahead of time for sm_80 and sm_90 (see ``aot_specs``).
+ceil(K/S)^2 times in forward, and the backward sums each scale again (``size`` multiply-adds
+per element, no extra loads); AlexNet's LRN/pool layers are memory bound, so arithmetic is the
+cheap side of that trade. Not yet timed on a GPU; every autotune config compiles ahead of time
+for sm_80 and sm_90 (see ``aot_specs``).
 
-Layout: strides for every pointer (input, output, argmax, gradients); contiguous NCHW and
-channels_last are both fast (lanes walk the memory order), strided, expanded and offset views
-work without a copy. Outputs and the input gradient are channels_last when the input is, else
-NCHW. float32, float16, bfloat16 in and out with fp32 arithmetic; float64 in fp64.
+Layout: strides for every pointer (input, output, argmax, gradients); strided, expanded and
+offset views work without a copy. The forward's lanes walk the memory order, so its loads are
+coalesced in NCHW and channels_last alike; the backward's lanes are pixels: coalesced in NCHW,
+while in channels_last one load reads a channel of BLOCK pixels ``C`` elements apart and the
+next channel steps find the rest of each sector in the cache (not yet timed on a GPU). Outputs
+and the input gradient are channels_last when the input is, else NCHW. float32, float16, bfloat16 in and out with fp32 arithmetic; float64 in fp64.
 
 PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::lrn_max_pool2d``
 and ``lightning_alexnet::lrn_max_pool2d_backward``) with a fake implementation and an autograd
@@ -198,12 +209,14 @@ def _lrn_max_pool2d_bwd_kernel(
                          stride_dyn, stride_dyc, stride_dyh, stride_dyw,
                          stride_an, stride_ac, stride_ah, stride_aw,
                          KH, KW, SH, SW, PH, PW, ACC, BLOCK)
-        # outside [a_lo, g_hi): g = x = 0 and s = 1, a zero term (whatever the window holds)
+        # outside [a_lo, g_hi) nothing is routed and s = 1: past the group x = 0 too, a zero
+        # term; before a_lo a term only the unwritten channels below c_lo would sum
         sa = tl.where(ok, window_scale(xw, SIZE, ALPHA, K), 1.0)
         tw, qd = lrn_grad_push(tw, qd, ga, xw[LAG], sa, BETA)
         c = j - (SIZE - 1)
         dx = lrn_grad_input(tw, qd[0], xw[0], ALPHA, SIZE)
-        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty), mask=lanes_if(c >= c_lo, mask))
+        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty),
+                 mask=lanes_if(c >= c_lo, mask))
 
 
 _KEY = ["numel", "C", "H", "W", "C_GROUP"]
@@ -350,6 +363,12 @@ def lrn_max_pool2d(
 # ----------------------------------------------------------------------------------------------
 
 
+# The compile report checks each backward spec's PTX against this (kernel -> its constexprs ->
+# global loads per element and channel step).
+LOAD_BOUNDS = {"lrn_max_pool2d_bwd": lambda c: bwd_loads_per_step((c["KH"], c["KW"]),
+                                                                  (c["SH"], c["SW"]))}
+
+
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
@@ -363,7 +382,7 @@ def aot_specs() -> list[KernelSpec]:
         fwd = _fwd_args(x, y, arg, params, geo, True)
         bwd = _bwd_args(x, y, arg, x, params, geo)
         label = TORCH_TO_TRITON[dtype]
-        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128", label,
+        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128 g2", label,
                              (("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
                               ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS)))
     return specs

@@ -205,10 +205,15 @@ def _sweeps(*blocks: tuple[int, int, int]) -> list[triton.Config]:
             for block, block_c, warps in blocks]
 
 
-# 1-2 elements per thread: each holds the last SIZE channels' terms and queues in registers.
-LRN_BWD_CONFIGS = _sweeps((128, 32, 4), (128, 64, 4), (256, 64, 4), (256, 128, 8))
-# The fused backward also keeps the SIZE inputs of the scale's window: 1 element per thread.
-LRN_POOL_BWD_CONFIGS = _sweeps((64, 48, 2), (128, 32, 4), (128, 64, 4), (256, 128, 8))
+# A thread walks its chunk's channels one after the other, so BLOCK_C also sets how many
+# dependent steps it makes: 16 (short threads, the halo adds up to 25% loads) to whole groups
+# (conv1's 48 per tower, conv2's 128: each element loaded once). Not timed on a GPU yet.
+# 1-2 elements per thread (32-40 registers on sm_90), the last SIZE channels' terms and the
+# queues in registers.
+LRN_BWD_CONFIGS = _sweeps((128, 16, 4), (128, 48, 4), (256, 64, 4), (256, 128, 8))
+# The fused backward also keeps the SIZE inputs of the scale's window: 1 element per thread
+# (40 registers).
+LRN_POOL_BWD_CONFIGS = _sweeps((128, 16, 4), (64, 48, 2), (128, 64, 4), (256, 128, 8))
 # Under the interpreter: a chunk of 4 channels, so the tests' groups of 4-12 channels run
 # several chunks with their halos (and the groups of 3 and 4 one chunk).
 SWEEP_INTERPRET_CONFIG = triton.Config({"BLOCK": 1024, "BLOCK_C": 4}, num_warps=4, num_stages=1)
