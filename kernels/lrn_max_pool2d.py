@@ -49,7 +49,8 @@ offset views work without a copy. The forward's lanes walk the memory order, so 
 coalesced in NCHW and channels_last alike; the backward's lanes are pixels: coalesced in NCHW,
 while in channels_last one load reads a channel of BLOCK pixels ``C`` elements apart and the
 next channel steps find the rest of each sector in the cache (not yet timed on a GPU). Outputs
-and the input gradient are channels_last when the input is, else NCHW. float32, float16, bfloat16 in and out with fp32 arithmetic; float64 in fp64.
+and the input gradient are channels_last when the input is, else NCHW. float32, float16,
+bfloat16 in and out with fp32 arithmetic; float64 in fp64.
 
 PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::lrn_max_pool2d``
 and ``lightning_alexnet::lrn_max_pool2d_backward``) with a fake implementation and an autograd
