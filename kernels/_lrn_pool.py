@@ -2,9 +2,10 @@
 the same device functions and host helpers as :mod:`kernels.lrn` and :mod:`kernels.max_pool2d`,
 so each lives here once (no op module imports another).
 
-- LRN (``@triton.jit`` device functions): the power ``s^e``, the scale over a channel window,
-  and the backward's two factors, as PyTorch's autograd graph factors them (see
-  :mod:`kernels.lrn`); the argument checks.
+- LRN (``@triton.jit`` device functions): the power ``s^e``, the scale over a channel window
+  (loaded, or from inputs held in registers), and the backward's factors, as PyTorch's autograd
+  graph factors them (see :mod:`kernels.lrn`); the backwards' channel sweep (each program's
+  tile, the register windows, the launch grid); the argument checks.
 - Pooling: the flat-index decoding, the running (max, argmax) over window taps, the gradient
   routed back through the stored argmax (see :mod:`kernels.max_pool2d`); the checked geometry,
   the outputs' allocation and layout.
@@ -14,7 +15,9 @@ Alike but kept apart (named per the project's no-duplicates rule): ``_max_pool2d
 of LRN values recomputed at each tap; each op's forward ~ backward kernel signatures (the same
 argument groups, the forward indexed by output pixel, the backward by input pixel with the
 gradients' strides); ``local_response_norm`` ~ ``lrn_max_pool2d``'s signatures (the same LRN
-arguments and defaults).
+arguments and defaults); ``_lrn_bwd_kernel`` ~ ``_lrn_max_pool2d_bwd_kernel``, the same sweep
+(one channel per step, the helpers here), the fused one summing the scale from its inputs and
+routing the gradient where the other loads both.
 """
 
 from __future__ import annotations
