@@ -1,8 +1,10 @@
 """The LRN and LRN + pool backwards as channel sweeps: every chunking of the channels gives the
-same bits, and the compile report holds each sweep's PTX to the loads its docstring states."""
+same bits, each element is loaded as often as the docstrings state (counted under the
+interpreter), and the compile report holds each sweep's PTX to the loads its docstring states."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from layouts import with_specials
@@ -12,6 +14,7 @@ from tolerances import assert_close
 
 from kernels import compile_report
 from kernels._aot import CompileResult, PtxStats
+from kernels._common import INTERPRET
 from kernels._lrn_pool import launch_sweep
 from kernels.lrn import _bwd_args as lrn_bwd_args
 from kernels.lrn import _lrn_bwd_kernel, lrn_op
@@ -78,6 +81,70 @@ def test_fused_backward_is_the_same_for_every_chunking(size, groups):
     ref_lrn_pool(xr, *lrn).backward(dy)
     assert_close(grads[0], xr.grad, F64)
     assert grads[0].isnan().any() and not grads[0].isnan().all()
+
+
+# --- how often each element is loaded, counted under the interpreter ---------------------------
+
+
+@pytest.fixture
+def loaded_addresses(monkeypatch):
+    """The address of every element a kernel's masked loads read (active lanes only), as the
+    interpreter runs them on CPU tensors."""
+    if not INTERPRET:
+        pytest.skip("counts the interpreter's loads; on a GPU the compile report's PTX check "
+                    "covers the same bound")
+    from triton.runtime import interpreter
+
+    seen = []
+    load = interpreter.InterpreterBuilder.create_masked_load
+
+    def counting(self, ptrs, mask, *args):
+        seen.append(np.asarray(ptrs.data)[np.asarray(mask.data, dtype=bool)].ravel())
+        return load(self, ptrs, mask, *args)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_load", counting)
+    return seen
+
+
+def _loads_per_element(seen: list, t: torch.Tensor) -> np.ndarray:
+    """How many times each element of contiguous t was loaded."""
+    addresses = np.concatenate(seen).astype(np.int64)
+    offsets = addresses - t.data_ptr()
+    offsets = offsets[(offsets >= 0) & (offsets < t.numel() * t.element_size())]
+    return np.bincount(offsets // t.element_size(), minlength=t.numel())
+
+
+@pytest.mark.parametrize("block_c", [48, 2])
+def test_lrn_backward_loads_each_element_once_per_chunk(loaded_addresses, block_c):
+    # two towers of 48 channels, size 5: a chunk covering the group loads each element of x, dy
+    # and the scale exactly once; chunks of 2 load the 4 channels around each edge again
+    size, groups = 5, 2
+    x, dy = torch.randn(2, 96, 15), torch.randn(2, 96, 15)
+    _, scale = lrn_op(x, size, 2.0, 0.75, 1.0, groups, True)
+    dx = torch.empty_like(x)
+    args = lrn_bwd_args(x, scale, dy, dx, (size, 2.0, 0.75, groups))
+    loaded_addresses.clear()  # the forward's loads
+    launch_sweep(_lrn_bwd_kernel, {**args, "BLOCK": 16, "BLOCK_C": block_c}, 2, groups)
+    for t in (x, dy, scale):
+        counts = _loads_per_element(loaded_addresses, t)
+        assert counts.min() >= 1  # every element, none skipped
+        assert counts.max() == (1 if block_c >= 48 else 1 + math.ceil((size - 1) / block_c))
+        assert counts.mean() <= 1 + (size - 1) / block_c
+
+
+def test_fused_backward_loads_each_input_once(loaded_addresses):
+    lrn, groups = (5, 2.0, 0.75, 1.0, 2), 2
+    x = torch.randn(2, 16, 9, 9)
+    geo = PoolGeometry((3, 3), (2, 2), (0, 0), (4, 4))
+    _, arg = lrn_max_pool2d_op(x, *lrn, [3, 3], [2, 2], [0, 0], True)
+    dy, dx = torch.randn(2, 16, 4, 4), torch.empty_like(x)
+    args = fused_bwd_args(x, dy, arg, dx, lrn, geo)
+    loaded_addresses.clear()
+    launch_sweep(_lrn_max_pool2d_bwd_kernel, {**args, "BLOCK": 32, "BLOCK_C": 8}, 2, groups)
+    assert (_loads_per_element(loaded_addresses, x) == 1).all()
+    assert (_loads_per_element(loaded_addresses, dy) == 1).all()  # by the pixel it picked
+    # each argmax by the input pixels of its window (3x3 / 2: 9), once per channel
+    assert _loads_per_element(loaded_addresses, arg).max() == 9
 
 
 # --- the compile report's check of the loads per element --------------------------------------
