@@ -37,7 +37,7 @@ def _same_bits(got: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's NaN notes in the interpreter
-@pytest.mark.parametrize("size,groups", [(5, 2), (7, 1), (4, 2)])
+@pytest.mark.parametrize("size,groups", [(7, 1), (4, 2)])  # odd and even windows
 def test_lrn_backward_is_the_same_for_every_chunking(size, groups):
     torch.manual_seed(0)
     shape, (alpha, beta, k) = (2, 10, 3, 7), (2.0, 0.75, 1.0)
@@ -119,12 +119,12 @@ def test_lrn_backward_loads_each_element_once_per_chunk(loaded_addresses, block_
     # two towers of 48 channels, size 5: a chunk covering the group loads each element of x, dy
     # and the scale exactly once; chunks of 2 load the 4 channels around each edge again
     size, groups = 5, 2
-    x, dy = torch.randn(2, 96, 15), torch.randn(2, 96, 15)
+    x, dy = torch.randn(1, 96, 8), torch.randn(1, 96, 8)
     _, scale = lrn_op(x, size, 2.0, 0.75, 1.0, groups, True)
     dx = torch.empty_like(x)
     args = lrn_bwd_args(x, scale, dy, dx, (size, 2.0, 0.75, groups))
     loaded_addresses.clear()  # the forward's loads
-    launch_sweep(_lrn_bwd_kernel, {**args, "BLOCK": 16, "BLOCK_C": block_c}, 2, groups)
+    launch_sweep(_lrn_bwd_kernel, {**args, "BLOCK": 16, "BLOCK_C": block_c}, 1, groups)
     for t in (x, dy, scale):
         counts = _loads_per_element(loaded_addresses, t)
         assert counts.min() >= 1  # every element, none skipped
