@@ -174,9 +174,12 @@ def kernel_spec(name: str, fn, args: dict, config: triton.Config,
 def block_specs(op: str, where: str, label: str, kernels) -> list[KernelSpec]:
     """The specs of element-wise kernels, one per config: ``kernels`` holds (kind, kernel,
     arguments by name, configs) tuples; each spec is named ``{op}_{kind}[{where}, BLOCK=...
-    w{warps}, {label}]``."""
-    return [kernel_spec(f"{op}_{kind}[{where}, BLOCK={cfg.kwargs['BLOCK']} w{cfg.num_warps}, "
-                        f"{label}]", fn, args, cfg)
+    w{warps}, {label}]`` (with every tile parameter, e.g. ``BLOCK=128 BLOCK_C=64 w4``)."""
+    def tile(cfg):
+        return " ".join(f"{k}={v}" for k, v in cfg.kwargs.items())
+
+    return [kernel_spec(f"{op}_{kind}[{where}, {tile(cfg)} w{cfg.num_warps}, {label}]", fn, args,
+                        cfg)
             for kind, fn, args, configs in kernels for cfg in configs]
 
 

@@ -2,9 +2,10 @@
 the same device functions and host helpers as :mod:`kernels.lrn` and :mod:`kernels.max_pool2d`,
 so each lives here once (no op module imports another).
 
-- LRN (``@triton.jit`` device functions): the power ``s^e``, the scale over a channel window,
-  and the backward's two factors, as PyTorch's autograd graph factors them (see
-  :mod:`kernels.lrn`); the argument checks.
+- LRN (``@triton.jit`` device functions): the power ``s^e``, the scale over a channel window
+  (loaded, or from inputs held in registers), and the backward's factors, as PyTorch's autograd
+  graph factors them (see :mod:`kernels.lrn`); the backwards' channel sweep (each program's
+  tile, the register windows, the launch grid); the argument checks.
 - Pooling: the flat-index decoding, the running (max, argmax) over window taps, the gradient
   routed back through the stored argmax (see :mod:`kernels.max_pool2d`); the checked geometry,
   the outputs' allocation and layout.
@@ -14,7 +15,9 @@ Alike but kept apart (named per the project's no-duplicates rule): ``_max_pool2d
 of LRN values recomputed at each tap; each op's forward ~ backward kernel signatures (the same
 argument groups, the forward indexed by output pixel, the backward by input pixel with the
 gradients' strides); ``local_response_norm`` ~ ``lrn_max_pool2d``'s signatures (the same LRN
-arguments and defaults).
+arguments and defaults); ``_lrn_bwd_kernel`` ~ ``_lrn_max_pool2d_bwd_kernel``, the same sweep
+(one channel per step, the helpers here), the fused one summing the scale from its inputs and
+routing the gradient where the other loads both.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import memory_format, pair
+from kernels._common import device_context, memory_format, pair
 
 # ----------------------------------------------------------------------------------------------
 # LRN
@@ -61,25 +64,98 @@ def lrn_scale(x_pix, c, g_lo, ok, C_GROUP, stride_xc, SIZE: tl.constexpr, ALPHA:
     return tl.full((), K, ACC) + tl.full((), ALPHA / SIZE, ACC) * sq
 
 
+# The backward kernels sweep each program's pixels through the channels of one group, one
+# channel per step, keeping the last few channels' values in registers as tuples (oldest first):
+# every window sum is added up from scratch, in ascending channel order, never by subtracting
+# the channel that leaves (inf - inf would be NaN where PyTorch has inf).
+
+
 @triton.jit
-def lrn_grad_term(dy, x, s, BETA: tl.constexpr):
-    """d loss / d s for one channel, as PyTorch's graph factors it:
-    -dy ((x / D) / D) (beta s^(beta-1)), D = s^beta; exactly 0 for beta = 0 (torch.pow's
-    backward returns zeros there)."""
+def zeros_window(N: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """A window of N channels' (BLOCK,) values, all 0 (channels not reached yet)."""
+    z = tl.zeros([BLOCK], dtype=ACC)
+    win = ()
+    for _ in tl.static_range(N):
+        win = win + (z,)
+    return win
+
+
+@triton.jit
+def window_sum(win, N: tl.constexpr):
+    """0 + win[0] + ... + win[N-1], in that order (the order the forward's scale and PyTorch's
+    reference add them in)."""
+    acc = tl.zeros(win[0].shape, win[0].dtype)
+    for i in tl.static_range(N):
+        acc += win[i]
+    return acc
+
+
+@triton.jit
+def window_scale(xw, SIZE: tl.constexpr, ALPHA: tl.constexpr, K: tl.constexpr):
+    """lrn_scale from a window of the SIZE inputs x_{c - SIZE//2} .. x_{c + (SIZE-1)//2} held in
+    registers (0 outside the group): the same sum in the same order."""
+    sq = tl.zeros(xw[0].shape, xw[0].dtype)
+    for i in tl.static_range(SIZE):
+        sq += xw[i] * xw[i]
+    return tl.full((), K, sq.dtype) + tl.full((), ALPHA / SIZE, sq.dtype) * sq
+
+
+@triton.jit
+def lrn_grad_push(tw, qd, dy, x, s, BETA: tl.constexpr):
+    """One channel's share of the backward, as PyTorch's graph factors it (D = s^beta):
+    pushes d loss / d s = -dy ((x / D) / D) (beta s^(beta-1)) (exactly 0 for beta = 0: torch.pow's
+    backward returns zeros there) onto the window ``tw`` and dy / D onto the queue ``qd``."""
+    d = pow_pos(s, BETA)
     if BETA == 0.0:
         g = tl.zeros(s.shape, s.dtype)
     else:
-        d = pow_pos(s, BETA)
         g = -dy * ((x / d) / d) * (tl.full((), BETA, s.dtype) * pow_pos(s, BETA - 1.0))
-    return g
+    return tw[1:] + (g,), qd[1:] + (dy / d,)
 
 
 @triton.jit
-def lrn_grad_input(dy, x, s, acc, ALPHA: tl.constexpr, SIZE: tl.constexpr, BETA: tl.constexpr):
-    """dx = dy / s^beta + 2 x (alpha/size) acc, acc = sum of lrn_grad_term over the channels
-    whose window holds this one; the square's gradient as torch's x * g + x * g."""
-    g_sq = acc * tl.full((), ALPHA / SIZE, acc.dtype)
-    return dy / pow_pos(s, BETA) + (x * g_sq + x * g_sq)
+def lrn_grad_input(tw, dy_d, x, ALPHA: tl.constexpr, SIZE: tl.constexpr):
+    """dx = dy / D + 2 x (alpha/size) acc, acc the sum of the window ``tw`` of lrn_grad_push's
+    terms over the channels whose window holds this one; the square's gradient as torch's
+    x * g + x * g."""
+    g_sq = window_sum(tw, SIZE) * tl.full((), ALPHA / SIZE, dy_d.dtype)
+    return dy_d + (x * g_sq + x * g_sq)
+
+
+@triton.jit
+def lanes_if(cond, mask):
+    """mask where the scalar cond holds, else no lane: ``mask & cond`` (which Triton's
+    interpreter turns into int32 for a block and a scalar)."""
+    return tl.where(cond, mask, False)
+
+
+@triton.jit
+def sweep_program(S, C_GROUP, GROUPS, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of a channel sweep: (n, the group's first channel, the first and
+    one-past-last channel it writes, its BLOCK pixel indices, their mask). Programs are ordered
+    pixel block fastest, then channel chunk, then (n, group), as sweep_grid launches them."""
+    pid = tl.program_id(0)
+    blocks = tl.cdiv(S, BLOCK)
+    chunks = tl.cdiv(C_GROUP, BLOCK_C)
+    p = (pid % blocks) * BLOCK + tl.arange(0, BLOCK)
+    chunk = (pid // blocks) % chunks
+    row = pid // (blocks * chunks)  # n * GROUPS + group
+    g_lo = (row % GROUPS) * C_GROUP
+    c_lo = g_lo + chunk * BLOCK_C
+    c_hi = tl.minimum(c_lo + BLOCK_C, g_lo + C_GROUP)
+    return row // GROUPS, g_lo, c_lo, c_hi, p, p < S
+
+
+def launch_sweep(tuner, args: dict, batch: int, groups: int) -> None:
+    """A channel-sweep backward kernel: one program per (n, group, BLOCK_C channels, BLOCK
+    pixels), ``args`` by name (``S`` pixels, ``C_GROUP`` channels per group)."""
+    def grid(meta):
+        return (batch * groups * triton.cdiv(args["C_GROUP"], meta["BLOCK_C"])
+                * triton.cdiv(args["S"], meta["BLOCK"]),)
+
+    first = next(v for v in args.values() if isinstance(v, torch.Tensor))
+    with device_context(first):
+        tuner[grid](**args)
 
 
 def check_lrn_params(size, alpha, beta, k, groups, channels: int) -> None:

@@ -8,8 +8,9 @@ their resources, how their loads were lowered, and a model of each at AlexNet's 
 
 No GPU needed: Triton compiles ahead of time, the bundled ``ptxas -v`` gives registers and spill
 bytes, and the PTX gives load widths, ``cp.async``/TMA and wait depths (see :mod:`kernels._aot`).
-Exit status 1 when any spec fails to compile, spills registers, or promises tensor cores
-(``uses_dot``) without an ``mma``/``wgmma`` instruction.
+Exit status 1 when any spec fails to compile, spills registers, promises tensor cores
+(``uses_dot``) without an ``mma``/``wgmma`` instruction, or issues more global loads per element
+than its module's ``LOAD_BOUNDS`` state (the LRN backwards, see :func:`load_targets`).
 
 What a default fit runs (:func:`in_default_fit`): channels_last convolutions (the conv specs are
 all channels_last) in fp32 with TF32, bf16 and fp16, forward, dgrad (not conv1's) and wgrad with
@@ -175,16 +176,18 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workloa
     return Workload(blocks, macs, issued, issued, traffic)
 
 
-_SHAPE_TAG = re.compile(r"(\d+)x(\d+)x(\d+) b(\d+)")
+_SHAPE_TAG = re.compile(r"(\d+)x(\d+)x(\d+) b(\d+)(?: g(\d+))?")  # g: channel groups
 
 
 def _elementwise_workload(kernel: str, config: str, dtype: str, consts: dict) -> Workload:
     """LRN, pooling and LRN + pooling: one program per BLOCK elements of the grid's tensor
-    (the output forward, the input gradient backward); int8 window offsets saved for pooling."""
+    (the output forward, the input gradient backward); int8 window offsets saved for pooling.
+    The LRN backwards sweep channels instead (``BLOCK_C`` in the config): one program per BLOCK
+    pixels x BLOCK_C channels of one of the tag's ``g`` channel groups."""
     tag = _SHAPE_TAG.search(config)
     if tag is None:
         raise ValueError(f"{kernel}[{config}]: no 'HxWxC bN' input shape in the spec name")
-    h, w, c, n = (int(v) for v in tag.groups())
+    h, w, c, n = (int(v) for v in tag.groups()[:4])
     x, es = n * c * h * w, _elem_bytes(dtype)
     if kernel.startswith("lrn_") and "max_pool2d" not in kernel:
         grid_elems = x
@@ -196,6 +199,11 @@ def _elementwise_workload(kernel: str, config: str, dtype: str, consts: dict) ->
         fused_bwd = kernel == "lrn_max_pool2d_bwd"  # recomputes the LRN from x
         grid_elems = y if kernel.endswith("_fwd") else x
         traffic = x * es + y * (es + 1) + (x * es if fused_bwd else 0)
+    if "BLOCK_C" in consts:  # lanes: the pixels padded to BLOCK, for every channel
+        groups = int(tag.group(5) or 1)
+        pixel_blocks = _cdiv(h * w, consts["BLOCK"])
+        blocks = n * groups * _cdiv(c // groups, consts["BLOCK_C"]) * pixel_blocks
+        return Workload(blocks, grid_elems, n * c * pixel_blocks * consts["BLOCK"], 0, traffic)
     blocks = _cdiv(grid_elems, consts["BLOCK"])
     return Workload(blocks, grid_elems, blocks * consts["BLOCK"], 0, traffic)
 
@@ -267,6 +275,42 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
         lines.append(f"- {goal}: {len(subset) - len(short)}/{len(subset)} specs"
                      + (f"; short: {', '.join(misses)}" if misses else ""))
     return lines
+
+
+def load_bounds(modules=KERNEL_MODULES) -> dict:
+    """kernel -> the bound its module states (``LOAD_BOUNDS``, next to the kernel) on global
+    loads per element and channel step, as a function of the spec's constexprs."""
+    bounds = {}
+    for module in modules:
+        bounds.update(getattr(importlib.import_module(module), "LOAD_BOUNDS", {}))
+    return bounds
+
+
+def loads_per_element(r: CompileResult, consts: dict) -> float:
+    """``ld.global`` instructions in the PTX per element a thread owns (BLOCK / threads, at least
+    1). Static counts: for the channel-sweep kernels, whose one loop over channels holds every
+    load, the loads per element and channel step (a vector load counts once)."""
+    return sum(r.stats.ld_global.values()) / max(1, consts["BLOCK"] // (32 * r.num_warps))
+
+
+def load_targets(results: list[CompileResult], consts: dict,
+                 bounds: dict) -> tuple[list[str], list[CompileResult]]:
+    """One line per kernel with a stated load bound (issue 13: the LRN backwards load each
+    element a bounded number of times): the specs whose PTX stays within it, the PTX counts;
+    and the results over their bound."""
+    lines, over = [], []
+    for kernel, bound in bounds.items():
+        subset = [r for r in results if r.ok and split_name(r.name)[0] == kernel]
+        if not subset:
+            continue
+        counts = [loads_per_element(r, consts[r.name]) for r in subset]
+        stated = sorted({bound(consts[r.name]) for r in subset})
+        short = [r for r, n in zip(subset, counts) if n > bound(consts[r.name])]
+        over += short
+        lines.append(f"- {kernel}: global loads per element and channel step <= "
+                     f"{'/'.join(map(str, stated))}: {len(subset) - len(short)}/{len(subset)} "
+                     f"specs (PTX: {min(counts):g}-{max(counts):g})")
+    return lines, over
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,6 +466,12 @@ def main(argv=None) -> int:
     targets = hopper_targets(results, consts)
     if targets:
         print("sm_90 tensor-core convs against issue 13's goals:\n" + "\n".join(targets))
+    loads, over = load_targets(results, consts, load_bounds(tuple(args.module or KERNEL_MODULES)))
+    if loads:
+        print("Channel sweeps against the loads their docstrings state:\n" + "\n".join(loads))
+    for r in over:
+        print(f"  LOADS: {r.name} sm_{r.arch} -- {loads_per_element(r, consts[r.name]):g} global "
+              "loads per element and channel step, over its stated bound")
     for r in bad:
         detail = r.error if args.errors else r.error.splitlines()[0][:200] if r.error else ""
         print(f"  {r.status}: {r.name} sm_{r.arch}"
@@ -442,9 +492,13 @@ def main(argv=None) -> int:
             header += ("Tensor-core conv kernels on sm_90 against issue 13's goals "
                        "(specs meeting the goal / specs; the layers with a spec short of it):\n\n"
                        + "\n".join(targets) + "\n\n")
+        if loads:
+            header += ("LRN backward channel sweeps against the bound their docstrings state "
+                       "(`ld.global` in the PTX per element a thread owns; static, so per "
+                       "channel step):\n\n" + "\n".join(loads) + "\n\n")
         path.write_text(header + markdown_table(rows) + "\n")
         print(f"wrote {path}", file=sys.stderr)
-    return 1 if bad else 0
+    return 1 if bad or over else 0
 
 
 if __name__ == "__main__":

@@ -15,15 +15,25 @@ n=5, k=2, alpha=1e-4, beta=0.75, so the paper's layer is
 ``local_response_norm(x, 5, alpha=5 * 1e-4, beta=0.75, k=2.0)``. Krizhevsky's cuda-convnet code
 does divide by n, i.e. it trained with ``alpha=1e-4`` in torch terms.
 
-Kernels (one program per BLOCK elements, enumerated in the output's memory order):
+Kernels:
 
-- forward: one pass over the channel window (``size`` loads per element, neighbours hit the
-  cache), writes y and, when a gradient is needed, the scale s (fp32; fp64 for fp64 input).
+- forward (one program per BLOCK elements, in the output's memory order): one pass over the
+  channel window (``size`` loads per element, neighbours hit the cache), writes y and, when a
+  gradient is needed, the scale s (fp32; fp64 for fp64 input).
 - backward: ``dx_i = dy_i / D_i + 2 x_i (alpha / size) sum_c g_c``, c over the channels whose
   window holds i, ``D = s^beta`` and ``g_c = -dy_c ((x_c / D_c) / D_c) (beta s_c^(beta-1))``:
   the factors of PyTorch's own autograd graph for ``F.local_response_norm``, so NaN and inf in
   the input or the gradient land where they land in PyTorch (``0 * inf`` included). From x, the
-  saved s and dy; ``3 * size`` loads per element (cached), no atomics.
+  saved s and dy, no atomics, as a sweep over channels: one program per BLOCK pixels x BLOCK_C
+  channels of one group, whose loop takes one channel per step: it loads that channel's x, dy
+  and s (``BWD_LOADS_PER_STEP`` = 3 global loads per element and step, the one loop holding
+  every load: the compile report checks the PTX against it), computes ``g`` and ``dy / D``
+  once (one log2 and two exp2 per element), and writes dx of the channel ``size // 2`` behind,
+  from the last ``size`` terms kept in registers. Every window sum is added up anew in
+  ascending channel order (no running sum that subtracts the channel leaving: ``inf - inf``
+  would be NaN), the order of the previous gather and of the forward. Global loads per element:
+  3 when BLOCK_C covers the group; else the ``size - 1`` channels around a chunk's edges are
+  loaded by both chunks: at most ``3 (1 + (size - 1) / BLOCK_C)``.
 
 Powers: ``s^e`` is ``exp2(e * log2 s)``, which equals ``torch.pow`` on s in (0, inf] and NaN,
 with ``s^0 = 1`` (NaN included) and ``s^1 = s`` taken exactly. ``k > 0`` and ``alpha >= 0`` keep
@@ -32,10 +42,12 @@ sign of s and whether beta is an integer). ``beta = 0`` is the identity, as in P
 
 Layout: the kernels take strides for every pointer, so contiguous NCHW, channels_last, strided,
 expanded (stride 0) and offset views work without a copy (trailing dims that cannot be flattened
-to one stride are copied by ``reshape``). Both dense layouts are fast: with NCHW neighbouring
-lanes are neighbouring pixels, with channels_last they are neighbouring channels, so every load
-is coalesced. The output (and the saved scale) takes the input's layout when the input is dense
-and its trailing dims merge, else NCHW.
+to one stride are copied by ``reshape``). The forward's lanes walk the memory order: with NCHW
+neighbouring lanes are neighbouring pixels, with channels_last neighbouring channels, so every
+load is coalesced. The backward's lanes are pixels in both: coalesced in NCHW; in channels_last
+one load reads a channel of BLOCK pixels ``C`` elements apart, and the next channel steps find
+the rest of each sector in the cache (not yet timed on a GPU). The output (and the saved scale)
+takes the input's layout when the input is dense and its trailing dims merge, else NCHW.
 
 Precision: float32, float16 and bfloat16 in, the same dtype out, arithmetic in fp32; float64
 in fp64 (for ``torch.autograd.gradcheck``). The scale costs one extra fp32 tensor the size of
@@ -83,12 +95,16 @@ from kernels._common import (
 )
 from kernels._lrn_pool import (
     check_lrn_params,
+    lanes_if,
+    launch_sweep,
     lrn_grad_input,
-    lrn_grad_term,
+    lrn_grad_push,
     lrn_scale,
     pow_pos,
+    sweep_program,
+    zeros_window,
 )
-from kernels.tuning import LRN_CONFIGS, elementwise_autotune
+from kernels.tuning import LRN_BWD_CONFIGS, LRN_CONFIGS, elementwise_autotune, sweep_autotune
 
 # ----------------------------------------------------------------------------------------------
 # Triton kernels (the device functions they call are in kernels._lrn_pool)
@@ -136,48 +152,51 @@ def _lrn_fwd_kernel(
         tl.store(scale_ptr + n * stride_sn + c * stride_sc + s * stride_ss, scale, mask=mask)
 
 
+# Global loads per element per channel step of the backward (x, dy, the scale); the compile
+# report checks the PTX against it (see the module docstring for the count per element).
+BWD_LOADS_PER_STEP = 3
+
+
 @triton.jit
 def _lrn_bwd_kernel(
     x_ptr, scale_ptr, dy_ptr, dx_ptr,
-    # sizes
-    numel, C, S, C_GROUP,
+    # sizes: trailing dims flattened, channels per group, groups
+    S, C_GROUP, GROUPS,
     # strides
     stride_xn, stride_xc, stride_xs,
     stride_sn, stride_sc, stride_ss,
     stride_dyn, stride_dyc, stride_dys,
     stride_dxn, stride_dxc, stride_dxs,
     # op params
-    SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    ACC: tl.constexpr,
-    # tiling
-    BLOCK: tl.constexpr,
+    SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, ACC: tl.constexpr,
+    # tiling: pixels per program, channels per program
+    BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < numel
-    n, c, s = _ncs_index(i, C, S, CHANNELS_LAST)
-    g_lo = (c // C_GROUP) * C_GROUP
-    x_pix = x_ptr + n * stride_xn + s * stride_xs
-    s_pix = scale_ptr + n * stride_sn + s * stride_ss
-    dy_pix = dy_ptr + n * stride_dyn + s * stride_dys
-    # sum over the channels j whose window holds c: j = c - (SIZE-1)//2 .. c + SIZE//2
-    acc = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(SIZE):
-        cj = c + (t - (SIZE - 1) // 2)
-        ok = mask & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(ACC)
-        dyj = tl.load(dy_pix + cj * stride_dyc, mask=ok, other=0.0).to(ACC)
-        sj = tl.load(s_pix + cj * stride_sc, mask=ok, other=1.0).to(ACC)
-        acc += lrn_grad_term(dyj, xj, sj, BETA)  # 0 outside the group: dy = x = 0, s = 1
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
-    dy = tl.load(dy_pix + c * stride_dyc, mask=mask, other=0.0).to(ACC)
-    sc = tl.load(s_pix + c * stride_sc, mask=mask, other=1.0).to(ACC)
-    dx = lrn_grad_input(dy, x, sc, acc, ALPHA, SIZE, BETA)
-    tl.store(dx_ptr + n * stride_dxn + c * stride_dxc + s * stride_dxs,
-             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    n, g_lo, c_lo, c_hi, p, mask = sweep_program(S, C_GROUP, GROUPS, BLOCK, BLOCK_C)
+    x_pix = x_ptr + n * stride_xn + p * stride_xs
+    s_pix = scale_ptr + n * stride_sn + p * stride_ss
+    dy_pix = dy_ptr + n * stride_dyn + p * stride_dys
+    dx_pix = dx_ptr + n * stride_dxn + p * stride_dxs
+    LAG: tl.constexpr = SIZE // 2  # dx_c needs the terms of channels up to c + SIZE//2
+    tw = zeros_window(SIZE, ACC, BLOCK)  # lrn_grad_push's terms of channels j-SIZE+1 .. j
+    qd = zeros_window(LAG + 1, ACC, BLOCK)  # dy / D of channels j-LAG .. j
+    qx = zeros_window(LAG + 1, ACC, BLOCK)  # x of channels j-LAG .. j
+    # step j loads channel j (once per element: BWD_LOADS_PER_STEP loads) and writes c = j - LAG
+    for j in range(tl.maximum(c_lo - (SIZE - 1) // 2, g_lo), c_hi + LAG):
+        ok = lanes_if(j < g_lo + C_GROUP, mask)  # past the group: dy = x = 0, s = 1, a zero term
+        x = tl.load(x_pix + j * stride_xc, mask=ok, other=0.0).to(ACC)
+        dy = tl.load(dy_pix + j * stride_dyc, mask=ok, other=0.0).to(ACC)
+        sc = tl.load(s_pix + j * stride_sc, mask=ok, other=1.0).to(ACC)
+        tw, qd = lrn_grad_push(tw, qd, dy, x, sc, BETA)
+        qx = qx[1:] + (x,)
+        c = j - LAG
+        dx = lrn_grad_input(tw, qd[0], qx[0], ALPHA, SIZE)
+        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty),
+                 mask=lanes_if(c >= c_lo, mask))
 
 
 _lrn_fwd = elementwise_autotune(_lrn_fwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
-_lrn_bwd = elementwise_autotune(_lrn_bwd_kernel, LRN_CONFIGS, ["numel", "C", "S", "C_GROUP"])
+_lrn_bwd = sweep_autotune(_lrn_bwd_kernel, LRN_BWD_CONFIGS, ["S", "C_GROUP"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,10 +251,10 @@ def _bwd_args(x3, s3, dy3, dx3, params: tuple) -> dict:
     """_lrn_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
     size, alpha, beta, groups = params
     _, c, s = x3.shape
-    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, numel=dx3.numel(), C=c, S=s,
-                C_GROUP=c // groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
+    return dict(x_ptr=x3, scale_ptr=s3, dy_ptr=dy3, dx_ptr=dx3, S=s, C_GROUP=c // groups,
+                GROUPS=groups, **strides("x", x3, "ncs"), **strides("s", s3, "ncs"),
                 **strides("dy", dy3, "ncs"), **strides("dx", dx3, "ncs"), SIZE=size, ALPHA=alpha,
-                BETA=beta, CHANNELS_LAST=is_channels_last(dx3), ACC=triton_acc(x3.dtype))
+                BETA=beta, ACC=triton_acc(x3.dtype))
 
 
 def _lrn_forward(x, y, scale, params: tuple, save_scale: bool) -> None:
@@ -253,7 +272,7 @@ def _lrn_backward(x, scale, dy, dx, params: tuple) -> None:
     check_int32_span(input=x3, scale=s3, grad_output=dy3, grad_input=dx3)
     if dx3.numel() == 0:
         return
-    launch_elementwise(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params))
+    launch_sweep(_lrn_bwd, _bwd_args(x3, s3, dy3, dx3, params), dx3.shape[0], params[3])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +361,11 @@ def local_response_norm(
 # ----------------------------------------------------------------------------------------------
 
 
+# The compile report checks each backward spec's PTX against this (kernel -> its constexprs ->
+# global loads per element and channel step).
+LOAD_BOUNDS = {"lrn_bwd": lambda consts: BWD_LOADS_PER_STEP}
+
+
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype for AlexNet's first LRN: conv1's output
     (128, 96, 55, 55) NCHW, paper constants, two towers; arguments as the launchers pass them."""
@@ -353,7 +377,7 @@ def aot_specs() -> list[KernelSpec]:
         label = TORCH_TO_TRITON[dtype]
         fwd = _fwd_args(x, x, scale, (size, alpha, beta, k, groups), True)
         bwd = _bwd_args(x, scale, x, x, (size, alpha, beta, groups))
-        specs += block_specs("lrn", "conv1 55x55x96 b128", label,
+        specs += block_specs("lrn", "conv1 55x55x96 b128 g2", label,
                              (("fwd", _lrn_fwd_kernel, fwd, LRN_CONFIGS),
-                              ("bwd", _lrn_bwd_kernel, bwd, LRN_CONFIGS)))
+                              ("bwd", _lrn_bwd_kernel, bwd, LRN_BWD_CONFIGS)))
     return specs

@@ -15,30 +15,42 @@ the paper's and cuda-convnet's conventions, the power's domain and the backward'
 Pooling semantics are :mod:`kernels.max_pool2d`'s (first maximum wins, NaN propagates and the
 last NaN of a window gets the gradient, as in PyTorch).
 
-Kernels (one program per BLOCK elements, enumerated in memory order):
+Kernels:
 
-- forward: per output pixel, the LRN value of each of its KH*KW taps is computed from the
-  ``size``-channel window of the input (neighbouring loads hit the cache) and only the running
-  max and its window offset are kept. It reads the conv output once and writes the pooled map
-  (4x smaller for 3x3 / 2) and an int8 argmax: the LRN map itself never reaches memory.
-- backward: per input pixel, the pooled gradient is routed to the LRN output through the stored
-  argmax (a gather over ceil(K/S)^2 candidate windows, no atomics), and the LRN backward is
-  applied with the scale recomputed from the saved input, for the ``size`` channels whose
-  window holds the pixel. Only the input and the argmax are saved (the input is the conv output
-  that autograd keeps anyway). Every channel's term is computed, also where the routed gradient
-  is 0: PyTorch's composition gives NaN there when the input holds inf or NaN
-  (``0 * (inf / inf)``), and so does this kernel.
+- forward (one program per BLOCK output elements, in memory order): per output pixel, the LRN
+  value of each of its KH*KW taps is computed from the ``size``-channel window of the input
+  (neighbouring loads hit the cache) and only the running max and its window offset are kept.
+  It reads the conv output once and writes the pooled map (4x smaller for 3x3 / 2) and an int8
+  argmax: the LRN map itself never reaches memory.
+- backward: a sweep over channels, as :mod:`kernels.lrn`'s backward: one program per BLOCK
+  input pixels x BLOCK_C channels of one group, one channel per step. Step j loads the input
+  x_j (once per element), which completes the scale window of channel a = j - (size-1)//2:
+  its scale is summed from the ``size`` inputs kept in registers (once per channel, the
+  forward's sum in the forward's order), and the pooled gradient reaching a's LRN output is
+  routed through the stored argmax (a gather over the ceil(K/S)^2 candidate windows: their
+  argmax, and the gradient of those that picked this pixel; no atomics). Its term enters a
+  window of ``size`` terms, and dx of channel j - (size - 1) is written. Global loads per element
+  and step: ``bwd_loads_per_step`` = 1 + 2 ceil(KH/SH) ceil(KW/SW), 9 for AlexNet's 3x3 / 2
+  (checked in the PTX by the compile report); per element, that when BLOCK_C covers the group,
+  else the halo: x of the ``2 (size - 1)`` and the gathers of the ``size - 1`` channels around a
+  chunk's edges are loaded by both chunks. Only the input and the argmax are saved (the input
+  is the conv output that autograd keeps anyway). Every channel's term is computed, also where
+  the routed gradient is 0: PyTorch's composition gives NaN there when the input holds inf or
+  NaN (``0 * (inf / inf)``), and so does this kernel.
 
 The price of never storing the LRN map: overlapping windows recompute the LRN of a pixel up to
-ceil(K/S)^2 times in forward and the backward recomputes each scale once per channel of its
-window (``size`` times, ``size * (size + 1)`` loads per element, cached); AlexNet's LRN/pool
-layers are memory bound, so arithmetic is the cheap side of that trade. Not yet timed on a GPU;
-every autotune config compiles ahead of time for sm_80 and sm_90 (see ``aot_specs``).
+ceil(K/S)^2 times in forward, and the backward sums each scale again (``size`` multiply-adds
+per element, no extra loads); AlexNet's LRN/pool layers are memory bound, so arithmetic is the
+cheap side of that trade. Not yet timed on a GPU; every autotune config compiles ahead of time
+for sm_80 and sm_90 (see ``aot_specs``).
 
-Layout: strides for every pointer (input, output, argmax, gradients); contiguous NCHW and
-channels_last are both fast (lanes walk the memory order), strided, expanded and offset views
-work without a copy. Outputs and the input gradient are channels_last when the input is, else
-NCHW. float32, float16, bfloat16 in and out with fp32 arithmetic; float64 in fp64.
+Layout: strides for every pointer (input, output, argmax, gradients); strided, expanded and
+offset views work without a copy. The forward's lanes walk the memory order, so its loads are
+coalesced in NCHW and channels_last alike; the backward's lanes are pixels: coalesced in NCHW,
+while in channels_last one load reads a channel of BLOCK pixels ``C`` elements apart and the
+next channel steps find the rest of each sector in the cache (not yet timed on a GPU). Outputs
+and the input gradient are channels_last when the input is, else NCHW. float32, float16,
+bfloat16 in and out with fp32 arithmetic; float64 in fp64.
 
 PyTorch integration: a ``torch.library`` custom operator (``lightning_alexnet::lrn_max_pool2d``
 and ``lightning_alexnet::lrn_max_pool2d_backward``) with a fake implementation and an autograd
@@ -59,6 +71,8 @@ Refused, with a clear error:
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -83,19 +97,25 @@ from kernels._lrn_pool import (
     check_pool_args,
     geometry,
     grad_input_like,
+    lanes_if,
+    launch_sweep,
     lrn_grad_input,
-    lrn_grad_term,
+    lrn_grad_push,
     lrn_scale,
     nchw_index,
     pool_outputs,
     pow_pos,
     routed_grad,
+    sweep_program,
     take_max,
+    window_scale,
+    zeros_window,
 )
 from kernels.tuning import (
     LRN_POOL_BWD_CONFIGS,
     LRN_POOL_FWD_CONFIGS,
     elementwise_autotune,
+    sweep_autotune,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -141,11 +161,18 @@ def _lrn_max_pool2d_fwd_kernel(
         tl.store(arg_ptr + out, arg.to(arg_ptr.dtype.element_ty), mask=mask)
 
 
+def bwd_loads_per_step(kernel: tuple[int, int], stride: tuple[int, int]) -> int:
+    """Global loads per element per channel step of the backward: the input once, and per
+    candidate pooling window (ceil(K/S) per axis) its argmax and, where it picked this pixel, its
+    gradient. The compile report checks the PTX against it."""
+    return 1 + 2 * math.prod(-(-k // s) for k, s in zip(kernel, stride))
+
+
 @triton.jit
 def _lrn_max_pool2d_bwd_kernel(
     x_ptr, dy_ptr, arg_ptr, dx_ptr,
-    # sizes
-    numel, C, H, W, OH, OW, C_GROUP,
+    # sizes: H * W, channels per group, groups
+    S, C_GROUP, GROUPS, H, W, OH, OW,
     # strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
@@ -154,43 +181,49 @@ def _lrn_max_pool2d_bwd_kernel(
     # op params
     SIZE: tl.constexpr, ALPHA: tl.constexpr, BETA: tl.constexpr, K: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
-    # tiling
-    BLOCK: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, ACC: tl.constexpr,
+    # tiling: pixels per program, channels per program
+    BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < numel
-    n, c, h, w = nchw_index(i, C, H, W, CHANNELS_LAST)
-    g_lo = (c // C_GROUP) * C_GROUP
+    n, g_lo, c_lo, c_hi, p, mask = sweep_program(S, C_GROUP, GROUPS, BLOCK, BLOCK_C)
+    h, w = p // W, p % W
+    g_hi = g_lo + C_GROUP
     x_pix = x_ptr + n * stride_xn + h * stride_xh + w * stride_xw
-    # sum over channels j whose window holds c (j = c - (SIZE-1)//2 .. c + SIZE//2) of the
-    # LRN backward's terms, with g = the pooled gradient routed to the LRN output. Outside the
-    # group g = x = 0 and s = k > 0: the term is 0.
-    acc = tl.zeros([BLOCK], dtype=ACC)
-    for t in range(SIZE):
-        cj = c + (t - (SIZE - 1) // 2)
-        ok = mask & (cj >= g_lo) & (cj < g_lo + C_GROUP)
-        gj = routed_grad(dy_ptr, arg_ptr, n, cj, h, w, ok, OH, OW,
+    dx_pix = dx_ptr + n * stride_dxn + h * stride_dxh + w * stride_dxw
+    # Three channels per step j, each SIZE//2 or (SIZE-1)//2 behind the last: the input x_j
+    # enters the window xw of the SIZE inputs j-SIZE+1 .. j, which is channel a's scale window
+    # (a = j - (SIZE-1)//2); a's term enters tw, the terms of a-SIZE+1 .. a, which is the sum
+    # channel c = a - SIZE//2 = j - SIZE + 1 needs. The gradient reaching a's LRN output is the
+    # pooled gradient routed through the argmax.
+    A: tl.constexpr = (SIZE - 1) // 2
+    LAG: tl.constexpr = SIZE // 2
+    xw = zeros_window(SIZE, ACC, BLOCK)
+    tw = zeros_window(SIZE, ACC, BLOCK)
+    qd = zeros_window(LAG + 1, ACC, BLOCK)  # g / D of channels a-LAG .. a
+    a_lo = tl.maximum(c_lo - A, g_lo)  # the first channel whose term a written channel needs
+    for j in range(tl.maximum(c_lo - (SIZE - 1), g_lo), c_hi + SIZE - 1):
+        x = tl.load(x_pix + j * stride_xc, mask=lanes_if(j < g_hi, mask), other=0.0).to(ACC)
+        xw = xw[1:] + (x,)
+        a = j - A
+        ok = lanes_if(a < g_hi, lanes_if(a >= a_lo, mask))
+        ga = routed_grad(dy_ptr, arg_ptr, n, a, h, w, ok, OH, OW,
                          stride_dyn, stride_dyc, stride_dyh, stride_dyw,
                          stride_an, stride_ac, stride_ah, stride_aw,
                          KH, KW, SH, SW, PH, PW, ACC, BLOCK)
-        sj = lrn_scale(x_pix, cj, g_lo, ok, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
-        xj = tl.load(x_pix + cj * stride_xc, mask=ok, other=0.0).to(ACC)
-        acc += lrn_grad_term(gj, xj, sj, BETA)
-    gc = routed_grad(dy_ptr, arg_ptr, n, c, h, w, mask, OH, OW,
-                     stride_dyn, stride_dyc, stride_dyh, stride_dyw,
-                     stride_an, stride_ac, stride_ah, stride_aw,
-                     KH, KW, SH, SW, PH, PW, ACC, BLOCK)
-    sc = lrn_scale(x_pix, c, g_lo, mask, C_GROUP, stride_xc, SIZE, ALPHA, K, ACC, BLOCK)
-    x = tl.load(x_pix + c * stride_xc, mask=mask, other=0.0).to(ACC)
-    dx = lrn_grad_input(gc, x, sc, acc, ALPHA, SIZE, BETA)
-    out = n * stride_dxn + c * stride_dxc + h * stride_dxh + w * stride_dxw
-    tl.store(dx_ptr + out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        # outside [a_lo, g_hi) nothing is routed and s = 1: past the group x = 0 too, a zero
+        # term; before a_lo a term only the unwritten channels below c_lo would sum
+        sa = tl.where(ok, window_scale(xw, SIZE, ALPHA, K), 1.0)
+        tw, qd = lrn_grad_push(tw, qd, ga, xw[LAG], sa, BETA)
+        c = j - (SIZE - 1)
+        dx = lrn_grad_input(tw, qd[0], xw[0], ALPHA, SIZE)
+        tl.store(dx_pix + c * stride_dxc, dx.to(dx_ptr.dtype.element_ty),
+                 mask=lanes_if(c >= c_lo, mask))
 
 
 _KEY = ["numel", "C", "H", "W", "C_GROUP"]
 _fused_fwd = elementwise_autotune(_lrn_max_pool2d_fwd_kernel, LRN_POOL_FWD_CONFIGS, _KEY)
-_fused_bwd = elementwise_autotune(_lrn_max_pool2d_bwd_kernel, LRN_POOL_BWD_CONFIGS, _KEY)
+_fused_bwd = sweep_autotune(_lrn_max_pool2d_bwd_kernel, LRN_POOL_BWD_CONFIGS,
+                            ["S", "C_GROUP", "W"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,11 +246,10 @@ def _bwd_args(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> dict:
     """_lrn_max_pool2d_bwd_kernel's arguments by name, for the launch and for ``aot_specs``."""
     size, alpha, beta, k, groups = params
     _, c, h, w = x.shape
-    return dict(x_ptr=x, dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, numel=dx.numel(), C=c, H=h, W=w,
-                OH=geo.out[0], OW=geo.out[1], C_GROUP=c // groups, **strides("x", x),
+    return dict(x_ptr=x, dy_ptr=dy, arg_ptr=arg, dx_ptr=dx, S=h * w, C_GROUP=c // groups,
+                GROUPS=groups, H=h, W=w, OH=geo.out[0], OW=geo.out[1], **strides("x", x),
                 **strides("dy", dy), **strides("a", arg), **strides("dx", dx), SIZE=size,
-                ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(),
-                CHANNELS_LAST=memory_format(dx) == torch.channels_last, ACC=triton_acc(x.dtype))
+                ALPHA=alpha, BETA=beta, K=k, **geo.constexprs(), ACC=triton_acc(x.dtype))
 
 
 def _fused_forward(x, y, arg, params: tuple, geo: PoolGeometry, save_arg: bool) -> None:
@@ -232,7 +264,7 @@ def _fused_backward(x, dy, arg, dx, params: tuple, geo: PoolGeometry) -> None:
     check_int32_span(input=x, grad_output=dy, argmax=arg, grad_input=dx)
     if dx.numel() == 0:
         return
-    launch_elementwise(_fused_bwd, _bwd_args(x, dy, arg, dx, params, geo))
+    launch_sweep(_fused_bwd, _bwd_args(x, dy, arg, dx, params, geo), x.shape[0], params[4])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,6 +364,12 @@ def lrn_max_pool2d(
 # ----------------------------------------------------------------------------------------------
 
 
+# The compile report checks each backward spec's PTX against this (kernel -> its constexprs ->
+# global loads per element and channel step).
+LOAD_BOUNDS = {"lrn_max_pool2d_bwd": lambda c: bwd_loads_per_step((c["KH"], c["KW"]),
+                                                                  (c["SH"], c["SW"]))}
+
+
 def aot_specs() -> list[KernelSpec]:
     """Forward and backward x GPU config x dtype after conv1: (128, 96, 55, 55) ->
     (128, 96, 27, 27), paper LRN constants, two towers, pool 3x3 / 2, NCHW."""
@@ -345,7 +383,7 @@ def aot_specs() -> list[KernelSpec]:
         fwd = _fwd_args(x, y, arg, params, geo, True)
         bwd = _bwd_args(x, y, arg, x, params, geo)
         label = TORCH_TO_TRITON[dtype]
-        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128", label,
+        specs += block_specs("lrn_max_pool2d", "conv1 55x55x96 b128 g2", label,
                              (("fwd", _lrn_max_pool2d_fwd_kernel, fwd, LRN_POOL_FWD_CONFIGS),
                               ("bwd", _lrn_max_pool2d_bwd_kernel, bwd, LRN_POOL_BWD_CONFIGS)))
     return specs

@@ -180,9 +180,8 @@ def _blocks(*blocks: tuple[int, int]) -> list[triton.Config]:
             for block, warps in blocks]
 
 
-# local_response_norm, forward and backward (conv1's and conv2's output, (128, 96, 55, 55) and
-# (128, 256, 27, 27), when LRN runs on its own). Memory-bound: 4 elements per thread (8 made the
-# backward take 128 registers in the sm_90 compile), three granularities.
+# local_response_norm's forward (conv1's and conv2's output, (128, 96, 55, 55) and (128, 256,
+# 27, 27), when LRN runs on its own). Memory-bound: 4 elements per thread, three granularities.
 LRN_CONFIGS = _blocks((256, 2), (512, 4), (1024, 8))
 # max_pool2d, forward and backward (pool5: (128, 256, 13, 13) -> (128, 256, 6, 6), 3x3 / 2).
 POOL_CONFIGS = _blocks((256, 4), (512, 4), (1024, 8))
@@ -191,14 +190,42 @@ POOL_CONFIGS = _blocks((256, 4), (512, 4), (1024, 8))
 # channels forward): 1-2 elements per thread (2 takes ~115 registers in the sm_90 compile, no
 # spills).
 LRN_POOL_FWD_CONFIGS = _blocks((128, 4), (256, 4), (256, 8))
-# The backward computes every channel's term (no skip where the routed gradient is 0, see
-# kernels.lrn_max_pool2d): 2 elements per thread spilled 8 bytes on sm_90, so 1 per thread.
-LRN_POOL_BWD_CONFIGS = _blocks((64, 2), (128, 4), (256, 8))
 # Under the interpreter each program is numpy on the whole block: large blocks, few programs.
 ELEMENTWISE_INTERPRET_CONFIG = triton.Config({"BLOCK": 1024}, num_warps=4, num_stages=1)
+
+
+# The LRN and LRN + pool backwards sweep channels: one program per BLOCK pixels x BLOCK_C
+# channels of one group (after conv1 48 channels per tower, after conv2 128), looping over its
+# channels plus a halo of SIZE - 1 (the fused one 2 (SIZE - 1)) that neighbouring chunks also
+# load; BLOCK_C >= the group's channels loads each element once. Smaller chunks give more
+# programs (conv2's map has 187k pixel-rows of one tower) at the halo's price.
+def _sweeps(*blocks: tuple[int, int, int]) -> list[triton.Config]:
+    """Channel-sweep configs from (BLOCK pixels, BLOCK_C channels, warps); one stage."""
+    return [triton.Config({"BLOCK": block, "BLOCK_C": block_c}, num_warps=warps, num_stages=1)
+            for block, block_c, warps in blocks]
+
+
+# A thread walks its chunk's channels one after the other, so BLOCK_C also sets how many
+# dependent steps it makes: 16 (short threads, the halo adds up to 25% loads) to whole groups
+# (conv1's 48 per tower, conv2's 128: each element loaded once). Not timed on a GPU yet.
+# 1-2 elements per thread (32-40 registers on sm_90), the last SIZE channels' terms and the
+# queues in registers.
+LRN_BWD_CONFIGS = _sweeps((128, 16, 4), (128, 48, 4), (256, 64, 4), (256, 128, 8))
+# The fused backward also keeps the SIZE inputs of the scale's window: 1 element per thread
+# (40 registers).
+LRN_POOL_BWD_CONFIGS = _sweeps((128, 16, 4), (64, 48, 2), (128, 64, 4), (256, 128, 8))
+# Under the interpreter: a chunk of 4 channels, so the tests' groups of 4-12 channels run
+# several chunks with their halos (and the groups of 3 and 4 one chunk).
+SWEEP_INTERPRET_CONFIG = triton.Config({"BLOCK": 1024, "BLOCK_C": 4}, num_warps=4, num_stages=1)
 
 
 def elementwise_autotune(fn, configs: list[triton.Config], key: list[str]):
     """The autotuner of an element-wise kernel over ``configs`` (its one interpreter config
     under ``TRITON_INTERPRET=1``)."""
     return triton.autotune(autotune_configs(configs, ELEMENTWISE_INTERPRET_CONFIG), key=key)(fn)
+
+
+def sweep_autotune(fn, configs: list[triton.Config], key: list[str]):
+    """The autotuner of a channel-sweep kernel over ``configs`` (under ``TRITON_INTERPRET=1``,
+    its one interpreter config)."""
+    return triton.autotune(autotune_configs(configs, SWEEP_INTERPRET_CONFIG), key=key)(fn)
