@@ -297,6 +297,11 @@ def test_workload_of_conv_layers():
                      _conv_consts(64, 64, 32))
     assert dgrad.useful == 21632 * 384 * 9 * 256
     assert dgrad.issued == 21632 * 256 * 3456 and dgrad.blocks == 338 * 4
+    # conv2 dgrad with two accumulators: 32 + 16 columns per program cover C_in = 48 per group
+    tail = workload("conv2d_relu_dgrad[conv2, BM=128 BN=32+16 BK=32 w4 s3, fp16]",
+                    {**_conv_consts(128, 32, 32), "BLOCK_N_TAIL": 16})
+    assert tail.blocks == 729 * 1 * 2  # M tiles x one N tile x groups
+    assert tail.issued == tail.useful == 93312 * 48 * (25 * 128) * 2
     # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels split as the launcher does for 132
     # SMs: 2 waves of the largest tile -> 10 splits of 2,176 (a multiple of 64), the last 2,048
     wgrad = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
