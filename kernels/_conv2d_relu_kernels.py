@@ -9,7 +9,15 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
-  channel fastest, flattened, so a few input channels still fill a 16-wide K block.
+  channel fastest, flattened, so a few input channels still fill a 16-wide K block. Where
+  BLOCK_K divides the channels (conv3-5 forward, conv2-5 dgrad) a K block lies in one tap
+  (kh, kw): the tap is two scalars and the padding test one per row of the tile (BLOCK_M
+  pixels) instead of one per element, with no K mask; otherwise each element decodes its tap.
+- program order (forward and dgrad): a 1-D grid over (M tiles x N tiles) per group, N tiles
+  fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
+  each other and read its A rows (the gathered activations, the large operand) from L2; the
+  weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
+  order with the whole N extent as the group.
 - conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
   into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
   the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
@@ -25,7 +33,9 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 - input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
   and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
   No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
-  (conv1's image).
+  (conv1's image). A program computes BLOCK_N + BLOCK_N_TAIL columns: with a tail, two
+  accumulators share each A tile, so conv2's 48 input channels per group take one 32 + 16
+  program instead of a 64-wide tile (25% wasted) or three 16-wide ones (A loaded three times).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
   split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
   second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's

@@ -107,6 +107,10 @@ CASES = [
     pytest.param((1, 4, 6, 6), (4, 4, 4, 3), 1, "same", 1, True, id="same-even-kernel",
                  marks=pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")),
     pytest.param((1, 4, 6, 6), (4, 4, 3, 3), 1, "valid", 1, True, id="valid"),
+    # channels a multiple of the K block (the interpreter's 16; AlexNet's conv2-5 on the GPU):
+    # each K block lies in one tap, bounds tested per row (the forward's C_in, dgrad's C_out)
+    pytest.param((1, 16, 6, 6), (16, 16, 3, 3), 1, 1, 1, True, id="channels-16"),
+    pytest.param((1, 32, 7, 7), (32, 16, 3, 3), 2, 1, 2, True, id="channels-16-stride2-groups2"),
 ]
 
 
@@ -133,8 +137,9 @@ def two_accumulator_dgrad(monkeypatch):
 
 TWO_ACCUMULATOR_CASES = [
     # x shape, w shape, stride, padding, groups
-    # conv2's 48 input channels per group (groups 2): one program covers a group's 48 columns
-    pytest.param((1, 96, 4, 4), (4, 48, 3, 3), 1, 1, 2, id="conv2-48-per-group"),
+    # conv2's 48 input channels per group (groups 2): one program covers a group's 48 columns;
+    # 16 output channels per group, so each K block lies in one tap
+    pytest.param((1, 96, 4, 4), (32, 48, 3, 3), 1, 1, 2, id="conv2-48-per-group"),
     # 40 channels: the tail accumulator's columns 40..47 are masked
     pytest.param((2, 40, 4, 4), (6, 40, 3, 3), 1, 1, 1, id="cin40"),
     # 100 channels, 3 programs: the last has 4 live columns of its 32 and an empty tail; stride 2
@@ -360,7 +365,8 @@ def spec_tiles(specs, kernel, layer, label):
 
 
 # conv2 at batch 128 per group, as the kernels' size arguments
-CONV2_SIZES = dict(N=128, CG_IN=48, H=27, W=27, CG_OUT=128, OH=27, OW=27, KH=5, KW=5)
+CONV2_SIZES = {"N": 128, "CG_IN": 48, "H": 27, "W": 27, "CG_OUT": 128, "OH": 27, "OW": 27,
+               "KH": 5, "KW": 5}
 
 
 def pruned(kernel, path, precision, sizes=CONV2_SIZES):
@@ -446,9 +452,10 @@ def test_pruner_keeps_what_aot_specs_compiled():
 
 def layer_sizes(layer):
     """An AlexNet layer's per-group sizes at batch 128, as the kernels' size arguments."""
-    (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    return dict(N=n, CG_IN=cg_in, H=h, W=w, CG_OUT=c_out // groups, OH=oh, OW=ow, KH=kh, KW=kw)
+    return {"N": n, "CG_IN": cg_in, "H": h, "W": w, "CG_OUT": c_out // groups, "OH": oh,
+            "OW": ow, "KH": kh, "KW": kw}
 
 
 @pytest.mark.parametrize("layer", ["conv2", "conv3", "conv4", "conv5"])

@@ -20,6 +20,7 @@ from tolerances import assert_close
 from kernels.conv2d_relu import conv2d_relu
 
 conv_mod = importlib.import_module("kernels.conv2d_relu")
+kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 INF, NAN = float("inf"), float("nan")
 
@@ -119,7 +120,8 @@ def test_nan_and_inf_forward_and_backward(where, value, stride):
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
 @pytest.mark.parametrize("value", [NAN, INF, -INF], ids=["nan", "+inf", "-inf"])
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
-def test_nan_and_inf_through_dgrads_two_accumulators(two_accumulator_dgrad, where, value):
+@pytest.mark.usefixtures("two_accumulator_dgrad")
+def test_nan_and_inf_through_dgrads_two_accumulators(where, value):
     # 40 input channels: columns 0..31 in the first accumulator, 32..39 in the tail one (of
     # 16, 8 masked); the special value sits on channel 36 (tail) or, for dy, on one pixel
     x, w, b = make((1, 40, 4, 4), (3, 40, 3, 3))
@@ -144,7 +146,7 @@ def test_nan_and_inf_through_dgrads_two_accumulators(two_accumulator_dgrad, wher
     # the tail columns of the input gradient
     assert not torch.isfinite(y).all() or where == "grad_output"
     assert not torch.isfinite(dx[0, 32:]).all() or where == "input"
-    assert two_accumulator_dgrad["fma"].best_config is TWO_ACCUMULATORS
+    assert kernels_mod._conv_dgrad["fma"].best_config is TWO_ACCUMULATORS
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
