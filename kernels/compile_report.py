@@ -363,8 +363,8 @@ rest read from the PTX (static instruction counts, not executions) and modelled 
 - *wgmma wait*: the deepest `wgmma.wait_group N`; N > 0 keeps an MMA running while the next
   is issued (async MMA overlap on sm_90).
 - *tile eff*: useful multiply-adds / multiply-adds the tiles issue for this layer (padding of M,
-  N and K to the tile; for dgrad also taps masked at the borders); elements / lanes for the
-  elementwise kernels.
+  N and K to the tile; for dgrad also taps masked at the borders, and BN=32+16 is a program of
+  two accumulators, 48 columns); elements / lanes for the elementwise kernels.
 - *blocks*: programs in the grid at batch 128; *per SM*: resident blocks per SM by registers,
   shared memory and threads; *waves*: blocks / (SMs x per SM). sm_90 rows are modelled on an
   {h100}, sm_80 rows on an {a100}.

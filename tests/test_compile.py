@@ -126,8 +126,10 @@ def _kernel_and_dtype(name: str) -> tuple[str, str]:
 
 
 def _tile(spec: KernelSpec) -> int:
-    return math.prod(v for k, v in spec.constexprs.items()
-                     if k.startswith("BLOCK") and isinstance(v, int))
+    """The product of the spec's BLOCK sizes (dgrad's BLOCK_N_TAIL adds columns to BLOCK_N)."""
+    blocks = dict(spec.constexprs)
+    blocks["BLOCK_N"] = blocks.get("BLOCK_N", 1) + blocks.pop("BLOCK_N_TAIL", 0)
+    return math.prod(v for k, v in blocks.items() if k.startswith("BLOCK") and isinstance(v, int))
 
 
 def _default_subset(specs: list[tuple[SpecRef, KernelSpec]]) -> set[SpecRef]:
@@ -419,6 +421,22 @@ def test_report_exit_status(tmp_path):
 
 
 _EXACT_FP32 = "conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]"
+
+
+def test_report_on_dgrads_two_accumulator_tile(capsys):
+    # conv2's dgrad (48 input channels per group) in one 32 + 16 column program: no wasted
+    # MAC, and on sm_90 pipelined copies with the two wgmma chains overlapping
+    name = "conv2d_relu_dgrad[conv2, BM=64 BN=32+16 BK=32 w4 s4, fp16]"
+    assert compile_report.main(["--kernel", name, "--arch", "90", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("conv2d_relu_dgrad"))
+    # columns: ... tensor cores, ld.global, cp.async (one or more words), TMA, cp wait,
+    # wgmma wait, tile eff, blocks, per SM, waves, model µs, bound, status
+    wgmma = row.index("wgmma")
+    assert row[wgmma + 1] == "-" and row[wgmma + 2].startswith("16×")  # 16-byte cp.async
+    cp_wait, wgmma_wait, eff, blocks = row[-9:-5]
+    assert int(cp_wait) >= 1 and int(wgmma_wait) >= 1
+    assert eff == "100%" and blocks == str(1458 * 2)  # M tiles x groups, one N tile each
 
 
 def test_report_default_scope_leaves_out_exact_fp32(capsys):
