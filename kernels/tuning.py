@@ -102,7 +102,11 @@ FWD_FP32_CONFIGS = _configs(
     (64, 64, 16, 4, 2), (64, 64, 16, 4, 3), (128, 64, 16, 4, 2), (64, 128, 16, 4, 2),
 )
 # (64x64x16 with 3 stages spilled 8 bytes on sm_90 with Triton 3.9 at conv2-5: dropped.)
-DGRAD_FP32_CONFIGS = _dgrad_configs((64, 64, 16, 4, 2), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3))
+DGRAD_FP32_CONFIGS = _dgrad_configs(
+    (64, 64, 16, 4, 2), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3),
+    # conv2's 48 input channels per group, as in DGRAD_CONFIGS
+    (64, 32, 16, 4, 2, 16), (32, 32, 32, 4, 2, 16),
+)
 WGRAD_FP32_CONFIGS = _configs(
     (64, 64, 16, 4, 2), (64, 64, 16, 4, 3), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3),
 )
