@@ -128,7 +128,8 @@ def _kernel_and_dtype(name: str) -> tuple[str, str]:
 def _tile(spec: KernelSpec) -> int:
     """The product of the spec's BLOCK sizes (dgrad's BLOCK_N_TAIL adds columns to BLOCK_N)."""
     blocks = dict(spec.constexprs)
-    blocks["BLOCK_N"] = blocks.get("BLOCK_N", 1) + blocks.pop("BLOCK_N_TAIL", 0)
+    if "BLOCK_N_TAIL" in blocks:
+        blocks["BLOCK_N"] += blocks.pop("BLOCK_N_TAIL")
     return math.prod(v for k, v in blocks.items() if k.startswith("BLOCK") and isinstance(v, int))
 
 
