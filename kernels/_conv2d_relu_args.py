@@ -432,7 +432,8 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                     kept = prune(configs, {}, **args, **consts)
                 for cfg in kept:
                     kw_ = cfg.kwargs
-                    tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']} BK={kw_['BLOCK_K']} "
+                    tail = f"+{kw_['BLOCK_N_TAIL']}" if kw_.get("BLOCK_N_TAIL") else ""
+                    tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']}{tail} BK={kw_['BLOCK_K']} "
                            f"w{cfg.num_warps} s{cfg.num_stages}")
                     specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
                                              {**args, **consts}, cfg, uses_dot=tensor_cores))

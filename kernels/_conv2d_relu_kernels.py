@@ -9,7 +9,15 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
-  channel fastest, flattened, so a few input channels still fill a 16-wide K block.
+  channel fastest, flattened, so a few input channels still fill a 16-wide K block. Where
+  BLOCK_K divides the channels (conv3-5 forward, conv2-5 dgrad) a K block lies in one tap
+  (kh, kw): the tap is two scalars and the padding test one per row of the tile (BLOCK_M
+  pixels) instead of one per element, with no K mask; otherwise each element decodes its tap.
+- program order (forward and dgrad): a 1-D grid over (M tiles x N tiles) per group, N tiles
+  fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
+  each other and read its A rows (the gathered activations, the large operand) from L2; the
+  weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
+  order with the whole N extent as the group.
 - conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
   into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
   the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
@@ -25,7 +33,9 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 - input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
   and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
   No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
-  (conv1's image).
+  (conv1's image). A program computes BLOCK_N + BLOCK_N_TAIL columns: with a tail, two
+  accumulators share each A tile, so conv2's 48 input channels per group take one 32 + 16
+  program instead of a 64-wide tile (25% wasted) or three 16-wide ones (A loaded three times).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
   split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
   second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
@@ -52,6 +62,7 @@ from kernels._common import INTERPRET
 from kernels.tuning import (
     CONV_INTERPRET_CONFIG,
     CONV_TUNING,
+    DGRAD_INTERPRET_CONFIG,
     FWD_PACKED_CONFIGS,
     FWD_PACKED_FP32_CONFIGS,
     autotune_configs,
@@ -77,9 +88,11 @@ def _conv_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    g = tl.program_id(2)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    g = tl.program_id(1)
     M = N * OH * OW
     K = KH * KW * CG_IN
 
@@ -103,15 +116,25 @@ def _conv_fwd_kernel(
     for k0 in range(0, K, BLOCK_K):
         # GEMM column -> tap (kh, kw, c), channel fastest. tl.dot needs K >= 16: conv1's
         # 3 channels x 121 taps are one flat K, padded to BLOCK_K by the mask.
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        c = offs_k % CG_IN
-        kw = (offs_k // CG_IN) % KW
-        kh = offs_k // (CG_IN * KW)
-        ih = ih0[:, None] + kh[None, :]
-        iw = iw0[:, None] + kw[None, :]
-        a_mask = (mask_m[:, None] & mask_k[None, :]
-                  & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W))  # zero padding
+        if CG_IN % BLOCK_K == 0:
+            # the block lies in one tap (conv3-5): kh, kw are scalars, so the bounds test
+            # below is one per row (BLOCK_M), not one per element, and no K mask is needed
+            kh = k0 // (CG_IN * KW)
+            kw = (k0 // CG_IN) % KW
+            c = k0 % CG_IN + tl.arange(0, BLOCK_K)
+            mask_k = tl.full((BLOCK_K,), 1, tl.int1)
+            ih = ih0[:, None] + kh  # (BLOCK_M, 1)
+            iw = iw0[:, None] + kw
+        else:
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            c = offs_k % CG_IN
+            kw = (offs_k // CG_IN) % KW
+            kh = offs_k // (CG_IN * KW)
+            ih = ih0[:, None] + kh[None, :]  # (BLOCK_M, BLOCK_K)
+            iw = iw0[:, None] + kw[None, :]
+        # zero padding
+        a_mask = (mask_m[:, None] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)) & mask_k[None, :]
         a_offs = x_rows[:, None] + (c * stride_xc + kh * stride_xh + kw * stride_xw)[None, :]
         a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
         b_offs = (co[None, :] * stride_wo
@@ -205,18 +228,22 @@ def _conv_dgrad_kernel(
     # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    # tiling
+    # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
+    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N_TAIL: tl.constexpr,
 ):
     # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    g = tl.program_id(2)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    num_pid_n: tl.constexpr = (CG_IN + BLOCK_N + BLOCK_N_TAIL - 1) // (BLOCK_N + BLOCK_N_TAIL)
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    g = tl.program_id(1)
     M = N * H * W
     K = KH * KW * CG_OUT
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = pid_n * (BLOCK_N + BLOCK_N_TAIL) + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < CG_IN
     # GEMM row -> input pixel (n, h, w)
@@ -224,41 +251,61 @@ def _conv_dgrad_kernel(
     ih = (offs_m // W) % H
     n = offs_m // (W * H)
     g_rows = n * stride_gn + g * CG_OUT * stride_gc
-    c = g * CG_IN + offs_n
+    dx_rows = n * stride_dxn + ih * stride_dxh + iw * stride_dxw
 
-    if g_ptr.dtype.element_ty == tl.float64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_dtype = tl.float64 if g_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
+    if BLOCK_N_TAIL > 0:  # the tail columns right after offs_n
+        offs_t = pid_n * (BLOCK_N + BLOCK_N_TAIL) + BLOCK_N + tl.arange(0, BLOCK_N_TAIL)
+        mask_t = offs_t < CG_IN
+        acc_t = tl.zeros((BLOCK_M, BLOCK_N_TAIL), dtype=acc_dtype)
     for k0 in range(0, K, BLOCK_K):
         # GEMM column -> tap (kh, kw, co), output channel fastest
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        co = offs_k % CG_OUT
-        kw = (offs_k // CG_OUT) % KW
-        kh = offs_k // (CG_OUT * KW)
+        if CG_OUT % BLOCK_K == 0:
+            # the block lies in one tap (conv2-5): kh, kw are scalars, so the bounds test
+            # below is one per row (BLOCK_M), not one per element, and no K mask is needed
+            kh = k0 // (CG_OUT * KW)
+            kw = (k0 // CG_OUT) % KW
+            co = k0 % CG_OUT + tl.arange(0, BLOCK_K)
+            mask_k = tl.full((BLOCK_K,), 1, tl.int1)
+            oh_s = (ih + PAD_H)[:, None] - kh  # (BLOCK_M, 1)
+            ow_s = (iw + PAD_W)[:, None] - kw
+        else:
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            co = offs_k % CG_OUT
+            kw = (offs_k // CG_OUT) % KW
+            kh = offs_k // (CG_OUT * KW)
+            oh_s = (ih + PAD_H)[:, None] - kh[None, :]  # (BLOCK_M, BLOCK_K)
+            ow_s = (iw + PAD_W)[:, None] - kw[None, :]
         # the tap reaches output row oh iff ih + pad - kh == oh * stride with 0 <= oh < OH
-        oh_s = (ih + PAD_H)[:, None] - kh[None, :]
-        ow_s = (iw + PAD_W)[:, None] - kw[None, :]
         oh = oh_s // STRIDE_H
         ow = ow_s // STRIDE_W
-        a_mask = (mask_m[:, None] & mask_k[None, :]
-                  & (oh_s >= 0) & (ow_s >= 0) & (oh < OH) & (ow < OW))
+        tap_ok = mask_m[:, None] & (oh_s >= 0) & (ow_s >= 0) & (oh < OH) & (ow < OW)
         if STRIDE_H > 1:
-            a_mask = a_mask & (oh_s % STRIDE_H == 0)
+            tap_ok = tap_ok & (oh_s % STRIDE_H == 0)
         if STRIDE_W > 1:
-            a_mask = a_mask & (ow_s % STRIDE_W == 0)
+            tap_ok = tap_ok & (ow_s % STRIDE_W == 0)
+        a_mask = tap_ok & mask_k[None, :]
         a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
         a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
-        b_offs = ((g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww)[:, None] \
-            + (offs_n * stride_wc)[None, :]  # weight channels count within the group
-        b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        # weight rows of this K block; its channels count within the group
+        w_rows = (g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww
+        b = tl.load(w_ptr + w_rows[:, None] + (offs_n * stride_wc)[None, :],
+                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        if BLOCK_N_TAIL > 0:  # the same A tile against the tail columns
+            b_t = tl.load(w_ptr + w_rows[:, None] + (offs_t * stride_wc)[None, :],
+                          mask=mask_k[:, None] & mask_t[None, :], other=0.0)
+            acc_t = tl.dot(a, b_t, acc_t, input_precision=INPUT_PRECISION)
 
-    dx_offs = ((n * stride_dxn + ih * stride_dxh + iw * stride_dxw)[:, None]
-               + (c * stride_dxc)[None, :])
+    dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_n) * stride_dxc)[None, :]
     tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty),
              mask=mask_m[:, None] & mask_n[None, :])
+    if BLOCK_N_TAIL > 0:
+        dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_t) * stride_dxc)[None, :]
+        tl.store(dx_ptr + dx_offs, acc_t.to(dx_ptr.dtype.element_ty),
+                 mask=mask_m[:, None] & mask_t[None, :])
 
 
 @triton.jit
@@ -398,9 +445,10 @@ _SHAPE_KEY = ["N", "CG_IN", "H", "W", "CG_OUT", "OH", "OW",
 def _autotuned(fn, kernel: str, key: list[str]) -> dict:
     """One autotuner per instruction path: "mma" (tensor cores) and "fma" (exact fp32). The
     interpreter gets its one config, unpruned."""
+    interpret = DGRAD_INTERPRET_CONFIG if kernel == "dgrad" else CONV_INTERPRET_CONFIG
     return {
         path: triton.autotune(
-            autotune_configs(configs, CONV_INTERPRET_CONFIG), key=key,
+            autotune_configs(configs, interpret), key=key,
             prune_configs_by=None if INTERPRET else {"early_config_prune": prune},
         )(fn)
         for path, (configs, prune) in CONV_TUNING[kernel].items()

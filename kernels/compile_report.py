@@ -32,6 +32,7 @@ from pathlib import Path
 
 import triton
 
+from kernels import tuning
 from kernels._aot import (
     ARCHS,
     KERNEL_MODULES,
@@ -167,10 +168,11 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workloa
         issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk)
         traffic = (n * pk.hp * pk.wp * pk.cp + c_out * gk + y + c_out) * es
     else:  # forward: pixels x Cg_out x (taps*Cg_in); dgrad: input pixels x Cg_in x (taps*Cg_out)
-        gm, gn, gk = ((pix, cg_out, kh * kw * cg_in) if kernel == "conv2d_relu_fwd"
-                      else (n * h * w, cg_in, kh * kw * cg_out))
-        blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * groups
-        issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk) * groups
+        gemm = kernel.removeprefix("conv2d_relu_")
+        gm, gn = (pix, cg_out) if gemm == "fwd" else (n * h * w, cg_in)
+        # as the kernel issues and the pruner models it (dgrad: BLOCK_N + BLOCK_N_TAIL columns)
+        blocks = _cdiv(gm, bm) * _cdiv(gn, bn + consts.get("BLOCK_N_TAIL", 0)) * groups
+        issued = tuning.conv_gemm_macs(gemm, geo.sizes() | geo.op_params(), consts)[1] * groups
         traffic = ((x + wt + y) * es + c_out * es if kernel == "conv2d_relu_fwd"
                    else (y + wt + x) * es)  # dgrad reads the masked dy, writes dx
     return Workload(blocks, macs, issued, issued, traffic)
@@ -405,8 +407,8 @@ rest read from the PTX (static instruction counts, not executions) and modelled 
 - *wgmma wait*: the deepest `wgmma.wait_group N`; N > 0 keeps an MMA running while the next
   is issued (async MMA overlap on sm_90).
 - *tile eff*: useful multiply-adds / multiply-adds the tiles issue for this layer (padding of M,
-  N and K to the tile; for dgrad also taps masked at the borders); elements / lanes for the
-  elementwise kernels.
+  N and K to the tile; for dgrad also taps masked at the borders, and BN=32+16 is a program of
+  two accumulators, 48 columns); elements / lanes for the elementwise kernels.
 - *blocks*: programs in the grid at batch 128; *per SM*: resident blocks per SM by registers,
   shared memory and threads; *waves*: blocks / (SMs x per SM). sm_90 rows are modelled on an
   {h100}, sm_80 rows on an {a100}.

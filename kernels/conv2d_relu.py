@@ -164,11 +164,13 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
 
 def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int) -> None:
     """An autotuned GEMM kernel (forward or dgrad) on x's device and instruction path, over a
-    (rows / BLOCK_M, cols / BLOCK_N, groups) grid."""
+    (rows / BLOCK_M x cols / columns per program, groups) grid; a program computes BLOCK_N
+    columns, plus BLOCK_N_TAIL for dgrad's two-accumulator tiles."""
     args, consts = args_consts
 
     def grid(meta):
-        return (triton.cdiv(rows, meta["BLOCK_M"]), triton.cdiv(cols, meta["BLOCK_N"]), groups)
+        per_program = meta["BLOCK_N"] + meta.get("BLOCK_N_TAIL", 0)
+        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program), groups)
 
     with device_context(x):
         tuners[_path(x.dtype)][grid](**args, **consts)

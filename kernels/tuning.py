@@ -27,17 +27,24 @@ def autotune_configs(gpu: list[triton.Config], interpret: triton.Config) -> list
 # conv2d_relu: implicit-GEMM tiles (conv1-conv5, channels_last)
 # ----------------------------------------------------------------------------------------------
 
-def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config(
-        {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-        num_warps=warps,
-        num_stages=stages,
-    )
+def _config(block_m: int, block_n: int, block_k: int, warps: int, stages: int,
+            tail: int | None = None) -> triton.Config:
+    """``tail``: dgrad's BLOCK_N_TAIL (its second accumulator's columns, 0 for none); the other
+    kernels have no such parameter (None)."""
+    kwargs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    if tail is not None:
+        kwargs["BLOCK_N_TAIL"] = tail
+    return triton.Config(kwargs, num_warps=warps, num_stages=stages)
 
 
 def _configs(*tiles: tuple[int, int, int, int, int]) -> list[triton.Config]:
     """Configs from (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) tuples."""
     return [_config(*tile) for tile in tiles]
+
+
+def _dgrad_configs(*tiles: tuple[int, ...]) -> list[triton.Config]:
+    """dgrad configs from (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages[, BLOCK_N_TAIL]) tuples."""
+    return [_config(*tile[:5], tail=tile[5] if len(tile) > 5 else 0) for tile in tiles]
 
 
 # GPU configs for sm_80/sm_90. Every one is compiled ahead of time for both at every AlexNet
@@ -50,19 +57,40 @@ def _configs(*tiles: tuple[int, int, int, int, int]) -> list[triton.Config]:
 # Tensor-core configs: fp16, bf16, and fp32 with TF32 allowed. The forward and wgrad lists serve
 # conv2-conv5 (C_in per group >= SMALL_CIN: 48, 256, 192, 192); dgrad's serve conv2-conv5 (conv1's
 # image needs no gradient).
+#
+# Forward and dgrad (issue 13): BLOCK_K 32 and 64, and the pruner keeps, per layer, only tiles
+# that waste < 10% of their multiply-adds (MIN_TILE_EFFICIENCY): BLOCK_N = 128 leaves conv4's
+# 192 output channels per group (and dgrad's 192 input channels of conv4-5) to the 64-wide
+# tiles. Still at most 4 warps: the kernels' K loop is the flattened (kh, kw, channel) loop of
+# the Inductor template that pytorch#173068 caught miscompiling with 8 (triton#1254), and no GPU
+# here can show that 8 warps compute the right numbers.
 FWD_CONFIGS = _configs(
     (128, 128, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4),
+    (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4),
 )
-DGRAD_CONFIGS = _configs(
+# dgrad's N is C_in per group: 48 (conv2), 256, 192, 192. For 48, a power-of-two BLOCK_N wastes
+# 25% (64) or more, and BLOCK_N = 16 would load each A tile (the gathered dy, the operand with
+# 25 taps x 128 channels per row) three times, once per 16 columns. So the last tiles carry two
+# accumulators, 32 + 16 columns (BLOCK_N_TAIL), sharing each A tile: a program covers all 48
+# channels, A is loaded once, and no MMA column is wasted. The pruner takes them only where no
+# one-accumulator tile reaches MIN_TILE_EFFICIENCY (see _efficient).
+DGRAD_CONFIGS = _dgrad_configs(
     (64, 128, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 32, 4, 4), (64, 64, 64, 4, 3),
+    (128, 64, 64, 4, 3), (64, 64, 64, 4, 4),
+    (128, 32, 32, 4, 3, 16), (64, 32, 32, 4, 4, 16), (128, 32, 64, 4, 3, 16),
+    (64, 32, 64, 4, 4, 16), (256, 32, 32, 4, 3, 16),
 )
 # (128x128x32 sat at 254-255 registers with Triton 3.8/3.9 and spills with 3.7 on sm_80: dropped.)
 WGRAD_CONFIGS = _configs((128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4))
 # Spill with TF32 operands on sm_80 (Triton 3.9) once the backward reads the masked gradient
-# alone: dgrad 64x64x64 s3 (conv3 8 B, conv4 12 B), wgrad 128x64x32 s3 (conv3 4 B) and
-# 64x64x32 s4 (conv2 4 B; with 3 stages too, at 96 registers). The pruner leaves them to
-# fp16/bf16, so TF32's wgrad on conv2-5 autotunes over one tile, 64x128x32.
-DGRAD_TF32_DROP = ((64, 64, 64, 4, 3),)
+# alone: wgrad 128x64x32 s3 (conv3 4 B) and 64x64x32 s4 (conv2 4 B; with 3 stages too, at 96
+# registers). The pruner leaves them to fp16/bf16, so TF32's wgrad on conv2-5 autotunes over
+# one tile, 64x128x32. Forward and dgrad with TF32 keep BLOCK_K = 32: at 64 (4-byte operands)
+# their tiles spill on sm_80 (104-132 B at 128x64x64), sit at 254-255 registers or fill
+# 96-144 KB of shared memory (one block per SM).
+FWD_TF32_DROP = ((128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4))
+DGRAD_TF32_DROP = ((64, 64, 64, 4, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 4),
+                   (128, 32, 64, 4, 3, 16), (64, 32, 64, 4, 4, 16))
 WGRAD_TF32_DROP = ((128, 64, 32, 4, 3), (64, 64, 32, 4, 4))
 # TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
 TF32_MAX_TILE = 128 * 64
@@ -74,7 +102,11 @@ FWD_FP32_CONFIGS = _configs(
     (64, 64, 16, 4, 2), (64, 64, 16, 4, 3), (128, 64, 16, 4, 2), (64, 128, 16, 4, 2),
 )
 # (64x64x16 with 3 stages spilled 8 bytes on sm_90 with Triton 3.9 at conv2-5: dropped.)
-DGRAD_FP32_CONFIGS = _configs((64, 64, 16, 4, 2), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3))
+DGRAD_FP32_CONFIGS = _dgrad_configs(
+    (64, 64, 16, 4, 2), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3),
+    # conv2's 48 input channels per group, as in DGRAD_CONFIGS
+    (64, 32, 16, 4, 2, 16), (32, 32, 32, 4, 2, 16),
+)
 WGRAD_FP32_CONFIGS = _configs(
     (64, 64, 16, 4, 2), (64, 64, 16, 4, 3), (32, 64, 32, 4, 2), (32, 32, 32, 4, 3),
 )
@@ -109,8 +141,55 @@ FWD_PACKED_FP32_CONFIGS = _configs((64, 32, 16, 4, 2), (128, 32, 16, 4, 2), (32,
 
 
 def _tile(c: triton.Config) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one."""
+    tail = c.kwargs.get("BLOCK_N_TAIL", 0)
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
-            c.num_stages)
+            c.num_stages) + ((tail,) if tail else ())
+
+
+# The pruner keeps the forward and dgrad configs whose tiles waste at most 10% of the
+# multiply-adds they issue on the call's GEMM (issue 13's goal on every AlexNet layer).
+MIN_TILE_EFFICIENCY = 0.9
+
+
+def conv_gemm_macs(kernel: str, sizes: dict, tile: dict) -> tuple[int, int]:
+    """(useful, issued) multiply-adds of one group's implicit GEMM for ``kernel`` ("fwd" or
+    "dgrad") at the sizes of ``_conv_fwd_kernel``/``_conv_dgrad_kernel`` (N, CG_IN, H, W,
+    CG_OUT, OH, OW, KH, KW) with the tile's BLOCK_M/N/K (and dgrad's BLOCK_N_TAIL): what the
+    kernels issue, M, N and K each padded to the tile. Useful: the forward's products, so
+    dgrad's taps that reach no output (stride > 1, borders) count as waste."""
+    s = sizes
+    taps = s["KH"] * s["KW"]
+    useful = s["N"] * s["OH"] * s["OW"] * s["CG_OUT"] * taps * s["CG_IN"]
+    if kernel == "fwd":  # output pixels x C_out, K = (kh, kw, c_in) flattened
+        m, n, k = s["N"] * s["OH"] * s["OW"], s["CG_OUT"], taps * s["CG_IN"]
+    elif kernel == "dgrad":  # input pixels x C_in, K = (kh, kw, c_out) flattened
+        m, n, k = s["N"] * s["H"] * s["W"], s["CG_IN"], taps * s["CG_OUT"]
+    else:
+        raise ValueError(f"no GEMM model for conv kernel {kernel!r}; expected 'fwd' or 'dgrad'")
+    cols = tile["BLOCK_N"] + tile.get("BLOCK_N_TAIL", 0)  # columns one program computes
+
+    def padded(size, block):
+        return -(-size // block) * block
+
+    return useful, padded(m, tile["BLOCK_M"]) * padded(n, cols) * padded(k, tile["BLOCK_K"])
+
+
+def _efficient(kernel: str, configs: list[triton.Config], sizes: dict) -> list[triton.Config]:
+    """The configs reaching MIN_TILE_EFFICIENCY on this shape, single-accumulator tiles first:
+    the two-accumulator ones (BLOCK_N_TAIL) only where no single one reaches it (conv2's 48
+    input channels per group in dgrad). Where none reaches it (an odd channel count), the
+    most efficient ones."""
+    def efficiency(c):
+        useful, issued = conv_gemm_macs(kernel, sizes, c.kwargs)
+        return useful / issued
+
+    for pool in ([c for c in configs if not c.kwargs.get("BLOCK_N_TAIL")], configs):
+        kept = [c for c in pool if efficiency(c) >= MIN_TILE_EFFICIENCY]
+        if kept:
+            return kept
+    best = max(map(efficiency, configs), default=None)
+    return [c for c in configs if efficiency(c) == best]
 
 
 def _union(*lists: list[triton.Config]) -> list[triton.Config]:
@@ -121,10 +200,12 @@ def _union(*lists: list[triton.Config]) -> list[triton.Config]:
 
 
 def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | None,
-                 tf32_drop: tuple[tuple, ...] = ()):
+                 tf32_drop: tuple[tuple, ...] = (), gemm: str | None = None):
     """The autotuner's early_config_prune for one kernel and path: by shape (``CG_IN``) and
     precision, keep the configs that compile without register spills (see ``aot_specs``);
-    ``tf32_drop``: regular-path tiles that spill with TF32 operands only."""
+    ``tf32_drop``: regular-path tiles that spill with TF32 operands only. ``gemm`` ("fwd",
+    "dgrad"): of the regular-path ones, keep those efficient on the call's shape
+    (``_efficient``; conv1's small-channel lists are sized for its own constraints)."""
     regular_tiles = {_tile(c) for c in regular}
     small_tiles = {_tile(c) for c in (small_cin if small_cin is not None else regular)}
 
@@ -136,9 +217,11 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
         drop = set() if small else set(tf32_drop)
         if kwargs["INPUT_PRECISION"] != "tf32":
             max_tile, max_k, drop = float("inf"), float("inf"), set()
-        return [c for c in configs if _tile(c) in tiles and _tile(c) not in drop
-                and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= max_tile
-                and c.kwargs["BLOCK_K"] <= max_k]
+        kept = [c for c in configs if _tile(c) in tiles and _tile(c) not in drop
+                and c.kwargs["BLOCK_M"] * (c.kwargs["BLOCK_N"] + c.kwargs.get("BLOCK_N_TAIL", 0))
+                <= max_tile and c.kwargs["BLOCK_K"] <= max_k]
+        own_small_list = small and small_cin is not None
+        return kept if gemm is None or own_small_list else _efficient(gemm, kept, kwargs)
 
     return prune
 
@@ -147,11 +230,12 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
 # N (C_in), not a gather, so it keeps one list for every shape.
 CONV_TUNING = {
     kernel: {
-        path: (_union(regular, small or []), _make_pruner(regular, small, drop))
+        path: (_union(regular, small or []),
+               _make_pruner(regular, small, drop, kernel if kernel in ("fwd", "dgrad") else None))
         for path, regular, small, drop in lists
     }
     for kernel, lists in {
-        "fwd": [("mma", FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS, ()),
+        "fwd": [("mma", FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS, FWD_TF32_DROP),
                 ("fma", FWD_FP32_CONFIGS, FWD_SMALL_CIN_FP32_CONFIGS, ())],
         "dgrad": [("mma", DGRAD_CONFIGS, None, DGRAD_TF32_DROP),
                   ("fma", DGRAD_FP32_CONFIGS, None, ())],
@@ -161,6 +245,7 @@ CONV_TUNING = {
 }
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).
 CONV_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1)
+DGRAD_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1, tail=0)
 
 # The backward's ReLU-mask pass (_relu_grad_kernel, conv1-5's outputs): a (pixels x channels)
 # tile per step; and the split-sum kernel's block (wgrad partials, bias partials).

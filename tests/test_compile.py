@@ -126,8 +126,11 @@ def _kernel_and_dtype(name: str) -> tuple[str, str]:
 
 
 def _tile(spec: KernelSpec) -> int:
-    return math.prod(v for k, v in spec.constexprs.items()
-                     if k.startswith("BLOCK") and isinstance(v, int))
+    """The product of the spec's BLOCK sizes (dgrad's BLOCK_N_TAIL adds columns to BLOCK_N)."""
+    blocks = dict(spec.constexprs)
+    if "BLOCK_N_TAIL" in blocks:
+        blocks["BLOCK_N"] += blocks.pop("BLOCK_N_TAIL")
+    return math.prod(v for k, v in blocks.items() if k.startswith("BLOCK") and isinstance(v, int))
 
 
 def _default_subset(specs: list[tuple[SpecRef, KernelSpec]]) -> set[SpecRef]:
@@ -297,6 +300,11 @@ def test_workload_of_conv_layers():
                      _conv_consts(64, 64, 32))
     assert dgrad.useful == 21632 * 384 * 9 * 256
     assert dgrad.issued == 21632 * 256 * 3456 and dgrad.blocks == 338 * 4
+    # conv2 dgrad with two accumulators: 32 + 16 columns per program cover C_in = 48 per group
+    tail = workload("conv2d_relu_dgrad[conv2, BM=128 BN=32+16 BK=32 w4 s3, fp16]",
+                    {**_conv_consts(128, 32, 32), "BLOCK_N_TAIL": 16})
+    assert tail.blocks == 729 * 1 * 2  # M tiles x one N tile x groups
+    assert tail.issued == tail.useful == 93312 * 48 * (25 * 128) * 2
     # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels split as the launcher does for 132
     # SMs: 2 waves of the largest tile -> 10 splits of 2,176 (a multiple of 64), the last 2,048
     wgrad = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
@@ -414,6 +422,22 @@ def test_report_exit_status(tmp_path):
 
 
 _EXACT_FP32 = "conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]"
+
+
+def test_report_on_dgrads_two_accumulator_tile(capsys):
+    # conv2's dgrad (48 input channels per group) in one 32 + 16 column program: no wasted
+    # MAC, and on sm_90 pipelined copies with the two wgmma chains overlapping
+    name = "conv2d_relu_dgrad[conv2, BM=64 BN=32+16 BK=32 w4 s4, fp16]"
+    assert compile_report.main(["--kernel", name, "--arch", "90", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("conv2d_relu_dgrad"))
+    # columns: ... tensor cores, ld.global, cp.async (one or more words), TMA, cp wait,
+    # wgmma wait, tile eff, blocks, per SM, waves, model µs, bound, status
+    wgmma = row.index("wgmma")
+    assert row[wgmma + 1] == "-" and row[wgmma + 2].startswith("16×")  # 16-byte cp.async
+    cp_wait, wgmma_wait, eff, blocks = row[-9:-5]
+    assert int(cp_wait) >= 1 and int(wgmma_wait) >= 1
+    assert eff == "100%" and blocks == str(1458 * 2)  # M tiles x groups, one N tile each
 
 
 def test_report_default_scope_leaves_out_exact_fp32(capsys):

@@ -107,6 +107,10 @@ CASES = [
     pytest.param((1, 4, 6, 6), (4, 4, 4, 3), 1, "same", 1, True, id="same-even-kernel",
                  marks=pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")),
     pytest.param((1, 4, 6, 6), (4, 4, 3, 3), 1, "valid", 1, True, id="valid"),
+    # channels a multiple of the K block (the interpreter's 16; AlexNet's conv2-5 on the GPU):
+    # each K block lies in one tap, bounds tested per row (the forward's C_in, dgrad's C_out)
+    pytest.param((1, 16, 6, 6), (16, 16, 3, 3), 1, 1, 1, True, id="channels-16"),
+    pytest.param((1, 32, 7, 7), (32, 16, 3, 3), 2, 1, 2, True, id="channels-16-stride2-groups2"),
 ]
 
 
@@ -114,6 +118,42 @@ CASES = [
 def test_matches_reference(x_shape, w_shape, stride, padding, groups, x_grad):
     x, w, b = make(x_shape, w_shape, x_grad=x_grad)
     check(x, w, b, stride, padding, groups)
+
+
+# dgrad's two-accumulator tiles (BLOCK_N + BLOCK_N_TAIL columns per program, the GPU configs
+# for conv2's 48 input channels per group): the interpreter's own config has one accumulator,
+# so these cases swap in a two-accumulator one (32 + 16 columns)
+TWO_ACCUMULATORS = tuning._config(32, 32, 16, 4, 1, tail=16)
+
+
+@pytest.fixture
+def two_accumulator_dgrad(monkeypatch):
+    """Every dgrad launch (both instruction paths) takes TWO_ACCUMULATORS; returns the
+    autotuners, whose ``best_config`` shows what ran."""
+    for tuner in kernels_mod._conv_dgrad.values():
+        monkeypatch.setattr(tuner, "configs", [TWO_ACCUMULATORS])
+    return kernels_mod._conv_dgrad
+
+
+TWO_ACCUMULATOR_CASES = [
+    # x shape, w shape, stride, padding, groups
+    # conv2's 48 input channels per group (groups 2): one program covers a group's 48 columns;
+    # 16 output channels per group, so each K block lies in one tap
+    pytest.param((1, 96, 4, 4), (32, 48, 3, 3), 1, 1, 2, id="conv2-48-per-group"),
+    # 40 channels: the tail accumulator's columns 40..47 are masked
+    pytest.param((2, 40, 4, 4), (6, 40, 3, 3), 1, 1, 1, id="cin40"),
+    # 100 channels, 3 programs: the last has 4 live columns of its 32 and an empty tail; stride 2
+    pytest.param((1, 100, 5, 5), (4, 100, 3, 3), 2, 1, 1, id="cin100-stride2"),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups", TWO_ACCUMULATOR_CASES)
+def test_dgrad_two_accumulators_match_reference(two_accumulator_dgrad, x_shape, w_shape, stride,
+                                                padding, groups):
+    x, w, b = make(x_shape, w_shape)
+    check(x, w, b, stride, padding, groups)
+    ran = two_accumulator_dgrad["fma"].best_config  # exact fp32 in the tests
+    assert ran is TWO_ACCUMULATORS and ran.kwargs["BLOCK_N_TAIL"] == 16
 
 
 def test_no_bias():
@@ -324,16 +364,22 @@ def spec_tiles(specs, kernel, layer, label):
     )
 
 
+# conv2 at batch 128 per group, as the kernels' size arguments
+CONV2_SIZES = {"N": 128, "CG_IN": 48, "H": 27, "W": 27, "CG_OUT": 128, "OH": 27, "OW": 27,
+               "KH": 5, "KW": 5}
+
+
+def pruned(kernel, path, precision, sizes=CONV2_SIZES):
+    configs, prune = tuning.CONV_TUNING[kernel][path]
+    return prune(configs, {}, **sizes, INPUT_PRECISION=precision)
+
+
 def test_aot_specs_cover_every_config_and_dtype():
     specs = conv_mod.aot_specs(layers=("conv2",))
-    mma_lists = (tuning.FWD_CONFIGS, tuning.DGRAD_CONFIGS, tuning.WGRAD_CONFIGS)
-    mma = sum(map(len, mma_lists))
-    tf32 = sum(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= tuning.TF32_MAX_TILE
-               for configs, drop in zip(mma_lists, ((), tuning.DGRAD_TF32_DROP,
-                                                    tuning.WGRAD_TF32_DROP))
-               for c in configs if tuning._tile(c) not in drop)
-    fma = (len(tuning.FWD_FP32_CONFIGS) + len(tuning.DGRAD_FP32_CONFIGS)
-           + len(tuning.WGRAD_FP32_CONFIGS))
+    kernels = ("fwd", "dgrad", "wgrad")
+    mma = sum(len(pruned(k, "mma", "ieee")) for k in kernels)
+    tf32 = sum(len(pruned(k, "mma", "tf32")) for k in kernels)
+    fma = sum(len(pruned(k, "fma", "ieee")) for k in kernels)
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
     # ReLU-mask pass per dtype
     assert 0 < tf32 < mma
@@ -383,7 +429,8 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
     assert spec_tiles(specs, "wgrad", "conv1", "fp32") == sorted(
         tiles(tuning.WGRAD_SMALL_CIN_FP32_CONFIGS))
     assert spec_tiles(specs, "fwd", "conv3", "bf16") == sorted(tiles(tuning.FWD_CONFIGS))
-    assert spec_tiles(specs, "dgrad", "conv3", "fp32") == sorted(tiles(tuning.DGRAD_FP32_CONFIGS))
+    assert spec_tiles(specs, "dgrad", "conv3", "fp32") == sorted(
+        t for t in tiles(tuning.DGRAD_FP32_CONFIGS) if len(t) == 5)  # one accumulator
     conv1_tf32 = spec_tiles(specs, "wgrad", "conv1", "fp32-tf32")
     assert conv1_tf32 and all(m * n <= tuning.TF32_SMALL_CIN_MAX_TILE
                               for m, n, *_ in conv1_tf32)
@@ -393,16 +440,53 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
 
 def test_pruner_keeps_what_aot_specs_compiled():
     # the autotuner's pruner (not installed under the interpreter) picks by CG_IN and precision
-    configs, prune = tuning.CONV_TUNING["fwd"]["mma"]
-    small = prune(configs, {}, CG_IN=3, INPUT_PRECISION="ieee")
-    regular = prune(configs, {}, CG_IN=48, INPUT_PRECISION="ieee")
-    regular_tf32 = prune(configs, {}, CG_IN=48, INPUT_PRECISION="tf32")
+    small = pruned("fwd", "mma", "ieee", {**CONV2_SIZES, "CG_IN": 3})
+    regular = pruned("fwd", "mma", "ieee")
+    regular_tf32 = pruned("fwd", "mma", "tf32")
     assert tiles(small) == tiles(tuning.FWD_SMALL_CIN_CONFIGS)
     assert tiles(regular) == tiles(tuning.FWD_CONFIGS)
     assert (128, 128, 32, 4, 3) in tiles(regular) and (128, 128, 32, 4, 3) not in tiles(small)
     assert (128, 128, 32, 4, 3) not in tiles(regular_tf32) and len(regular_tf32) >= 2
     specs = conv_mod.aot_specs(layers=("conv1",))
     assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(tiles(small))
+
+
+def layer_sizes(layer):
+    """An AlexNet layer's per-group sizes at batch 128, as the kernels' size arguments."""
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    return {"N": n, "CG_IN": cg_in, "H": h, "W": w, "CG_OUT": c_out // groups, "OH": oh,
+            "OW": ow, "KH": kh, "KW": kw}
+
+
+@pytest.mark.parametrize("layer", ["conv2", "conv3", "conv4", "conv5"])
+@pytest.mark.parametrize("path, precision", [("mma", "ieee"), ("mma", "tf32"), ("fma", "ieee")])
+@pytest.mark.parametrize("kernel", ["fwd", "dgrad"])
+def test_pruner_keeps_tiles_that_divide_the_gemm(kernel, path, precision, layer):
+    # issue 13: every forward and dgrad tile a fit runs on conv2-5 wastes < 10% of its MACs
+    # (exact fp32 too), and the autotuner still has a choice
+    sizes = layer_sizes(layer)
+    kept = pruned(kernel, path, precision, sizes)
+    assert len(kept) >= 2
+    for c in kept:
+        useful, issued = tuning.conv_gemm_macs(kernel, sizes, c.kwargs)
+        assert useful / issued >= tuning.MIN_TILE_EFFICIENCY, (tuning._tile(c), useful / issued)
+    # one accumulator wherever that reaches 90%; two (32 + 16 columns) for dgrad's 48 channels
+    tails = {c.kwargs.get("BLOCK_N_TAIL", 0) for c in kept}
+    assert tails == ({16} if (kernel, layer) == ("dgrad", "conv2") else {0})
+
+
+def test_pruner_keeps_the_most_efficient_tiles_when_none_reaches_90_percent():
+    # dgrad with 40 input channels: 64-wide tiles use 62%, 48-wide (32 + 16) ones 83%
+    sizes = {**layer_sizes("conv3"), "CG_IN": 40}
+    def efficiency(c):
+        useful, issued = tuning.conv_gemm_macs("dgrad", sizes, c.kwargs)
+        return useful / issued
+
+    best = max(map(efficiency, tuning.CONV_TUNING["dgrad"]["mma"][0]))
+    assert best == pytest.approx(40 / 48)
+    kept = pruned("dgrad", "mma", "ieee", sizes)
+    assert kept and all(efficiency(c) == best for c in kept)
 
 
 def test_aot_specs_rejects_unknown_layer():

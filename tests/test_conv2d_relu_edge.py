@@ -7,12 +7,20 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from test_conv2d_relu import RefuseLaunch, check, make, reference
+from test_conv2d_relu import (  # noqa: F401 (two_accumulator_dgrad: a fixture)
+    TWO_ACCUMULATORS,
+    RefuseLaunch,
+    check,
+    make,
+    reference,
+    two_accumulator_dgrad,
+)
 from tolerances import assert_close
 
 from kernels.conv2d_relu import conv2d_relu
 
 conv_mod = importlib.import_module("kernels.conv2d_relu")
+kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 INF, NAN = float("inf"), float("nan")
 
@@ -107,6 +115,38 @@ def test_nan_and_inf_forward_and_backward(where, value, stride):
     if not (where == "bias" and value == -INF):  # relu(-inf) = 0: nothing non-finite is left
         # the test can fail: the special value reached the output or a gradient
         assert not (torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("value", [NAN, INF, -INF], ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+@pytest.mark.usefixtures("two_accumulator_dgrad")
+def test_nan_and_inf_through_dgrads_two_accumulators(where, value):
+    # 40 input channels: columns 0..31 in the first accumulator, 32..39 in the tail one (of
+    # 16, 8 masked); the special value sits on channel 36 (tail) or, for dy, on one pixel
+    x, w, b = make((1, 40, 4, 4), (3, 40, 3, 3))
+    x, w, b = (t.detach().clone() for t in (x, w, b))
+    if where == "input":
+        x[0, 36, 0, 2] = value
+    elif where == "weight":  # the exact route for a non-finite weight runs dgrad 8 times
+        w[1, 36, 2, 2] = value
+    for t in (x, w, b):
+        t.requires_grad_()
+    y = conv2d_relu(x, w, b, 1, 1)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    if where == "grad_output":
+        dy[0, :, 1, 1] = value
+    y_ref, grads_ref = reference(x, w, b, 1, 1, 1, dy)
+    assert_close(y, y_ref, torch.float32, reduce_dim=360)
+    dx, dw, db = torch.autograd.grad(y, [x, w, b], dy)
+    assert_close(dx, grads_ref["input"], torch.float32, reduce_dim=27)
+    assert_close(dw, grads_ref["weight"], torch.float32, reduce_dim=16)
+    assert_close(db, grads_ref["bias"], torch.float32, reduce_dim=16)
+    # the test can fail: the special value reached the output, and (from the weight or dy)
+    # the tail columns of the input gradient
+    assert not torch.isfinite(y).all() or where == "grad_output"
+    assert not torch.isfinite(dx[0, 32:]).all() or where == "input"
+    assert kernels_mod._conv_dgrad["fma"].best_config is TWO_ACCUMULATORS
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
