@@ -265,8 +265,8 @@ def _conv_dgrad_kernel(
 def _conv_wgrad_kernel(
     # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
     x_ptr, g_ptr, dw_part_ptr,
-    # sizes (channels per group), pixels per split, partial stride
-    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL,
+    # sizes (channels per group), partial stride
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, DW_NUMEL,
     # strides (dw_* is the weight gradient's layout)
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_gn, stride_gc, stride_gh, stride_gw,
@@ -278,12 +278,14 @@ def _conv_wgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # x (N, C_in, H, W)^T x masked dy (N, C_out, OH, OW) -> partial dW (C_out, C_in/g, KH, KW)
-    # for the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT)
+    # for the pixels [split * per_split, (split + 1) * per_split): grid axis 1 is the split
+    # count, chosen per tile by the launcher so that no split is empty (_wgrad_splits)
     pid = tl.program_id(0)
     split = tl.program_id(1)
     g = tl.program_id(2)
     M = KH * KW * CG_IN
     P = N * OH * OW
+    per_split = tl.cdiv(tl.cdiv(P, tl.num_programs(1)), BLOCK_K) * BLOCK_K
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid_m = pid % num_pid_m
     pid_n = pid // num_pid_m
@@ -299,8 +301,8 @@ def _conv_wgrad_kernel(
     x_rows = (g * CG_IN + c) * stride_xc + kh * stride_xh + kw * stride_xw
     co = g * CG_OUT + offs_n
 
-    p_lo = split * PIX_PER_SPLIT
-    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
+    p_lo = split * per_split
+    p_hi = tl.minimum(p_lo + per_split, P)
     if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
@@ -416,4 +418,4 @@ _conv_fwd_packed = {
     for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
 }
 _conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
-_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["stride_xc"])

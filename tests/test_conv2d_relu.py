@@ -79,9 +79,9 @@ def check(x, w, b, stride=1, padding=0, groups=1):
 
 @pytest.fixture(autouse=True)
 def small_wgrad_splits(monkeypatch):
-    # 24 output pixels per weight-gradient split (not a multiple of the interpreter's BLOCK_K=16):
-    # tiny shapes still run the split-K with several splits and a ragged last block per split.
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 24)
+    # ask for 5 weight-gradient splits: tiny shapes still run the split-K with several splits
+    # (e.g. 50 pixels -> 4 splits of 16 under the interpreter's BLOCK_K=16, the last one ragged)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,11 +188,17 @@ def test_bias_grad_only():
     assert set(grads) == {"bias"}
 
 
-def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
+def spy_split_sums(monkeypatch) -> list[int]:
+    """The row count of every split-sum call (bias partials, then dW partials per backward)."""
     splits = []
     real_split_sum = conv_mod._split_sum
     monkeypatch.setattr(conv_mod, "_split_sum",
                         lambda part, out: (splits.append(part.shape[0]), real_split_sum(part, out)))
+    return splits
+
+
+def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
+    splits = spy_split_sums(monkeypatch)
     x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
 
     def weight_grads():
@@ -200,37 +206,96 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
         return torch.autograd.grad(y, [w, b], dy)
 
-    many = weight_grads()  # 98 output pixels in splits of 24 -> 5 splits
+    many = weight_grads()  # 98 output pixels, 5 splits asked -> 4 splits of 32 (the last 2)
     again = weight_grads()
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 8192)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 1)
     one = weight_grads()
     # (db, dW) per call: the bias gradient comes from the ReLU-mask pass, in 64-pixel splits
-    assert splits == [2, 5, 2, 5, 2, 1]
+    assert splits == [2, 4, 2, 4, 2, 1]
     for a, b_, c in zip(many, again, one):
         assert torch.equal(a, b_)  # fixed reduction order: bit-identical
         assert_close(a, c, torch.float32, reduce_dim=98)
 
 
-def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
-    # 132 SMs: every AlexNet layer's wgrad grid has >= 264 programs whichever config runs
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", None)  # the automatic choice
+# conv2's geometry, 2 x 7 x 7 = 98 output pixels: split counts asked -> launched (BLOCK_K = 16)
+@pytest.mark.parametrize("asked, launched", [
+    (1, 1),
+    (3, 3),  # splits of 48, 48, 2 (3 does not divide 98)
+    (5, 4),  # 20 pixels rounded up to 32: a 5th split would be empty
+    (500, 7),  # more splits than K blocks: one 16-pixel K block per split, the last 2 pixels
+])
+def test_wgrad_split_counts_match_float64(monkeypatch, asked, launched):
+    splits = spy_split_sums(monkeypatch)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", asked)
+    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
+    check(x, w, b, 1, 2, 2)  # dW against torch in float64
+    assert splits == [2, launched]  # (db in 64-pixel splits, dW)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("pixel, value", [(0, float("nan")), (97, float("inf"))],
+                         ids=["nan-first-split", "inf-last-splits"])
+def test_wgrad_splits_carry_nan_and_inf(monkeypatch, pixel, value):
+    # a non-finite input pixel reaches dW through the split that holds it, and the split-sum
+    # adds it in (inf + finite = inf, inf - inf and NaN = NaN), as torch's float64 dW
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)  # 98 pixels: splits of 48, 48, 2
+    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
+    x = x.detach().clone()
+    n, rest = divmod(pixel, 49)
+    x[n, :, rest // 7, rest % 7] = value  # input pixel (n, h, w): stride 1, so output pixel too
+    _, grads = check(x, w, b, 1, 2, 2)
+    assert not torch.isfinite(grads["weight"]).all()
+
+
+def test_wgrad_split_count_leaves_no_split_empty():
+    # every count launched has splits of the kernel's length q = round_up(cdiv(P, S), BLOCK_K)
+    # with the last one starting inside the P pixels; never more splits than asked
+    for pixels in range(1, 300):
+        geo = args_mod._Geometry(1, 4, 1, pixels, 4, 1, pixels, 1, 1, (1, 1), (0, 0), 1)
+        for block_k in (16, 32, 64):
+            for asked in range(1, 40):
+                s = args_mod._wgrad_splits(geo, 132, 64, 64, block_k, asked)
+                q = args_mod._wgrad_split_pixels(pixels, s, block_k)
+                assert 1 <= s <= asked and q % block_k == 0, (pixels, block_k, asked)
+                assert (s - 1) * q < pixels <= s * q, (pixels, block_k, asked, s, q)
+
+
+def alexnet_geometry(layer: str):
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    return args_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                              (pad, pad), groups)
+
+
+def test_wgrad_fills_two_waves_of_an_h100_at_batch_128():
+    # 132 SMs holding up to WGRAD_RESIDENT = 6 programs each: every config of every AlexNet
+    # layer launches >= 2 x 132 x 6 programs, each split at least 256 pixels long
+    assert (args_mod.WGRAD_WAVES, args_mod.WGRAD_RESIDENT) == (2, 6)
     every = [c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs]
-    # no config's tile is larger than (max BLOCK_M) x (max BLOCK_N): the fewest programs per split
-    bm, bn = (max(c.kwargs[k] for c in every) for k in ("BLOCK_M", "BLOCK_N"))
-    assert (bm, bn) == (128, 128)
     splits = {}
-    for layer, (x_shape, w_shape, stride, pad, groups, _) in conv_mod.ALEXNET_CONVS.items():
-        (n, _, h, w), (c_out, cg_in, kh, kw) = x_shape, w_shape
-        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-        geo = args_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw,
-                                 (stride, stride), (pad, pad), groups)
-        pix = args_mod._wgrad_pixels_per_split(geo, 132)
-        split = -(-n * oh * ow // pix)
-        tiles = -(-kh * kw * cg_in // bm) * -(-(c_out // groups) // bn) * groups
-        assert split * tiles >= 2 * 132, (layer, split, tiles)
-        assert pix % 64 == 0 and pix >= args_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
-        splits[layer] = split
-    assert splits == {"conv1": 88, "conv2": 14, "conv3": 5, "conv4": 5, "conv5": 10}
+    for layer in conv_mod.ALEXNET_CONVS:
+        geo = alexnet_geometry(layer)
+        pixels = geo.n * geo.oh * geo.ow
+        for c in every:
+            bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+            split = args_mod._wgrad_splits(geo, 132, bm, bn, bk)
+            tiles = (-(-geo.kh * geo.kw * geo.cg_in // bm) * -(-geo.cg_out // bn) * geo.groups)
+            assert split * tiles >= 2 * 132 * 6, (layer, bm, bn, split, tiles)
+            assert args_mod._wgrad_split_pixels(pixels, split, bk) >= 256, (layer, bm, bn)
+            splits[layer, bm, bn] = split
+    assert [splits[layer, 64, 64] for layer in conv_mod.ALEXNET_CONVS] == [132, 21, 8, 10, 15]
+    assert [splits[layer, 128, 64] for layer in conv_mod.ALEXNET_CONVS] == [264, 40, 15, 19, 29]
+
+
+def test_wgrad_partials_hold_the_most_splits_any_config_launches(monkeypatch):
+    # the autotuner may pick any config: the buffer has a row for each split of the largest
+    # count, and the sum reads only the rows the launched grid wrote
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", None)
+    geo = alexnet_geometry("conv3")
+    every = tuning.CONV_TUNING["wgrad"]["mma"][0]
+    counts = {args_mod._wgrad_splits(geo, 132, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                                     c.kwargs["BLOCK_K"]) for c in every}
+    assert len(counts) > 1 and args_mod._wgrad_max_splits(geo, 132, every) == max(counts)
 
 
 def test_backward_masks_the_gradient_once(monkeypatch):
