@@ -262,6 +262,15 @@ def _conv_dgrad_kernel(
 
 
 @triton.jit
+def _round_to_tf32(v):
+    # fp32 -> the nearest TF32 value (10 mantissa bits, ties to even), still stored as fp32;
+    # NaN stays NaN (a payload in the dropped bits alone would otherwise round to inf)
+    bits = v.to(tl.uint32, bitcast=True)
+    bits = (bits + (0xFFF + ((bits >> 13) & 1))) & 0xFFFFE000
+    return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))  # noqa: PLR0124 (NaN test)
+
+
+@triton.jit
 def _conv_wgrad_kernel(
     # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
     x_ptr, g_ptr, dw_part_ptr,
@@ -324,6 +333,12 @@ def _conv_wgrad_kernel(
         b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
                   + (co * stride_gc)[None, :])
         b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if INPUT_PRECISION == "tf32":
+            # Hopper's TF32 wgmma reads shared-memory operands only K-major, and channels_last
+            # x is M-major: rounded in registers, x is an A operand there, so its copy stays
+            # a 16-byte cp.async (the gradient, B, must stay in shared memory: 4-byte copies).
+            # (Rounding after the gradient's load: before it, sm_80 spills 8 B at 128x64x32.)
+            a = _round_to_tf32(a)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # b: (BLOCK_K, BLOCK_N)
 
     dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \

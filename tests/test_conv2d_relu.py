@@ -9,10 +9,13 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from tolerances import assert_close
 
 import kernels._common as common
 from kernels import tuning
+from kernels._conv2d_relu_kernels import _round_to_tf32
 from kernels.conv2d_relu import conv2d_relu
 
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
@@ -34,6 +37,14 @@ def reference(x, weight, bias, stride, padding, groups, dy):
               if t is not None and t.requires_grad}
     grads = torch.autograd.grad(y, list(wanted.values()), dy.double()) if wanted else ()
     return y.detach(), dict(zip(wanted, grads))
+
+
+def tf32_reference(t: torch.Tensor) -> torch.Tensor:
+    """Finite fp32 values rounded to TF32 in float64: 11 significant bits, ties to even (torch's
+    round), at TF32's spacing 2**(e - 11), fixed at 2**-136 below the normal range."""
+    _, e = torch.frexp(t.double())
+    spacing = torch.ldexp(torch.ones_like(e, dtype=torch.float64), e.clamp(min=-125) - 11)
+    return torch.round(t.double() / spacing) * spacing
 
 
 def make(x_shape, w_shape, bias=True, dtype=torch.float32, x_grad=True, seed=0):
@@ -258,6 +269,50 @@ def test_wgrad_split_count_leaves_no_split_empty():
                 q = args_mod._wgrad_split_pixels(pixels, s, block_k)
                 assert 1 <= s <= asked and q % block_k == 0, (pixels, block_k, asked)
                 assert (s - 1) * q < pixels <= s * q, (pixels, block_k, asked, s, q)
+
+
+@triton.jit
+def _round_to_tf32_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, _round_to_tf32(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+
+
+def test_tf32_rounding_of_the_wgrad_x_tile():
+    # wgrad rounds x to TF32 in registers when TF32 is allowed: to the nearest value with 11
+    # significant bits (10 stored), ties to even, at TF32's spacing 2**(e - 11) (2**-136 for
+    # subnormals); overflow to inf, NaN (whatever its payload) stays NaN, -0 stays -0
+    g = torch.Generator().manual_seed(0)
+    normal = torch.randn(200, generator=g) * 2.0 ** torch.randint(-120, 120, (200,), generator=g)
+    special = torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-11 + 2**-20, -(1 + 2**-11),
+                            3.4028235e38, -3.4028235e38, 1e-40, 2**-140 * 1.5, 2**-137 * 3,
+                            -0.0, 0.0, float("inf"), float("-inf"), float("nan")])
+    payload_nan = torch.tensor([0x7F800001, 0xFF801000 - 2**32], dtype=torch.int32).view(
+        torch.float32)
+    x = torch.cat([normal, special, payload_nan])
+    y = torch.empty_like(x)
+    _round_to_tf32_kernel[(1,)](x, y, x.numel(), BLOCK=256)
+    want = torch.where(torch.isfinite(x), tf32_reference(x).float(), x)  # 2**128 -> inf
+    assert torch.equal(y.isnan(), x.isnan()) and y.isnan().sum() == 3
+    assert torch.equal(y[~x.isnan()], want[~x.isnan()])
+    assert torch.equal(torch.signbit(y), torch.signbit(x))
+    assert y[204] == float("inf")  # the largest float rounds up
+    assert y[200] == 1.0 and y[201] == 1 + 2**-9 and y[202] == 1 + 2**-10
+
+
+@pytest.mark.skipif(not common.INTERPRET, reason="a GPU's TF32 MMA also truncates the gradient "
+                    "operand, which the interpreter's tl.dot multiplies exactly")
+def test_tf32_wgrad_rounds_the_input(monkeypatch):
+    # conv2's geometry with TF32 allowed: dW is exactly (x rounded to TF32)^T g up to fp32 sums
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x, w, _ = make((2, 8, 7, 7), (12, 4, 5, 5), bias=False, x_grad=False)
+    y = conv2d_relu(x, w, None, 1, 2, 1, 2)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (dw,) = torch.autograd.grad(y, [w], dy)
+    g = torch.where(y > 0, dy, 0.0).double()
+    want = torch.nn.grad.conv2d_weight(tf32_reference(x), w.shape, g, 1, 2, 1, 2)
+    assert_close(dw, want, torch.float32, reduce_dim=98)
+    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, g, 1, 2, 1, 2)
+    assert not torch.allclose(dw.double(), exact, rtol=1e-5, atol=1e-5)  # the rounding happened
 
 
 def alexnet_geometry(layer: str):
