@@ -345,8 +345,9 @@ def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k:
     config launches (its axis 1): enough programs for WGRAD_WAVES waves of ``sms`` SMs holding
     WGRAD_RESIDENT programs each, or ``requested`` (WGRAD_SPLITS), then lowered to the count
     whose splits are all non-empty under the kernel's split length. At batch 128 on 132 SMs
-    (conv1-5): 64x64 tiles 88, 21, 8, 10, 21 splits; 128x64 and 64x128 tiles 169 (conv1),
-    40, 15, 20, 40."""
+    (conv1-5): 64x64 tiles 132, 21, 8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29;
+    64x128 tiles 264, 42, 15, 15, 30 (each >= 1,584 programs). The price: conv3-5's fp32
+    partials are 8-30 x dW (28-53 MB), written once and read once by the split-sum."""
     pixels = geo.n * geo.oh * geo.ow
     if requested is None:
         tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, block_m)

@@ -28,10 +28,13 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   (conv1's image).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
   split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
-  second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
-  SM count and the shape (``WGRAD_WAVES`` waves of programs with the largest tile; 132 SMs
-  assumed under the interpreter): at batch 128 on 132 SMs conv1-5 get 88, 14, 5, 5, 10 splits.
-  For a given GPU and shape the result is bit-identical run to run.
+  second Triton kernel sums the partials in a fixed order. The split count is the grid's axis 1,
+  chosen per config from its tile, the GPU's SM count and the shape (``WGRAD_WAVES`` waves of
+  ``WGRAD_RESIDENT`` programs per SM; 132 SMs assumed under the interpreter; see
+  ``_wgrad_splits``): at batch 128 on 132 SMs conv1-5 get 132, 21, 8, 10, 15 splits with 64x64
+  tiles. The kernel derives its pixel range from ``tl.num_programs(1)``. For a given GPU, shape
+  and config the result is bit-identical run to run. With TF32 the x tile is rounded to TF32
+  in registers (nearest, ties to even), which on sm_90 also keeps its copy 16 bytes wide.
 
 Tile loops that look alike but index differently (named per the project's no-duplicates rule):
 ``_conv_fwd_kernel`` ~ ``_conv_dgrad_kernel`` (the same prologue -- program ids, tile offsets,

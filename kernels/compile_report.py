@@ -130,8 +130,8 @@ def _elem_bytes(dtype: str) -> int:
 
 
 def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) -> Workload:
-    # the module (the package exports the function under the same name)
-    conv = importlib.import_module("kernels.conv2d_relu")
+    # the layer table, geometry and split rules the launchers use (private module of the op)
+    conv = importlib.import_module("kernels._conv2d_relu_args")
 
     (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv.ALEXNET_CONVS[layer]
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1

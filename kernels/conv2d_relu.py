@@ -40,6 +40,8 @@ channels_last, else contiguous NCHW.
 Precision follows PyTorch's: fp32, fp16, bf16 and fp64 in, the same dtype out. fp32 runs on
 TF32 tensor cores exactly when cuDNN would (``torch.backends.cudnn.allow_tf32``, True by
 default; ``torch.backends.cudnn.conv.fp32_precision`` on torch >= 2.9), else exact IEEE FMAs.
+With TF32 the weight gradient rounds its input tile to TF32 (nearest, ties to even) in
+registers before the MMA; the other operands go to the tensor cores as they are.
 Under ``torch.autocast`` (CUDA, or CPU under the interpreter) the floating inputs are cast to
 the autocast dtype (bf16 or fp16; fp64 is left alone, as torch does) and the output has that
 dtype; gradients flow back through the casts. fp64 accumulates in fp64 without tensor cores,
@@ -62,7 +64,7 @@ several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). 
 a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
 sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been timed. A few
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
-TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 128x64x32 (conv3); on sm_90, exact-fp32 dgrad
+TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 64x128x32 (conv2); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
 conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined); its weight gradient
 still gathers 3-channel taps with scalar loads and smaller tiles (``SMALL_CIN``), as does the
