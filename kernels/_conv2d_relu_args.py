@@ -347,7 +347,7 @@ def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k:
     whose splits are all non-empty under the kernel's split length. At batch 128 on 132 SMs
     (conv1-5): 64x64 tiles 132, 21, 8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29;
     64x128 tiles 264, 42, 15, 15, 30 (each >= 1,584 programs). The price: conv3-5's fp32
-    partials are 8-30 x dW (28-53 MB), written once and read once by the split-sum."""
+    partials are 8-30 x dW (26-53 MB), written once and read back by the split-sum."""
     pixels = geo.n * geo.oh * geo.ow
     if requested is None:
         tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, block_m)
