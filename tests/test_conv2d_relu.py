@@ -228,33 +228,33 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
         assert_close(a, c, torch.float32, reduce_dim=98)
 
 
-# conv2's geometry, 2 x 7 x 7 = 98 output pixels: split counts asked -> launched (BLOCK_K = 16)
+# 3x3 pad 1 on 2 x 6 x 6 = 72 output pixels: split counts asked -> launched (BLOCK_K = 16)
 @pytest.mark.parametrize("asked, launched", [
     (1, 1),
-    (3, 3),  # splits of 48, 48, 2 (3 does not divide 98)
-    (5, 4),  # 20 pixels rounded up to 32: a 5th split would be empty
-    (500, 7),  # more splits than K blocks: one 16-pixel K block per split, the last 2 pixels
+    (3, 3),  # splits of 32, 32, 8 (3 does not divide 72)
+    (4, 3),  # 18 pixels rounded up to 32: a 4th split would be empty
+    (500, 5),  # more splits than K blocks: one 16-pixel K block per split, the last 8 pixels
 ])
 def test_wgrad_split_counts_match_float64(monkeypatch, asked, launched):
     splits = spy_split_sums(monkeypatch)
     monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", asked)
-    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
-    check(x, w, b, 1, 2, 2)  # dW against torch in float64
+    x, w, b = make((2, 4, 6, 6), (6, 4, 3, 3), x_grad=False)
+    check(x, w, b, 1, 1)  # dW against torch in float64
     assert splits == [2, launched]  # (db in 64-pixel splits, dW)
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
-@pytest.mark.parametrize("pixel, value", [(0, float("nan")), (97, float("inf"))],
-                         ids=["nan-first-split", "inf-last-splits"])
+@pytest.mark.parametrize("pixel, value", [(0, float("nan")), (71, float("inf"))],
+                         ids=["nan-first-split", "inf-last-split"])
 def test_wgrad_splits_carry_nan_and_inf(monkeypatch, pixel, value):
-    # a non-finite input pixel reaches dW through the split that holds it, and the split-sum
-    # adds it in (inf + finite = inf, inf - inf and NaN = NaN), as torch's float64 dW
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)  # 98 pixels: splits of 48, 48, 2
-    x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
+    # a non-finite input pixel reaches dW through the split that holds its output pixels, and
+    # the split-sum adds it in (inf + finite = inf, inf - inf and NaN = NaN), as torch's dW
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)  # 72 pixels: splits of 32, 32, 8
+    x, w, b = make((2, 4, 6, 6), (6, 4, 3, 3), x_grad=False)
     x = x.detach().clone()
-    n, rest = divmod(pixel, 49)
-    x[n, :, rest // 7, rest % 7] = value  # input pixel (n, h, w): stride 1, so output pixel too
-    _, grads = check(x, w, b, 1, 2, 2)
+    n, rest = divmod(pixel, 36)
+    x[n, :, rest // 6, rest % 6] = value  # input pixel (n, h, w): stride 1, so output pixel too
+    _, grads = check(x, w, b, 1, 1)
     assert not torch.isfinite(grads["weight"]).all()
 
 
@@ -302,16 +302,16 @@ def test_tf32_rounding_of_the_wgrad_x_tile():
 @pytest.mark.skipif(not common.INTERPRET, reason="a GPU's TF32 MMA also truncates the gradient "
                     "operand, which the interpreter's tl.dot multiplies exactly")
 def test_tf32_wgrad_rounds_the_input(monkeypatch):
-    # conv2's geometry with TF32 allowed: dW is exactly (x rounded to TF32)^T g up to fp32 sums
+    # TF32 allowed: dW is exactly (x rounded to TF32)^T g, up to the fp32 sums
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    x, w, _ = make((2, 8, 7, 7), (12, 4, 5, 5), bias=False, x_grad=False)
-    y = conv2d_relu(x, w, None, 1, 2, 1, 2)
+    x, w, _ = make((2, 4, 6, 6), (6, 4, 3, 3), bias=False, x_grad=False)
+    y = conv2d_relu(x, w, None, 1, 1)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
     (dw,) = torch.autograd.grad(y, [w], dy)
     g = torch.where(y > 0, dy, 0.0).double()
-    want = torch.nn.grad.conv2d_weight(tf32_reference(x), w.shape, g, 1, 2, 1, 2)
-    assert_close(dw, want, torch.float32, reduce_dim=98)
-    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, g, 1, 2, 1, 2)
+    want = torch.nn.grad.conv2d_weight(tf32_reference(x), w.shape, g, 1, 1)
+    assert_close(dw, want, torch.float32, reduce_dim=72)
+    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, g, 1, 1)
     assert not torch.allclose(dw.double(), exact, rtol=1e-5, atol=1e-5)  # the rounding happened
 
 
