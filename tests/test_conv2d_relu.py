@@ -315,6 +315,19 @@ def test_tf32_wgrad_rounds_the_input(monkeypatch):
     assert not torch.allclose(dw.double(), exact, rtol=1e-5, atol=1e-5)  # the rounding happened
 
 
+def test_wgrad_partials_past_int32_are_refused(monkeypatch):
+    # 9,216 pixels in as many splits as K blocks (576 of 16, or 288 of 32) x 9.4 M weights:
+    # the fp32 partials would pass 2**31 elements. Meta tensors: refused before any launch.
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 10**6)
+    x = torch.empty(1, 1024, 96, 96, device="meta")
+    w = torch.empty(1024, 1024, 3, 3, device="meta")
+    geo = args_mod._geometry(x, w, (1, 1), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"partials would hold \d+ x 9437184 elements \(int32 "
+                       r"indexing\); set kernels.conv2d_relu.WGRAD_SPLITS \(now 1000000\) "
+                       r"below 227 splits"):
+        conv_mod._conv_weight_grad(x, x, w, geo)
+
+
 def alexnet_geometry(layer: str):
     (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
