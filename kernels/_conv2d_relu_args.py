@@ -54,13 +54,14 @@ from kernels.tuning import (
 # Weight-gradient split-K: the output pixels (GEMM K) are cut into splits, chosen per tile by
 # the autotuner's grid (_wgrad_splits), so that every config's grid fills WGRAD_WAVES waves of
 # the GPU, a wave being SMs x WGRAD_RESIDENT programs: conv3-5 at batch 128 have only 21,632
-# pixels but 27-216 tiles per split. WGRAD_RESIDENT bounds the programs an SM holds at once for
-# every kept 4-warp tensor-core wgrad config (2-6 on sm_90 and sm_80 in the compile report, by
-# registers and shared memory), so each gets >= WGRAD_WAVES waves whatever its occupancy; each
-# split is at least WGRAD_MIN_SPLIT_PIXELS long. kernels.conv2d_relu.WGRAD_SPLITS, when set,
-# asks for a split count instead.
+# pixels but 27-216 tiles per split. WGRAD_RESIDENT (by operand bytes, fp64 as 4) bounds the
+# programs an SM holds at once for every kept 4-warp tensor-core wgrad config (by registers and
+# shared memory, in the compile report: fp16/bf16 3-6 on sm_90, 3-5 on sm_80; TF32 2-4 and 2-3),
+# so each gets >= WGRAD_WAVES waves whatever its occupancy; each split is at least
+# WGRAD_MIN_SPLIT_PIXELS long. kernels.conv2d_relu.WGRAD_SPLITS, when set, asks for a split
+# count instead.
 WGRAD_WAVES = 2
-WGRAD_RESIDENT = 6
+WGRAD_RESIDENT = {2: 6, 4: 4}
 WGRAD_MIN_SPLIT_PIXELS = 256
 # SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
 ASSUMED_SMS = 132
@@ -340,30 +341,32 @@ def _wgrad_split_pixels(pixels: int, splits: int, block_k: int) -> int:
 
 
 def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k: int,
-                  requested: int | None = None) -> int:
+                  elem_bytes: int, requested: int | None = None) -> int:
     """How many splits of the output pixels the wgrad grid of one BLOCK_M x BLOCK_N x BLOCK_K
-    config launches (its axis 1): enough programs for WGRAD_WAVES waves of ``sms`` SMs holding
-    WGRAD_RESIDENT programs each, or ``requested`` (WGRAD_SPLITS), then lowered to the count
-    whose splits are all non-empty under the kernel's split length. At batch 128 on 132 SMs
-    (conv1-5): 64x64 tiles 132, 21, 8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29;
-    64x128 tiles 264, 42, 15, 15, 30 (each >= 1,584 programs). The price: conv3-5's fp32
-    partials are 8-30 x dW (26-53 MB), written once and read back by the split-sum."""
+    config with ``elem_bytes`` operands launches (its axis 1): enough programs for WGRAD_WAVES
+    waves of ``sms`` SMs holding WGRAD_RESIDENT programs each, or ``requested``
+    (WGRAD_SPLITS), then lowered to the count whose splits are all non-empty under the
+    kernel's split length. At batch 128 on 132 SMs in fp16/bf16 (conv1-5): 64x64 tiles 132, 21,
+    8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29; 64x128 tiles 264, 42, 15, 15, 30 (each
+    >= 1,584 programs); TF32 two thirds of that (>= 1,056). The price: conv3-5's fp32 partials
+    are 5-30 x dW (up to 53 MB), written once and read back by the split-sum."""
     pixels = geo.n * geo.oh * geo.ow
     if requested is None:
         tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, block_m)
                  * triton.cdiv(geo.cg_out, block_n) * geo.groups)
-        requested = min(triton.cdiv(WGRAD_WAVES * WGRAD_RESIDENT * sms, tiles),
+        resident = WGRAD_RESIDENT[min(elem_bytes, 4)]
+        requested = min(triton.cdiv(WGRAD_WAVES * resident * sms, tiles),
                         max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
     # with q = the split length for ``requested`` (<= it) splits, cdiv(pixels, q) splits have
     # the same length q under the kernel's formula, and the last one starts below ``pixels``
     return triton.cdiv(pixels, _wgrad_split_pixels(pixels, max(1, requested), block_k))
 
 
-def _wgrad_max_splits(geo: _Geometry, sms: int, configs: list[triton.Config],
+def _wgrad_max_splits(geo: _Geometry, sms: int, configs: list[triton.Config], elem_bytes: int,
                       requested: int | None = None) -> int:
     """The most splits any of ``configs`` launches: the rows of the partial buffer."""
     return max(_wgrad_splits(geo, sms, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
-                             c.kwargs["BLOCK_K"], requested) for c in configs)
+                             c.kwargs["BLOCK_K"], elem_bytes, requested) for c in configs)
 
 
 def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
@@ -415,7 +418,7 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
         oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
         geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
                         (padding, padding), groups)
-        split = _wgrad_max_splits(geo, ASSUMED_SMS, CONV_TUNING["wgrad"]["mma"][0])
+        split = _wgrad_max_splits(geo, ASSUMED_SMS, CONV_TUNING["wgrad"]["mma"][0], 2)
         relu_pix = _relu_grad_pixels_per_split(n * oh * ow, c_out, ASSUMED_SMS)
         for dtype, precision, label in variants:
             def empty(*shape, fmt=torch.channels_last, dt=dtype):

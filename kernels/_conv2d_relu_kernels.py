@@ -32,7 +32,7 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   chosen per config from its tile, the GPU's SM count and the shape (``WGRAD_WAVES`` waves of
   ``WGRAD_RESIDENT`` programs per SM; 132 SMs assumed under the interpreter; see
   ``_wgrad_splits``): at batch 128 on 132 SMs conv1-5 get 132, 21, 8, 10, 15 splits with 64x64
-  tiles. The kernel derives its pixel range from ``tl.num_programs(1)``. For a given GPU, shape
+  fp16 tiles. The kernel derives its pixel range from ``tl.num_programs(1)``. For a given GPU, shape
   and config the result is bit-identical run to run. With TF32 the x tile is rounded to TF32
   in registers (nearest, ties to even), which on sm_90 also keeps its copy 16 bytes wide.
 

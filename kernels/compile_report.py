@@ -143,7 +143,7 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) 
     macs = pix * cg_out * kh * kw * cg_in * groups  # one forward's multiply-adds
     if kernel == "conv2d_relu_split_sum":  # the most splits a tensor-core config launches
         blocks = _cdiv(wt, consts["BLOCK"])
-        splits = conv._wgrad_max_splits(geo, sms, conv.CONV_TUNING["wgrad"]["mma"][0])
+        splits = conv._wgrad_max_splits(geo, sms, conv.CONV_TUNING["wgrad"]["mma"][0], es)
         return Workload(blocks, wt, blocks * consts["BLOCK"], 0, splits * wt * 4 + wt * es)
     if kernel == "conv2d_relu_relu_grad":  # dy, y -> masked dy, and fp32 bias partials
         per_prog = conv._relu_grad_pixels_per_split(pix, c_out, sms)
@@ -153,7 +153,7 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) 
     bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
     if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
         gm, gn = kh * kw * cg_in, cg_out
-        split = conv._wgrad_splits(geo, sms, bm, bn, bk)  # as the launcher's grid splits
+        split = conv._wgrad_splits(geo, sms, bm, bn, bk, es)  # as the launcher's grid splits
         per_split = conv._wgrad_split_pixels(pix, split, bk)
         k_issued = (split - 1) * per_split + _padded(pix - (split - 1) * per_split, bk)
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups

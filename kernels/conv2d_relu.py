@@ -266,7 +266,7 @@ def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     # each config's grid has its own split count: the partials have rows for the most
     # splits any config the autotuner may run launches, and the sum reads the launched ones
     configs = autotune_configs(CONV_TUNING["wgrad"][path][0], CONV_INTERPRET_CONFIG)
-    rows = _wgrad_max_splits(geo, sms, configs, WGRAD_SPLITS)
+    rows = _wgrad_max_splits(geo, sms, configs, x.element_size(), WGRAD_SPLITS)
     if rows * dw.numel() >= INT32_SPAN_LIMIT:
         raise ValueError(
             f"weight-gradient partials would hold {rows} x {dw.numel()} elements (int32 "
@@ -281,7 +281,7 @@ def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
 
     def grid(meta):  # (M tiles x N tiles, splits, groups)
         splits = _wgrad_splits(geo, sms, meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"],
-                               WGRAD_SPLITS)
+                               x.element_size(), WGRAD_SPLITS)
         launched.append(splits)
         return (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])
                 * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), splits, geo.groups)

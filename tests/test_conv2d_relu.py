@@ -265,7 +265,7 @@ def test_wgrad_split_count_leaves_no_split_empty():
         geo = args_mod._Geometry(1, 4, 1, pixels, 4, 1, pixels, 1, 1, (1, 1), (0, 0), 1)
         for block_k in (16, 32, 64):
             for asked in range(1, 40):
-                s = args_mod._wgrad_splits(geo, 132, 64, 64, block_k, asked)
+                s = args_mod._wgrad_splits(geo, 132, 64, 64, block_k, 2, asked)
                 q = args_mod._wgrad_split_pixels(pixels, s, block_k)
                 assert 1 <= s <= asked and q % block_k == 0, (pixels, block_k, asked)
                 assert (s - 1) * q < pixels <= s * q, (pixels, block_k, asked, s, q)
@@ -336,23 +336,27 @@ def alexnet_geometry(layer: str):
 
 
 def test_wgrad_fills_two_waves_of_an_h100_at_batch_128():
-    # 132 SMs holding up to WGRAD_RESIDENT = 6 programs each: every config of every AlexNet
-    # layer launches >= 2 x 132 x 6 programs, each split at least 256 pixels long
-    assert (args_mod.WGRAD_WAVES, args_mod.WGRAD_RESIDENT) == (2, 6)
+    # 132 SMs holding up to WGRAD_RESIDENT programs each (6 with 2-byte operands, 4 with TF32's
+    # 4): every config of every AlexNet layer launches >= 2 x 132 x that many programs, each
+    # split at least 256 pixels long
+    assert args_mod.WGRAD_WAVES == 2 and args_mod.WGRAD_RESIDENT == {2: 6, 4: 4}
     every = [c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs]
     splits = {}
     for layer in conv_mod.ALEXNET_CONVS:
         geo = alexnet_geometry(layer)
         pixels = geo.n * geo.oh * geo.ow
-        for c in every:
-            bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-            split = args_mod._wgrad_splits(geo, 132, bm, bn, bk)
-            tiles = (-(-geo.kh * geo.kw * geo.cg_in // bm) * -(-geo.cg_out // bn) * geo.groups)
-            assert split * tiles >= 2 * 132 * 6, (layer, bm, bn, split, tiles)
-            assert args_mod._wgrad_split_pixels(pixels, split, bk) >= 256, (layer, bm, bn)
-            splits[layer, bm, bn] = split
-    assert [splits[layer, 64, 64] for layer in conv_mod.ALEXNET_CONVS] == [132, 21, 8, 10, 15]
-    assert [splits[layer, 128, 64] for layer in conv_mod.ALEXNET_CONVS] == [264, 40, 15, 19, 29]
+        for elem_bytes, resident in args_mod.WGRAD_RESIDENT.items():
+            for c in every:
+                bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+                split = args_mod._wgrad_splits(geo, 132, bm, bn, bk, elem_bytes)
+                tiles = -(-geo.kh * geo.kw * geo.cg_in // bm) * -(-geo.cg_out // bn) * geo.groups
+                assert split * tiles >= 2 * 132 * resident, (layer, bm, bn, split, tiles)
+                assert args_mod._wgrad_split_pixels(pixels, split, bk) >= 256, (layer, bm, bn)
+                splits[layer, bm, bn, elem_bytes] = split
+    layers = list(conv_mod.ALEXNET_CONVS)
+    assert [splits[layer, 64, 64, 2] for layer in layers] == [132, 21, 8, 10, 15]
+    assert [splits[layer, 128, 64, 2] for layer in layers] == [264, 40, 15, 19, 29]
+    assert [splits[layer, 64, 64, 4] for layer in layers] == [88, 14, 5, 7, 10]
 
 
 def test_wgrad_partials_hold_the_most_splits_any_config_launches(monkeypatch):
@@ -362,8 +366,8 @@ def test_wgrad_partials_hold_the_most_splits_any_config_launches(monkeypatch):
     geo = alexnet_geometry("conv3")
     every = tuning.CONV_TUNING["wgrad"]["mma"][0]
     counts = {args_mod._wgrad_splits(geo, 132, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
-                                     c.kwargs["BLOCK_K"]) for c in every}
-    assert len(counts) > 1 and args_mod._wgrad_max_splits(geo, 132, every) == max(counts)
+                                     c.kwargs["BLOCK_K"], 2) for c in every}
+    assert len(counts) > 1 and args_mod._wgrad_max_splits(geo, 132, every, 2) == max(counts)
 
 
 def test_backward_masks_the_gradient_once(monkeypatch):
