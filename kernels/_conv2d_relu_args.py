@@ -51,11 +51,17 @@ from kernels.tuning import (
     SUM_BLOCK,
 )
 
-# Weight-gradient split-K: the output pixels (GEMM K) are cut into splits so that the wgrad grid
-# fills WGRAD_WAVES waves of the GPU's SMs even with the largest tile (conv3-5 at batch 128 have
-# only 21,632 pixels but 28-54 tiles per split), each split at least WGRAD_MIN_SPLIT_PIXELS long.
-# kernels.conv2d_relu.WGRAD_SPLIT_PIXELS, when set, fixes the pixels per split instead.
+# Weight-gradient split-K: the output pixels (GEMM K) are cut into splits, chosen per tile by
+# the autotuner's grid (_wgrad_splits), so that every config's grid fills WGRAD_WAVES waves of
+# the GPU, a wave being SMs x WGRAD_RESIDENT programs: conv3-5 at batch 128 have only 21,632
+# pixels but 27-216 tiles per split. WGRAD_RESIDENT (by operand bytes, fp64 as 4) bounds the
+# programs an SM holds at once for every kept 4-warp tensor-core wgrad config (by registers and
+# shared memory, in the compile report: fp16/bf16 3-6 on sm_90, 3-5 on sm_80; TF32 2-4 and 2-3),
+# so each gets >= WGRAD_WAVES waves whatever its occupancy; each split is at least
+# WGRAD_MIN_SPLIT_PIXELS long. kernels.conv2d_relu.WGRAD_SPLITS, when set, asks for a split
+# count instead.
 WGRAD_WAVES = 2
+WGRAD_RESIDENT = {2: 6, 4: 4}
 WGRAD_MIN_SPLIT_PIXELS = 256
 # SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
 ASSUMED_SMS = 132
@@ -294,10 +300,10 @@ def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
     return args, consts
 
 
-def _wgrad_args(x, g, dw, dw_part, pix_per_split, geo) -> tuple[dict, dict]:
-    args = dict(x_ptr=x, g_ptr=g, dw_part_ptr=dw_part, **geo.sizes(),
-                PIX_PER_SPLIT=pix_per_split, DW_NUMEL=dw.numel(), **strides("x", x),
-                **strides("g", g), **strides("dw", dw, "ochw"))
+def _wgrad_args(x, g, dw, dw_part, geo) -> tuple[dict, dict]:
+    """The split count is not an argument: it is the grid's axis 1 (see _wgrad_splits)."""
+    args = dict(x_ptr=x, g_ptr=g, dw_part_ptr=dw_part, **geo.sizes(), DW_NUMEL=dw.numel(),
+                **strides("x", x), **strides("g", g), **strides("dw", dw, "ochw"))
     consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(x.dtype))
     return args, consts
 
@@ -327,25 +333,40 @@ def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-# The largest wgrad tile any config has: the fewest programs per split, so the split count
-# below fills the waves whichever config the autotuner picks.
-_WGRAD_TILES = [c for configs, _ in CONV_TUNING["wgrad"].values() for c in configs]
-_WGRAD_MAX_M = max(c.kwargs["BLOCK_M"] for c in _WGRAD_TILES)
-_WGRAD_MAX_N = max(c.kwargs["BLOCK_N"] for c in _WGRAD_TILES)
-_WGRAD_MAX_K = max(c.kwargs["BLOCK_K"] for c in _WGRAD_TILES)
+def _wgrad_split_pixels(pixels: int, splits: int, block_k: int) -> int:
+    """Output pixels per split when the wgrad grid has ``splits`` splits: the kernel's own
+    formula (from ``tl.num_programs(1)``), a multiple of BLOCK_K, so only the last split's last
+    K block is ragged."""
+    return _round_up(triton.cdiv(pixels, splits), block_k)
 
 
-def _wgrad_pixels_per_split(geo: _Geometry, sms: int, fixed: int | None = None) -> int:
-    """Output pixels per weight-gradient split (see WGRAD_WAVES). A multiple of the largest
-    BLOCK_K, so only the last K block of the last split is ragged. At batch 128 on 132 SMs:
-    conv1 88 splits, conv2 14, conv3 5, conv4 5, conv5 10 (>= 264 programs each)."""
-    if fixed is not None:  # pixels per split set by hand
-        return max(1, fixed)
+def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k: int,
+                  elem_bytes: int, requested: int | None = None) -> int:
+    """How many splits of the output pixels the wgrad grid of one BLOCK_M x BLOCK_N x BLOCK_K
+    config with ``elem_bytes`` operands launches (its axis 1): enough programs for WGRAD_WAVES
+    waves of ``sms`` SMs holding WGRAD_RESIDENT programs each, or ``requested``
+    (WGRAD_SPLITS), then lowered to the count whose splits are all non-empty under the
+    kernel's split length. At batch 128 on 132 SMs in fp16/bf16 (conv1-5): 64x64 tiles 132, 21,
+    8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29; 64x128 tiles 264, 42, 15, 15, 30 (each
+    >= 1,584 programs); TF32 two thirds of that (>= 1,056). The price: conv3-5's fp32 partials
+    are 5-30 x dW (up to 53 MB), written once and read back by the split-sum."""
     pixels = geo.n * geo.oh * geo.ow
-    tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, _WGRAD_MAX_M)
-             * triton.cdiv(geo.cg_out, _WGRAD_MAX_N) * geo.groups)
-    split = min(triton.cdiv(WGRAD_WAVES * sms, tiles), max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
-    return _round_up(triton.cdiv(pixels, split), _WGRAD_MAX_K)
+    if requested is None:
+        tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, block_m)
+                 * triton.cdiv(geo.cg_out, block_n) * geo.groups)
+        resident = WGRAD_RESIDENT[min(elem_bytes, 4)]
+        requested = min(triton.cdiv(WGRAD_WAVES * resident * sms, tiles),
+                        max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
+    # with q = the split length for ``requested`` (<= it) splits, cdiv(pixels, q) splits have
+    # the same length q under the kernel's formula, and the last one starts below ``pixels``
+    return triton.cdiv(pixels, _wgrad_split_pixels(pixels, max(1, requested), block_k))
+
+
+def _wgrad_max_splits(geo: _Geometry, sms: int, configs: list[triton.Config], elem_bytes: int,
+                      requested: int | None = None) -> int:
+    """The most splits any of ``configs`` launches: the rows of the partial buffer."""
+    return max(_wgrad_splits(geo, sms, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                             c.kwargs["BLOCK_K"], elem_bytes, requested) for c in configs)
 
 
 def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
@@ -397,8 +418,7 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
         oh, ow = (h + 2 * padding - kh) // stride + 1, (w_ + 2 * padding - kw) // stride + 1
         geo = _Geometry(n, cg_in, h, w_, c_out // groups, oh, ow, kh, kw, (stride, stride),
                         (padding, padding), groups)
-        pix_per_split = _wgrad_pixels_per_split(geo, ASSUMED_SMS)
-        split = triton.cdiv(n * oh * ow, pix_per_split)
+        split = _wgrad_max_splits(geo, ASSUMED_SMS, CONV_TUNING["wgrad"]["mma"][0], 2)
         relu_pix = _relu_grad_pixels_per_split(n * oh * ow, c_out, ASSUMED_SMS)
         for dtype, precision, label in variants:
             def empty(*shape, fmt=torch.channels_last, dt=dtype):
@@ -413,7 +433,7 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
             kernels = [
                 ("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo)),
                 ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
-                ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, pix_per_split, geo)),
+                ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, geo)),
             ]
             pk = _Packing.of(geo)
             if pk.fits(geo):  # conv1's own forward

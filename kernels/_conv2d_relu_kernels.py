@@ -38,10 +38,13 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   program instead of a 64-wide tile (25% wasted) or three 16-wide ones (A loaded three times).
 - weight gradient (wgrad): M = KH*KW*C_in/g, N = C_out/g, K = N*OH*OW, with a deterministic
   split-K: each split of output pixels writes an fp32 partial [SPLIT, C_out, C_in/g, KH, KW]; a
-  second Triton kernel sums the partials in a fixed order. The split count comes from the GPU's
-  SM count and the shape (``WGRAD_WAVES`` waves of programs with the largest tile; 132 SMs
-  assumed under the interpreter): at batch 128 on 132 SMs conv1-5 get 88, 14, 5, 5, 10 splits.
-  For a given GPU and shape the result is bit-identical run to run.
+  second Triton kernel sums the partials in a fixed order. The split count is the grid's axis 1,
+  chosen per config from its tile, the GPU's SM count and the shape (``WGRAD_WAVES`` waves of
+  ``WGRAD_RESIDENT`` programs per SM; 132 SMs assumed under the interpreter; see
+  ``_wgrad_splits``): at batch 128 on 132 SMs conv1-5 get 132, 21, 8, 10, 15 splits with 64x64
+  fp16 tiles. The kernel derives its pixel range from ``tl.num_programs(1)``. For a given GPU, shape
+  and config the result is bit-identical run to run. With TF32 the x tile is rounded to TF32
+  in registers (nearest, ties to even), which on sm_90 also keeps its copy 16 bytes wide.
 
 Tile loops that look alike but index differently (named per the project's no-duplicates rule):
 ``_conv_fwd_kernel`` ~ ``_conv_dgrad_kernel`` (the same prologue -- program ids, tile offsets,
@@ -309,11 +312,20 @@ def _conv_dgrad_kernel(
 
 
 @triton.jit
+def _round_to_tf32(v):
+    # fp32 -> the nearest TF32 value (10 mantissa bits, ties to even), still stored as fp32;
+    # NaN stays NaN (a payload in the dropped bits alone would otherwise round to inf)
+    bits = v.to(tl.uint32, bitcast=True)
+    bits = (bits + (0xFFF + ((bits >> 13) & 1))) & 0xFFFFE000
+    return tl.where(v != v, v, bits.to(tl.float32, bitcast=True))  # noqa: PLR0124 (NaN test)
+
+
+@triton.jit
 def _conv_wgrad_kernel(
     # pointers (g: the masked output gradient; dw_part: fp32 [SPLIT, DW_NUMEL], fp64 for fp64)
     x_ptr, g_ptr, dw_part_ptr,
-    # sizes (channels per group), pixels per split, partial stride
-    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, PIX_PER_SPLIT, DW_NUMEL,
+    # sizes (channels per group), partial stride
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW, DW_NUMEL,
     # strides (dw_* is the weight gradient's layout)
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_gn, stride_gc, stride_gh, stride_gw,
@@ -325,12 +337,14 @@ def _conv_wgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # x (N, C_in, H, W)^T x masked dy (N, C_out, OH, OW) -> partial dW (C_out, C_in/g, KH, KW)
-    # for the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT)
+    # for the pixels [split * per_split, (split + 1) * per_split): grid axis 1 is the split
+    # count, chosen per tile by the launcher so that no split is empty (_wgrad_splits)
     pid = tl.program_id(0)
     split = tl.program_id(1)
     g = tl.program_id(2)
     M = KH * KW * CG_IN
     P = N * OH * OW
+    per_split = tl.cdiv(tl.cdiv(P, tl.num_programs(1)), BLOCK_K) * BLOCK_K
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid_m = pid % num_pid_m
     pid_n = pid // num_pid_m
@@ -346,8 +360,8 @@ def _conv_wgrad_kernel(
     x_rows = (g * CG_IN + c) * stride_xc + kh * stride_xh + kw * stride_xw
     co = g * CG_OUT + offs_n
 
-    p_lo = split * PIX_PER_SPLIT
-    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
+    p_lo = split * per_split
+    p_hi = tl.minimum(p_lo + per_split, P)
     if x_ptr.dtype.element_ty == tl.float64:  # the partials are fp64 too
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
@@ -369,6 +383,12 @@ def _conv_wgrad_kernel(
         b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
                   + (co * stride_gc)[None, :])
         b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if INPUT_PRECISION == "tf32":
+            # Hopper's TF32 wgmma reads shared-memory operands only K-major, and channels_last
+            # x is M-major: rounded in registers, x is an A operand there, so its copy stays
+            # a 16-byte cp.async (the gradient, B, must stay in shared memory: 4-byte copies).
+            # (Rounding after the gradient's load: before it, sm_80 spills 8 B at 128x64x32.)
+            a = _round_to_tf32(a)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # b: (BLOCK_K, BLOCK_N)
 
     dw_offs = (split * DW_NUMEL + c * stride_dwc + kh * stride_dwh + kw * stride_dww)[:, None] \
@@ -464,4 +484,4 @@ _conv_fwd_packed = {
     for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
 }
 _conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
-_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
+_conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["stride_xc"])

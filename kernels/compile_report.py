@@ -131,9 +131,9 @@ def _elem_bytes(dtype: str) -> int:
     return 2 if dtype in ("fp16", "bf16") else 4
 
 
-def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workload:
-    # the module (the package exports the function under the same name)
-    conv = importlib.import_module("kernels.conv2d_relu")
+def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) -> Workload:
+    # the layer table, geometry and split rules the launchers use (private module of the op)
+    conv = importlib.import_module("kernels._conv2d_relu_args")
 
     (n, c_in, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv.ALEXNET_CONVS[layer]
     oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
@@ -143,21 +143,21 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workloa
     x, wt, y = n * c_in * h * w, c_out * cg_in * kh * kw, n * c_out * oh * ow
     pix = n * oh * ow
     macs = pix * cg_out * kh * kw * cg_in * groups  # one forward's multiply-adds
-    per_split = conv._wgrad_pixels_per_split(geo, conv.ASSUMED_SMS)  # as the launcher splits
-    if kernel == "conv2d_relu_split_sum":
+    if kernel == "conv2d_relu_split_sum":  # the most splits a tensor-core config launches
         blocks = _cdiv(wt, consts["BLOCK"])
-        return Workload(blocks, wt, blocks * consts["BLOCK"], 0,
-                        _cdiv(pix, per_split) * wt * 4 + wt * es)
+        splits = conv._wgrad_max_splits(geo, sms, conv.CONV_TUNING["wgrad"]["mma"][0], es)
+        return Workload(blocks, wt, blocks * consts["BLOCK"], 0, splits * wt * 4 + wt * es)
     if kernel == "conv2d_relu_relu_grad":  # dy, y -> masked dy, and fp32 bias partials
-        per_prog = conv._relu_grad_pixels_per_split(pix, c_out, conv.ASSUMED_SMS)
+        per_prog = conv._relu_grad_pixels_per_split(pix, c_out, sms)
         blocks = _cdiv(pix, per_prog) * _cdiv(c_out, conv.RELU_GRAD_BLOCK_C)
         issued = _cdiv(pix, per_prog) * per_prog * _padded(c_out, conv.RELU_GRAD_BLOCK_C)
         return Workload(blocks, y, issued, 0, 3 * y * es + _cdiv(pix, per_prog) * c_out * 4)
     bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
     if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
         gm, gn = kh * kw * cg_in, cg_out
-        split = _cdiv(pix, per_split)
-        k_issued = (pix // per_split) * _padded(per_split, bk) + _padded(pix % per_split, bk)
+        split = conv._wgrad_splits(geo, sms, bm, bn, bk, es)  # as the launcher's grid splits
+        per_split = conv._wgrad_split_pixels(pix, split, bk)
+        k_issued = (split - 1) * per_split + _padded(pix - (split - 1) * per_split, bk)
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
         traffic = (x + y) * es + split * wt * 4  # x and the masked dy; fp32 partials
@@ -210,11 +210,12 @@ def _elementwise_workload(kernel: str, config: str, dtype: str, consts: dict) ->
     return Workload(blocks, grid_elems, blocks * consts["BLOCK"], 0, traffic)
 
 
-def workload(name: str, consts: dict) -> Workload:
-    """The model of one spec, from its name (layer or shape tag) and its constexprs."""
+def workload(name: str, consts: dict, sms: int = GPUS[90].sms) -> Workload:
+    """The model of one spec, from its name (layer or shape tag) and its constexprs, launched on
+    a GPU with ``sms`` SMs (the conv launchers size their split-K and ReLU-mask grids by it)."""
     kernel, config, dtype = split_name(name)
     if kernel.startswith("conv2d_relu"):
-        return _conv_workload(kernel, config.split(",")[0].split()[0], dtype, consts)
+        return _conv_workload(kernel, config.split(",")[0].split()[0], dtype, consts, sms)
     if kernel.startswith(("lrn", "max_pool2d")):
         return _elementwise_workload(kernel, config, dtype, consts)
     raise ValueError(f"no workload model for kernel {kernel!r}")
@@ -250,7 +251,7 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
         return kernel.removeprefix("conv2d_relu_"), config.split(",")[0]
 
     def waves(r):
-        load = workload(r.name, consts[r.name])
+        load = workload(r.name, consts[r.name], GPUS[90].sms)
         return load.blocks / (GPUS[90].sms * blocks_per_sm(GPUS[90], r.registers, r.shared,
                                                               r.num_warps))
 
@@ -337,7 +338,8 @@ def row(r: CompileResult, consts: dict | None = None) -> list[str]:
     if consts is None:
         cells += ["-"] * 6
     else:
-        gpu, load = GPUS[r.arch], workload(r.name, consts)
+        gpu = GPUS[r.arch]
+        load = workload(r.name, consts, gpu.sms)
         per_sm = blocks_per_sm(gpu, r.registers, r.shared, r.num_warps)
         us, bound = modelled_us(gpu, dtype, load)
         cells += [f"{load.tile_efficiency:.0%}", str(load.blocks), str(per_sm),

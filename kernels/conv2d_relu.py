@@ -40,6 +40,8 @@ channels_last, else contiguous NCHW.
 Precision follows PyTorch's: fp32, fp16, bf16 and fp64 in, the same dtype out. fp32 runs on
 TF32 tensor cores exactly when cuDNN would (``torch.backends.cudnn.allow_tf32``, True by
 default; ``torch.backends.cudnn.conv.fp32_precision`` on torch >= 2.9), else exact IEEE FMAs.
+With TF32 the weight gradient rounds its input tile to TF32 (nearest, ties to even) in
+registers before the MMA; the other operands go to the tensor cores as they are.
 Under ``torch.autocast`` (CUDA, or CPU under the interpreter) the floating inputs are cast to
 the autocast dtype (bf16 or fp16; fp64 is left alone, as torch does) and the output has that
 dtype; gradients flow back through the casts. fp64 accumulates in fp64 without tensor cores,
@@ -62,7 +64,7 @@ several times slower than fp16/bf16 or TF32 (cuDNN's exact fp32 pays the same). 
 a GPU here: every autotune config the pruner keeps was compiled ahead of time for sm_80 and
 sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been timed. A few
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
-TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 128x64x32 (conv3); on sm_90, exact-fp32 dgrad
+TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 64x128x32 (conv2); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
 conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined); its weight gradient
 still gathers 3-channel taps with scalar loads and smaller tiles (``SMALL_CIN``), as does the
@@ -100,7 +102,6 @@ from kernels._common import (
 )
 from kernels._conv2d_relu_args import (
     ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
-    ASSUMED_SMS,  # noqa: F401 (and the SM count it models the launches for)
     _check_args,
     _check_dtypes,
     _dgrad_args,
@@ -117,7 +118,8 @@ from kernels._conv2d_relu_args import (
     _relu_grad_pixels_per_split,
     _sm_count,
     _wgrad_args,
-    _wgrad_pixels_per_split,
+    _wgrad_max_splits,
+    _wgrad_splits,
     aot_specs,  # noqa: F401 (kernels._aot compiles each op module's aot_specs())
 )
 from kernels._conv2d_relu_kernels import (
@@ -128,12 +130,20 @@ from kernels._conv2d_relu_kernels import (
     _relu_grad_kernel,
     _split_sum_kernel,
 )
-from kernels.tuning import RELU_GRAD_BLOCK_C, RELU_GRAD_LAUNCH, SUM_BLOCK
+from kernels.tuning import (
+    CONV_INTERPRET_CONFIG,
+    CONV_TUNING,
+    RELU_GRAD_BLOCK_C,
+    RELU_GRAD_LAUNCH,
+    SUM_BLOCK,
+    autotune_configs,
+)
 
-# Weight-gradient split-K (see kernels._conv2d_relu_args._wgrad_pixels_per_split): when set,
-# WGRAD_SPLIT_PIXELS fixes the output pixels per split (tests shrink it to exercise several
-# splits on tiny shapes); None leaves the count to the SM count and the shape.
-WGRAD_SPLIT_PIXELS: int | None = None
+# Weight-gradient split-K (see kernels._conv2d_relu_args._wgrad_splits): when set, WGRAD_SPLITS
+# asks for that many splits of the output pixels (tests set it to exercise several splits on
+# tiny shapes; the count is lowered where a split would be empty); None leaves the count to the
+# SM count, the shape and each config's tile.
+WGRAD_SPLITS: int | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,24 +264,33 @@ def _relu_grad(dy, y, has_bias: bool):
 def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
-    pixels = geo.n * geo.oh * geo.ow
-    pix_per_split = _wgrad_pixels_per_split(geo, _sm_count(x.device), WGRAD_SPLIT_PIXELS)
-    split = triton.cdiv(pixels, pix_per_split)
-    if split * dw.numel() >= INT32_SPAN_LIMIT:
+    path, sms = _path(x.dtype), _sm_count(x.device)
+    # each config's grid has its own split count: the partials have rows for the most
+    # splits any config the autotuner may run launches, and the sum reads the launched ones
+    configs = autotune_configs(CONV_TUNING["wgrad"][path][0], CONV_INTERPRET_CONFIG)
+    rows = _wgrad_max_splits(geo, sms, configs, x.element_size(), WGRAD_SPLITS)
+    if rows * dw.numel() >= INT32_SPAN_LIMIT:
         raise ValueError(
-            f"weight-gradient partials would hold {split} x {dw.numel()} elements (int32 "
-            f"indexing); set kernels.conv2d_relu.WGRAD_SPLIT_PIXELS (now {WGRAD_SPLIT_PIXELS}) "
-            f"above {pix_per_split} pixels per split"
+            f"weight-gradient partials would hold {rows} x {dw.numel()} elements (int32 "
+            f"indexing); set kernels.conv2d_relu.WGRAD_SPLITS (now {WGRAD_SPLITS}) below "
+            f"{INT32_SPAN_LIMIT // dw.numel()} splits"
         )
     # fp32 partials (fp64 for fp64), one row per split, in dW's storage order
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dw_part = torch.empty((split, dw.numel()), dtype=acc_dtype, device=x.device)
-    args, consts = _wgrad_args(x, g, dw, dw_part, pix_per_split, geo)
-    grid = lambda meta: (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])
-                         * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), split, geo.groups)
+    dw_part = torch.empty((rows, dw.numel()), dtype=acc_dtype, device=x.device)
+    args, consts = _wgrad_args(x, g, dw, dw_part, geo)
+    launched = []  # the split count of each grid built; the last one is the launch that counts
+
+    def grid(meta):  # (M tiles x N tiles, splits, groups)
+        splits = _wgrad_splits(geo, sms, meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"],
+                               x.element_size(), WGRAD_SPLITS)
+        launched.append(splits)
+        return (triton.cdiv(geo.kh * geo.kw * geo.cg_in, meta["BLOCK_M"])
+                * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), splits, geo.groups)
+
     with device_context(x):
-        _conv_wgrad[_path(x.dtype)][grid](**args, **consts)
-        _split_sum(dw_part, dw)
+        _conv_wgrad[path][grid](**args, **consts)
+        _split_sum(dw_part[:launched[-1]], dw)
     return dw
 
 

@@ -83,15 +83,15 @@ DGRAD_CONFIGS = _dgrad_configs(
 # (128x128x32 sat at 254-255 registers with Triton 3.8/3.9 and spills with 3.7 on sm_80: dropped.)
 WGRAD_CONFIGS = _configs((128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4))
 # Spill with TF32 operands on sm_80 (Triton 3.9) once the backward reads the masked gradient
-# alone: wgrad 128x64x32 s3 (conv3 4 B) and 64x64x32 s4 (conv2 4 B; with 3 stages too, at 96
-# registers). The pruner leaves them to fp16/bf16, so TF32's wgrad on conv2-5 autotunes over
-# one tile, 64x128x32. Forward and dgrad with TF32 keep BLOCK_K = 32: at 64 (4-byte operands)
-# their tiles spill on sm_80 (104-132 B at 128x64x64), sit at 254-255 registers or fill
-# 96-144 KB of shared memory (one block per SM).
+# alone: dgrad 64x64x64 s3 (conv3 8 B, conv4 12 B); wgrad 64x128x32 s3 (conv2 4 B, at 128
+# registers, since wgrad rounds its x tile to TF32 in registers). The pruner leaves them to
+# fp16/bf16, so TF32's wgrad on conv2-5 autotunes over 128x64x32 and 64x64x32. Forward and
+# dgrad with TF32 keep BLOCK_K = 32: at 64 (4-byte operands) their tiles spill on sm_80
+# (104-132 B at 128x64x64), sit at 254-255 registers or fill 96-144 KB of shared memory.
 FWD_TF32_DROP = ((128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 4))
 DGRAD_TF32_DROP = ((64, 64, 64, 4, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 4),
                    (128, 32, 64, 4, 3, 16), (64, 32, 64, 4, 4, 16))
-WGRAD_TF32_DROP = ((128, 64, 32, 4, 3), (64, 64, 32, 4, 4))
+WGRAD_TF32_DROP = ((64, 128, 32, 4, 3),)
 # TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
 TF32_MAX_TILE = 128 * 64
 
@@ -226,6 +226,32 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
     return prune
 
 
+# wgrad on conv2-5 keeps the tiles that issue at most 1 / WGRAD_MIN_TILE_EFFICIENCY of its GEMM
+# (M = KH*KW*Cg_in, N = Cg_out) with the padding to whole tiles (conv4's N = 192 drops BLOCK_N =
+# 128: 75%; conv2's M = 1,200 keeps 64 and 128: 99% and 94%); where none does, the least
+# wasteful. conv1's small-C_in tiles are chosen by hand.
+WGRAD_MIN_TILE_EFFICIENCY = 0.9
+
+
+def _tile_efficiency(c: triton.Config, m: int, n: int) -> float:
+    bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+    return m * n / (triton.cdiv(m, bm) * bm * triton.cdiv(n, bn) * bn)
+
+
+def _wgrad_efficient(prune):
+    """``prune``, then (conv2-5) only the tiles efficient on this shape's GEMM."""
+    def pruned(configs, named_args, **kwargs):
+        kept = prune(configs, named_args, **kwargs)
+        if kwargs["CG_IN"] < SMALL_CIN or not kept:
+            return kept
+        m, n = kwargs["KH"] * kwargs["KW"] * kwargs["CG_IN"], kwargs["CG_OUT"]
+        best = max(_tile_efficiency(c, m, n) for c in kept)
+        least = min(best, WGRAD_MIN_TILE_EFFICIENCY)
+        return [c for c in kept if _tile_efficiency(c, m, n) >= least]
+
+    return pruned
+
+
 # kernel -> path -> (every config the autotuner holds, its pruner). dgrad's x side is its GEMM
 # N (C_in), not a gather, so it keeps one list for every shape.
 CONV_TUNING = {
@@ -243,6 +269,8 @@ CONV_TUNING = {
                   ("fma", WGRAD_FP32_CONFIGS, WGRAD_SMALL_CIN_FP32_CONFIGS, ())],
     }.items()
 }
+CONV_TUNING["wgrad"] = {path: (configs, _wgrad_efficient(prune))
+                        for path, (configs, prune) in CONV_TUNING["wgrad"].items()}
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).
 CONV_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1)
 DGRAD_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1, tail=0)

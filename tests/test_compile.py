@@ -305,12 +305,18 @@ def test_workload_of_conv_layers():
                     {**_conv_consts(128, 32, 32), "BLOCK_N_TAIL": 16})
     assert tail.blocks == 729 * 1 * 2  # M tiles x one N tile x groups
     assert tail.issued == tail.useful == 93312 * 48 * (25 * 128) * 2
-    # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels split as the launcher does for 132
-    # SMs: 2 waves of the largest tile -> 10 splits of 2,176 (a multiple of 64), the last 2,048
+    # conv5 wgrad: M = 9*192, N = 128, K = 21,632 pixels split as the launcher's grid does for
+    # this tile on 132 SMs: >= 2 x 132 x 6 programs over 14 x 2 x 2 tiles -> 29 splits of 768
+    # pixels (a multiple of BLOCK_K), the last 128
     wgrad = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
                      _conv_consts(128, 64, 32))
-    assert wgrad.blocks == 14 * 2 * 10 * 2
-    assert wgrad.issued == (14 * 128) * 128 * (2176 * 9 + 2048) * 2
+    assert wgrad.blocks == 14 * 2 * 29 * 2
+    assert wgrad.issued == (14 * 128) * 128 * (768 * 28 + 128) * 2
+    # on an A100's 108 SMs: >= 1,296 programs -> 24 splits of 928 (a multiple of 32), the last 288
+    a100 = workload("conv2d_relu_wgrad[conv5, BM=128 BN=64 BK=32 w4 s3, fp16]",
+                    _conv_consts(128, 64, 32), sms=108)
+    assert a100.blocks == 14 * 2 * 24 * 2
+    assert a100.issued == (14 * 128) * 128 * (928 * 23 + 288) * 2
     # the ReLU-mask pass (dy, y -> masked dy) and conv1's packed forward have their own models
     relu = workload("conv2d_relu_relu_grad[conv3, fp16]", {})
     assert relu.useful == 128 * 384 * 13 * 13 and relu.macs == 0

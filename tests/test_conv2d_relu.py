@@ -9,10 +9,13 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from tolerances import assert_close
 
 import kernels._common as common
 from kernels import tuning
+from kernels._conv2d_relu_kernels import _round_to_tf32
 from kernels.conv2d_relu import conv2d_relu
 
 # the package exports the function conv2d_relu, which shadows the submodule's attribute name
@@ -34,6 +37,14 @@ def reference(x, weight, bias, stride, padding, groups, dy):
               if t is not None and t.requires_grad}
     grads = torch.autograd.grad(y, list(wanted.values()), dy.double()) if wanted else ()
     return y.detach(), dict(zip(wanted, grads))
+
+
+def tf32_reference(t: torch.Tensor) -> torch.Tensor:
+    """Finite fp32 values rounded to TF32 in float64: 11 significant bits, ties to even (torch's
+    round), at TF32's spacing 2**(e - 11), fixed at 2**-136 below the normal range."""
+    _, e = torch.frexp(t.double())
+    spacing = torch.ldexp(torch.ones_like(e, dtype=torch.float64), e.clamp(min=-125) - 11)
+    return torch.round(t.double() / spacing) * spacing
 
 
 def make(x_shape, w_shape, bias=True, dtype=torch.float32, x_grad=True, seed=0):
@@ -79,9 +90,9 @@ def check(x, w, b, stride=1, padding=0, groups=1):
 
 @pytest.fixture(autouse=True)
 def small_wgrad_splits(monkeypatch):
-    # 24 output pixels per weight-gradient split (not a multiple of the interpreter's BLOCK_K=16):
-    # tiny shapes still run the split-K with several splits and a ragged last block per split.
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 24)
+    # ask for 5 weight-gradient splits: tiny shapes still run the split-K with several splits
+    # (e.g. 50 pixels -> 4 splits of 16 under the interpreter's BLOCK_K=16, the last one ragged)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,11 +239,17 @@ def test_bias_grad_only():
     assert set(grads) == {"bias"}
 
 
-def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
+def spy_split_sums(monkeypatch) -> list[int]:
+    """The row count of every split-sum call (bias partials, then dW partials per backward)."""
     splits = []
     real_split_sum = conv_mod._split_sum
     monkeypatch.setattr(conv_mod, "_split_sum",
                         lambda part, out: (splits.append(part.shape[0]), real_split_sum(part, out)))
+    return splits
+
+
+def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
+    splits = spy_split_sums(monkeypatch)
     x, w, b = make((2, 8, 7, 7), (12, 4, 5, 5), x_grad=False)
 
     def weight_grads():
@@ -240,37 +257,157 @@ def test_wgrad_split_k_is_deterministic_and_split_independent(monkeypatch):
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
         return torch.autograd.grad(y, [w, b], dy)
 
-    many = weight_grads()  # 98 output pixels in splits of 24 -> 5 splits
+    many = weight_grads()  # 98 output pixels, 5 splits asked -> 4 splits of 32 (the last 2)
     again = weight_grads()
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", 8192)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 1)
     one = weight_grads()
     # (db, dW) per call: the bias gradient comes from the ReLU-mask pass, in 64-pixel splits
-    assert splits == [2, 5, 2, 5, 2, 1]
+    assert splits == [2, 4, 2, 4, 2, 1]
     for a, b_, c in zip(many, again, one):
         assert torch.equal(a, b_)  # fixed reduction order: bit-identical
         assert_close(a, c, torch.float32, reduce_dim=98)
 
 
-def test_wgrad_fills_two_waves_of_an_h100_at_batch_128(monkeypatch):
-    # 132 SMs: every AlexNet layer's wgrad grid has >= 264 programs whichever config runs
-    monkeypatch.setattr(conv_mod, "WGRAD_SPLIT_PIXELS", None)  # the automatic choice
+# 3x3 pad 1 on 2 x 6 x 6 = 72 output pixels: split counts asked -> launched (BLOCK_K = 16)
+@pytest.mark.parametrize("asked, launched", [
+    (1, 1),
+    (3, 3),  # splits of 32, 32, 8 (3 does not divide 72)
+    (4, 3),  # 18 pixels rounded up to 32: a 4th split would be empty
+    (500, 5),  # more splits than K blocks: one 16-pixel K block per split, the last 8 pixels
+])
+def test_wgrad_split_counts_match_float64(monkeypatch, asked, launched):
+    splits = spy_split_sums(monkeypatch)
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", asked)
+    x, w, b = make((2, 4, 6, 6), (6, 4, 3, 3), x_grad=False)
+    check(x, w, b, 1, 1)  # dW against torch in float64
+    assert splits == [2, launched]  # (db in 64-pixel splits, dW)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("pixel, value", [(0, float("nan")), (71, float("inf"))],
+                         ids=["nan-first-split", "inf-last-split"])
+def test_wgrad_splits_carry_nan_and_inf(monkeypatch, pixel, value):
+    # a non-finite input pixel reaches dW through the split that holds its output pixels, and
+    # the split-sum adds it in (inf + finite = inf, inf - inf and NaN = NaN), as torch's dW
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)  # 72 pixels: splits of 32, 32, 8
+    x, w, b = make((2, 4, 6, 6), (6, 4, 3, 3), x_grad=False)
+    x = x.detach().clone()
+    n, rest = divmod(pixel, 36)
+    x[n, :, rest // 6, rest % 6] = value  # input pixel (n, h, w): stride 1, so output pixel too
+    _, grads = check(x, w, b, 1, 1)
+    assert not torch.isfinite(grads["weight"]).all()
+
+
+def test_wgrad_split_count_leaves_no_split_empty():
+    # every count launched has splits of the kernel's length q = round_up(cdiv(P, S), BLOCK_K)
+    # with the last one starting inside the P pixels; never more splits than asked
+    for pixels in range(1, 300):
+        geo = args_mod._Geometry(1, 4, 1, pixels, 4, 1, pixels, 1, 1, (1, 1), (0, 0), 1)
+        for block_k in (16, 32, 64):
+            for asked in range(1, 40):
+                s = args_mod._wgrad_splits(geo, 132, 64, 64, block_k, 2, asked)
+                q = args_mod._wgrad_split_pixels(pixels, s, block_k)
+                assert 1 <= s <= asked and q % block_k == 0, (pixels, block_k, asked)
+                assert (s - 1) * q < pixels <= s * q, (pixels, block_k, asked, s, q)
+
+
+@triton.jit
+def _round_to_tf32_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, _round_to_tf32(tl.load(x_ptr + offs, mask=offs < n)), mask=offs < n)
+
+
+def test_tf32_rounding_of_the_wgrad_x_tile():
+    # wgrad rounds x to TF32 in registers when TF32 is allowed: to the nearest value with 11
+    # significant bits (10 stored), ties to even, at TF32's spacing 2**(e - 11) (2**-136 for
+    # subnormals); overflow to inf, NaN (whatever its payload) stays NaN, -0 stays -0
+    g = torch.Generator().manual_seed(0)
+    normal = torch.randn(200, generator=g) * 2.0 ** torch.randint(-120, 120, (200,), generator=g)
+    special = torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-11 + 2**-20, -(1 + 2**-11),
+                            3.4028235e38, -3.4028235e38, 1e-40, 2**-140 * 1.5, 2**-137 * 3,
+                            -0.0, 0.0, float("inf"), float("-inf"), float("nan")])
+    payload_nan = torch.tensor([0x7F800001, 0xFF801000 - 2**32], dtype=torch.int32).view(
+        torch.float32)
+    x = torch.cat([normal, special, payload_nan])
+    y = torch.empty_like(x)
+    _round_to_tf32_kernel[(1,)](x, y, x.numel(), BLOCK=256)
+    want = torch.where(torch.isfinite(x), tf32_reference(x).float(), x)  # 2**128 -> inf
+    assert torch.equal(y.isnan(), x.isnan()) and y.isnan().sum() == 3
+    assert torch.equal(y[~x.isnan()], want[~x.isnan()])
+    assert torch.equal(torch.signbit(y), torch.signbit(x))
+    assert y[204] == float("inf")  # the largest float rounds up
+    assert y[200] == 1.0 and y[201] == 1 + 2**-9 and y[202] == 1 + 2**-10
+
+
+@pytest.mark.skipif(not common.INTERPRET, reason="a GPU's TF32 MMA also truncates the gradient "
+                    "operand, which the interpreter's tl.dot multiplies exactly")
+def test_tf32_wgrad_rounds_the_input(monkeypatch):
+    # TF32 allowed: dW is exactly (x rounded to TF32)^T g, up to the fp32 sums
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x, w, _ = make((2, 4, 6, 6), (6, 4, 3, 3), bias=False, x_grad=False)
+    y = conv2d_relu(x, w, None, 1, 1)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (dw,) = torch.autograd.grad(y, [w], dy)
+    g = torch.where(y > 0, dy, 0.0).double()
+    want = torch.nn.grad.conv2d_weight(tf32_reference(x), w.shape, g, 1, 1)
+    assert_close(dw, want, torch.float32, reduce_dim=72)
+    exact = torch.nn.grad.conv2d_weight(x.double(), w.shape, g, 1, 1)
+    assert not torch.allclose(dw.double(), exact, rtol=1e-5, atol=1e-5)  # the rounding happened
+
+
+def test_wgrad_partials_past_int32_are_refused(monkeypatch):
+    # 9,216 pixels in as many splits as K blocks (576 of 16, or 288 of 32) x 9.4 M weights:
+    # the fp32 partials would pass 2**31 elements. Meta tensors: refused before any launch.
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 10**6)
+    x = torch.empty(1, 1024, 96, 96, device="meta")
+    w = torch.empty(1024, 1024, 3, 3, device="meta")
+    geo = args_mod._geometry(x, w, (1, 1), (1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"partials would hold \d+ x 9437184 elements \(int32 "
+                       r"indexing\); set kernels.conv2d_relu.WGRAD_SPLITS \(now 1000000\) "
+                       r"below 227 splits"):
+        conv_mod._conv_weight_grad(x, x, w, geo)
+
+
+def alexnet_geometry(layer: str):
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv_mod.ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    return args_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                              (pad, pad), groups)
+
+
+def test_wgrad_fills_two_waves_of_an_h100_at_batch_128():
+    # 132 SMs holding up to WGRAD_RESIDENT programs each (6 with 2-byte operands, 4 with TF32's
+    # 4): every config of every AlexNet layer launches >= 2 x 132 x that many programs, each
+    # split at least 256 pixels long
+    assert args_mod.WGRAD_WAVES == 2 and args_mod.WGRAD_RESIDENT == {2: 6, 4: 4}
     every = [c for configs, _ in tuning.CONV_TUNING["wgrad"].values() for c in configs]
-    # no config's tile is larger than (max BLOCK_M) x (max BLOCK_N): the fewest programs per split
-    bm, bn = (max(c.kwargs[k] for c in every) for k in ("BLOCK_M", "BLOCK_N"))
-    assert (bm, bn) == (128, 128)
     splits = {}
-    for layer, (x_shape, w_shape, stride, pad, groups, _) in conv_mod.ALEXNET_CONVS.items():
-        (n, _, h, w), (c_out, cg_in, kh, kw) = x_shape, w_shape
-        oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-        geo = args_mod._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw,
-                                 (stride, stride), (pad, pad), groups)
-        pix = args_mod._wgrad_pixels_per_split(geo, 132)
-        split = -(-n * oh * ow // pix)
-        tiles = -(-kh * kw * cg_in // bm) * -(-(c_out // groups) // bn) * groups
-        assert split * tiles >= 2 * 132, (layer, split, tiles)
-        assert pix % 64 == 0 and pix >= args_mod.WGRAD_MIN_SPLIT_PIXELS, (layer, pix)
-        splits[layer] = split
-    assert splits == {"conv1": 88, "conv2": 14, "conv3": 5, "conv4": 5, "conv5": 10}
+    for layer in conv_mod.ALEXNET_CONVS:
+        geo = alexnet_geometry(layer)
+        pixels = geo.n * geo.oh * geo.ow
+        for elem_bytes, resident in args_mod.WGRAD_RESIDENT.items():
+            for c in every:
+                bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+                split = args_mod._wgrad_splits(geo, 132, bm, bn, bk, elem_bytes)
+                tiles = -(-geo.kh * geo.kw * geo.cg_in // bm) * -(-geo.cg_out // bn) * geo.groups
+                assert split * tiles >= 2 * 132 * resident, (layer, bm, bn, split, tiles)
+                assert args_mod._wgrad_split_pixels(pixels, split, bk) >= 256, (layer, bm, bn)
+                splits[layer, bm, bn, elem_bytes] = split
+    layers = list(conv_mod.ALEXNET_CONVS)
+    assert [splits[layer, 64, 64, 2] for layer in layers] == [132, 21, 8, 10, 15]
+    assert [splits[layer, 128, 64, 2] for layer in layers] == [264, 40, 15, 19, 29]
+    assert [splits[layer, 64, 64, 4] for layer in layers] == [88, 14, 5, 7, 10]
+
+
+def test_wgrad_partials_hold_the_most_splits_any_config_launches(monkeypatch):
+    # the autotuner may pick any config: the buffer has a row for each split of the largest
+    # count, and the sum reads only the rows the launched grid wrote
+    monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", None)
+    geo = alexnet_geometry("conv3")
+    every = tuning.CONV_TUNING["wgrad"]["mma"][0]
+    counts = {args_mod._wgrad_splits(geo, 132, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                                     c.kwargs["BLOCK_K"], 2) for c in every}
+    assert len(counts) > 1 and args_mod._wgrad_max_splits(geo, 132, every, 2) == max(counts)
 
 
 def test_backward_masks_the_gradient_once(monkeypatch):
@@ -417,9 +554,6 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                 found = spec_tiles(specs, kernel, layer, label)
                 if kernel == "dgrad" and layer == "conv1":  # the image needs no gradient
                     assert found == [], label
-                elif kernel == "wgrad" and label == "fp32-tf32" and layer != "conv1":
-                    # every other tile spills with TF32 on sm_80 (tuning.WGRAD_TF32_DROP)
-                    assert found == [(64, 128, 32, 4, 3)], (layer, found)
                 else:  # the autotuner keeps a choice for every shape and dtype
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
@@ -436,6 +570,13 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                               for m, n, *_ in conv1_tf32)
     assert len(conv1_tf32) < len(tuning.WGRAD_SMALL_CIN_CONFIGS)
     assert sum(s.name.startswith("conv2d_relu_split_sum") for s in specs) == 5 * 3
+    # wgrad on conv2-5 keeps the tiles >= 90% efficient: conv4's N = 192 drops BLOCK_N = 128
+    # (75%), conv5's N = 128 keeps it; TF32 drops 64x128x32 everywhere (spills on sm_80)
+    assert spec_tiles(specs, "wgrad", "conv4", "fp16") == [(64, 64, 32, 4, 4), (128, 64, 32, 4, 3)]
+    assert (64, 128, 32, 4, 3) in spec_tiles(specs, "wgrad", "conv5", "fp16")
+    for layer in ("conv2", "conv3", "conv4", "conv5"):
+        assert spec_tiles(specs, "wgrad", layer, "fp32-tf32") == [(64, 64, 32, 4, 4),
+                                                                  (128, 64, 32, 4, 3)]
 
 
 def test_pruner_keeps_what_aot_specs_compiled():
@@ -487,6 +628,21 @@ def test_pruner_keeps_the_most_efficient_tiles_when_none_reaches_90_percent():
     assert best == pytest.approx(40 / 48)
     kept = pruned("dgrad", "mma", "ieee", sizes)
     assert kept and all(efficiency(c) == best for c in kept)
+
+
+def test_wgrad_pruner_keeps_the_efficient_tiles():
+    # conv2-5 keep the tiles that pad the GEMM (M = KH*KW*Cg_in, N = Cg_out) by <= 10%; where
+    # none does, the least wasteful; conv1's small-C_in tiles are left as listed
+    configs, prune = tuning.CONV_TUNING["wgrad"]["mma"]
+
+    def kept(cg_in, cg_out, k, precision="ieee"):
+        return tiles(prune(configs, {}, CG_IN=cg_in, CG_OUT=cg_out, KH=k, KW=k,
+                           INPUT_PRECISION=precision))
+
+    assert kept(192, 192, 3) == [(128, 64, 32, 4, 3), (64, 64, 32, 4, 4)]  # conv4: N = 192
+    assert kept(192, 128, 3) == tiles(tuning.WGRAD_CONFIGS)  # conv5: N = 128
+    assert kept(16, 16, 1) == [(64, 64, 32, 4, 4)]  # 6% at best: the least padding wins
+    assert kept(3, 96, 11) == tiles(tuning.WGRAD_SMALL_CIN_CONFIGS)  # conv1: as listed
 
 
 def test_aot_specs_rejects_unknown_layer():

@@ -18,6 +18,7 @@ from test_conv2d_relu import (  # noqa: F401 (two_accumulator_dgrad: a fixture)
 from tolerances import assert_close
 
 from kernels.conv2d_relu import conv2d_relu
+from kernels.tuning import CONV_INTERPRET_CONFIG
 
 conv_mod = importlib.import_module("kernels.conv2d_relu")
 kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
@@ -286,13 +287,19 @@ def test_expanded_input_whose_gradient_would_overflow_is_refused():
 
 
 class SpyLaunch:
-    """Stands in for one autotuned kernel: records the path and precision of each launch."""
+    """Stands in for one autotuned kernel: records the path and precision of each launch, and
+    builds its grid for the interpreter's config as the autotuner would (wgrad's split-sum
+    reads the split count the grid chose)."""
 
     def __init__(self, kernel, path, log):
         self.kernel, self.path, self.log = kernel, path, log
 
     def __getitem__(self, grid):
-        return lambda **kwargs: self.log.append((self.kernel, self.path, kwargs["INPUT_PRECISION"]))
+        def launch(**kwargs):
+            grid({**kwargs, **CONV_INTERPRET_CONFIG.kwargs})
+            self.log.append((self.kernel, self.path, kwargs["INPUT_PRECISION"]))
+
+        return launch
 
 
 @pytest.mark.parametrize("allow", [True, False])
