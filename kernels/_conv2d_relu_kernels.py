@@ -130,30 +130,35 @@ def _conv_fwd_kernel(
 
 @triton.jit
 def _conv_fwd_packed_kernel(
-    # pointers (xp: the packed input, see _pack_input; wp: the packed weight (C_out, KH * KWC))
-    xp_ptr, wp_ptr, b_ptr, y_ptr,
+    # pointers (xp: the packed rows, xt: the windows' tails, see _pack_input; wp: the packed
+    # weight (C_out, KH * BODY + TK); b: the bias in fp32, fp64 for fp64)
+    xp_ptr, xt_ptr, wp_ptr, b_ptr, y_ptr,
     # sizes
     N, OH, OW, C_OUT: tl.constexpr,
-    # strides (xp is contiguous (N, HP, WP, CP): its pixel and channel strides are CP and 1)
+    # strides (xp (N, HP, WPC) is contiguous: a pixel is CP elements, a channel 1)
     stride_xpn, stride_xph,
     stride_yn, stride_yc, stride_yh, stride_yw,
-    # op parameters: KWC = a row of taps x CP channels, padded to a multiple of BLOCK_K;
-    # KW_CP = the real KW * CP of it (the rest are padding taps)
-    KH: tl.constexpr, KWC: tl.constexpr, KW_CP: tl.constexpr, CP: tl.constexpr,
+    # op parameters: BODY = the first elements of each window row read from xp (a multiple of
+    # BLOCK_K), TK = each window's tail elements in xt (a multiple of BLOCK_K)
+    KH: tl.constexpr, BODY: tl.constexpr, TK: tl.constexpr, CP: tl.constexpr,
     STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # packed x (N, HP, WP, CP) x packed w (C_out, KH, KWC) -> relu(conv + bias) (N, C_out, OH, OW)
+    # packed x (N, HP, WPC) + tails (M, TK) x packed w (C_out, KP) -> relu(conv + bias)
+    # (N, C_out, OH, OW); K = KH rows of BODY elements, then the TK tail elements
+    tl.static_assert(BODY % BLOCK_K == 0 and TK % BLOCK_K == 0)
     # 1-D grid, N tiles fastest: the C_out / BLOCK_N programs of one M tile run together
     num_pid_n: tl.constexpr = (C_OUT + BLOCK_N - 1) // BLOCK_N
     pid_m = tl.program_id(0) // num_pid_n
     pid_n = tl.program_id(0) % num_pid_n
     M = N * OH * OW
+    KP: tl.constexpr = KH * BODY + TK
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < C_OUT
     # rows and channels past the end repeat valid ones (unmasked loads; the store masks them)
@@ -162,26 +167,28 @@ def _conv_fwd_packed_kernel(
     ow = m % OW
     oh = (m // OW) % OH
     n = m // (OW * OH)
-    # the window of output pixel (oh, ow) starts at packed (oh * STRIDE_H, ow * STRIDE_W): the
-    # zero border stands for the padding
+    # the window of output pixel (oh, ow) starts at packed row oh * STRIDE_H, element
+    # ow * STRIDE_W * CP (a multiple of 4): the zero border stands for the padding
     x_rows = n * stride_xpn + oh * (STRIDE_H * stride_xph) + ow * (STRIDE_W * CP)
-    w_rows = co * (KH * KWC)
+    w_rows = co * KP
 
     if xp_ptr.dtype.element_ty == tl.float64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, KH * KWC, BLOCK_K):
-        # K = (kh, kw, c): BLOCK_K divides KWC, so a block stays in one row kh of the window
-        kh = k0 // KWC
-        offs_j = k0 - kh * KWC + tl.arange(0, BLOCK_K)  # (kw, c) within the row, contiguous
-        a = tl.load(xp_ptr + x_rows[:, None] + (kh * stride_xph + offs_j)[None, :])
-        if KW_CP < KWC:
-            # padding taps read real pixels of the next window: their weight is 0, but
-            # 0 * inf would be NaN, so they are zeroed here
-            a = tl.where((offs_j < KW_CP)[None, :], a, 0.0)
-        b = tl.load(wp_ptr + w_rows[None, :] + (k0 + tl.arange(0, BLOCK_K))[:, None])
+    for k0 in range(0, KH * BODY, BLOCK_K):
+        # BLOCK_K divides BODY: a block is contiguous elements of one window row kh, aligned
+        # to 4, all of them real taps (no mask, nothing to zero)
+        kh = k0 // BODY
+        a_offs = kh * stride_xph + (k0 - kh * BODY) + offs_k
+        a = tl.load(xp_ptr + x_rows[:, None] + a_offs[None, :])
+        b = tl.load(wp_ptr + w_rows[None, :] + (k0 + offs_k)[:, None])
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+    for t0 in range(0, TK, BLOCK_K):
+        # the rest of every window row, copied per output pixel with zeros as padding
+        a = tl.load(xt_ptr + (m * TK)[:, None] + (t0 + offs_k)[None, :])
+        b = tl.load(wp_ptr + w_rows[None, :] + (KH * BODY + t0 + offs_k)[:, None])
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
 
     # epilogue as _conv_fwd_kernel's: bias and NaN-keeping ReLU on the accumulator
     if HAS_BIAS:
@@ -410,8 +417,8 @@ def _autotuned(fn, kernel: str, key: list[str]) -> dict:
 _conv_fwd = _autotuned(_conv_fwd_kernel, "fwd", _SHAPE_KEY + ["stride_xc", "HAS_BIAS"])
 _conv_fwd_packed = {
     path: triton.autotune(autotune_configs(configs, CONV_INTERPRET_CONFIG),
-                          key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "KWC",
-                               "KW_CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"],
+                          key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "BODY",
+                               "TK", "CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"],
                           )(_conv_fwd_packed_kernel)
     for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
 }

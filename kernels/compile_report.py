@@ -159,12 +159,13 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workloa
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
         traffic = (x + y) * es + split * wt * 4  # x and the masked dy; fp32 partials
-    elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH rows of KW*4 padded channels
+    elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH body rows + the windows' tails
         pk = conv._Packing.of(geo)
-        gm, gn, gk = pix, cg_out, kh * pk.kwc
+        gm, gn, gk = pix, cg_out, pk.kp
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn)
         issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk)
-        traffic = (n * pk.hp * pk.wp * pk.cp + c_out * gk + y + c_out) * es
+        # packed rows and tails, packed weight, output, and the fp32 bias
+        traffic = (n * pk.hp * pk.wpc + pix * pk.tk + c_out * gk + y) * es + c_out * 4
     else:  # forward: pixels x Cg_out x (taps*Cg_in); dgrad: input pixels x Cg_in x (taps*Cg_out)
         gm, gn, gk = ((pix, cg_out, kh * kw * cg_in) if kernel == "conv2d_relu_fwd"
                       else (n * h * w, cg_in, kh * kw * cg_out))

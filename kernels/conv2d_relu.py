@@ -101,6 +101,7 @@ from kernels._common import (
 from kernels._conv2d_relu_args import (
     ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
     ASSUMED_SMS,  # noqa: F401 (and the SM count it models the launches for)
+    _bias_dtype,
     _check_args,
     _check_dtypes,
     _dgrad_args,
@@ -148,8 +149,10 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
         return y
     pk = _Packing.of(geo)
     if pk.fits(geo):  # conv1
-        args, consts = _fwd_packed_args(_pack_input(x, geo, pk), _pack_weight(weight, pk), bias,
-                                        y, geo, pk)
+        rows, tail = _pack_input(x, geo, pk)
+        b = None if bias is None else bias.to(_bias_dtype(bias.dtype))
+        args, consts = _fwd_packed_args(rows, tail, _pack_weight(weight, geo, pk), b, y, geo, pk)
+
         def grid(meta):  # 1-D: M tiles x N tiles, N fastest
             return (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])
                     * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)

@@ -96,16 +96,26 @@ TF32_SMALL_CIN_MAX_K = 32
 FWD_SMALL_CIN_FP32_CONFIGS = _configs((64, 32, 16, 4, 3), (32, 64, 16, 4, 3), (32, 32, 32, 4, 3))
 WGRAD_SMALL_CIN_FP32_CONFIGS = _configs((32, 32, 16, 4, 3), (32, 32, 32, 4, 3), (32, 32, 32, 4, 2))
 
-# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed into a
-# zero-bordered (N, HP, WP, 4) buffer, so a K block is 16 contiguous, 16-aligned elements of one
-# input row and needs no bounds mask: the loads vectorise and pipeline. BLOCK_K = 16 divides a
-# row's 12 taps x 4 channels; BLOCK_N = 32 divides C_out = 96 (no wasted N), with the N tiles of
-# one M tile launched next to each other so they share its input rows in L2.
+# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed once per
+# call into zero-bordered rows of interleaved pixels (kernels._conv2d_relu_args._Packing), so a
+# K block is groups of PACKED_VEC contiguous, aligned elements and needs no bounds mask: the
+# loads vectorise (8 bytes in fp16/bf16, 16 in fp32) and pipeline. BLOCK_K = PACKED_BLOCK_K (the
+# smallest tl.dot takes) keeps K's padding to 400 of 396 for conv1; BLOCK_N = 32 divides
+# C_out = 96 (no wasted N), with the N tiles of one M tile launched next to each other so they
+# share its input rows in L2.
 PACKED_CIN = 4
+PACKED_VEC = 4
+PACKED_BLOCK_K = 16
 FWD_PACKED_CONFIGS = _configs(
-    (128, 32, 16, 4, 4), (256, 32, 16, 4, 4), (128, 32, 16, 4, 3), (64, 32, 16, 4, 4),
+    (128, 32, PACKED_BLOCK_K, 4, 4), (256, 32, PACKED_BLOCK_K, 4, 4),
+    (128, 32, PACKED_BLOCK_K, 4, 3), (64, 32, PACKED_BLOCK_K, 4, 4),
 )
-FWD_PACKED_FP32_CONFIGS = _configs((64, 32, 16, 4, 2), (128, 32, 16, 4, 2), (32, 32, 16, 4, 3))
+# (64x32 and 128x32 with 2 stages spill 8-24 B on sm_90 since the tail loop: 1 stage; exact
+# fp32 multiplies on FMAs, the copies have little to hide.)
+FWD_PACKED_FP32_CONFIGS = _configs(
+    (64, 32, PACKED_BLOCK_K, 4, 1), (128, 32, PACKED_BLOCK_K, 4, 1),
+    (32, 32, PACKED_BLOCK_K, 4, 3),
+)
 
 
 def _tile(c: triton.Config) -> tuple:
