@@ -12,8 +12,9 @@ Exit status 1 when any spec fails to compile, spills registers, or promises tens
 (``uses_dot``) without an ``mma``/``wgmma`` instruction.
 
 What a default fit runs (:func:`in_default_fit`): channels_last convolutions (the conv specs are
-all channels_last) in fp32 with TF32, bf16 and fp16, forward, dgrad (not conv1's) and wgrad with
-its split-K sum, plus every LRN and pooling spec. NCHW convolutions are not compiled here: the
+all channels_last) in fp32 with TF32, bf16 and fp16, forward (conv1's own packed kernel; the
+general one's conv1 configurations only with ``--all``), dgrad (not conv1's) and wgrad with its
+split-K sum, plus every LRN and pooling spec. NCHW convolutions are not compiled here: the
 NCHW gather is not on the fit path (see kernels.conv2d_relu's docstring).
 """
 
@@ -50,6 +51,7 @@ COLUMNS = ["kernel", "config", "dtype", "arch", "regs", "spill st/ld (B)", "shar
 # the kernels use only when TF32 is turned off (torch.backends.cudnn.allow_tf32 = False).
 EXACT_FP32 = "fp32"
 _CONV_GEMMS = ("conv2d_relu_fwd", "conv2d_relu_dgrad", "conv2d_relu_wgrad")
+_CONV_PACKED = "conv2d_relu_fwd_packed"  # conv1's forward
 
 
 def split_name(name: str) -> tuple[str, str, str]:
@@ -66,12 +68,27 @@ def in_default_fit(name: str) -> bool:
 
     The model runs channels_last (every conv spec is), convolutions in fp32 with TF32 (cuDNN's
     default, ``torch.backends.cudnn.allow_tf32 = True``) or in bf16/fp16 under autocast, and
-    LRN/pooling in whichever of the three dtypes reaches them. Only the exact-fp32 conv GEMMs
-    (label ``fp32``; TF32's are ``fp32-tf32``) are off that path; the split-K sum that follows
-    wgrad is labelled by its output dtype and runs for TF32 as well.
+    LRN/pooling in whichever of the three dtypes reaches them. Off that path: the exact-fp32
+    conv GEMMs (label ``fp32``; TF32's are ``fp32-tf32``; the split-K sum that follows wgrad is
+    labelled by its output dtype and runs for TF32 as well), and the general forward of a layer
+    that conv1's packed forward takes (``_Packing.fits``: conv1).
     """
-    kernel, _, dtype = split_name(name)
-    return not (kernel in _CONV_GEMMS and dtype == EXACT_FP32)
+    kernel, config, dtype = split_name(name)
+    if kernel in (*_CONV_GEMMS, _CONV_PACKED) and dtype == EXACT_FP32:
+        return False
+    return not (kernel == "conv2d_relu_fwd" and _packed_layer(config.split(",")[0]))
+
+
+def _packed_layer(layer: str) -> bool:
+    """Whether conv1's packed forward takes this AlexNet layer instead of the general one."""
+    conv = importlib.import_module("kernels.conv2d_relu")
+    if layer not in conv.ALEXNET_CONVS:
+        return False
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv.ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    geo = conv._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                         (pad, pad), groups)
+    return conv._Packing.of(geo).fits(geo)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,7 +249,8 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
     """One line per sm_90 goal for the tensor-core conv kernels (issue 13): how many specs meet
     it, and the (kernel, layer) pairs with a spec that does not."""
     convs = [r for r in results if r.ok and r.arch == 90 and r.uses_dot
-             and split_name(r.name)[0] in _CONV_GEMMS]
+             and split_name(r.name)[0] in (*_CONV_GEMMS, _CONV_PACKED)
+             and in_default_fit(r.name)]
     if not convs:
         return []
 
@@ -253,7 +271,7 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
         ("async wgmma overlap (wgmma.wait_group >= 1)", lambda r: True,
          lambda r: (r.stats.wgmma_wait or 0) >= 1),
         ("conv1 forward: every global load and copy >= 8 B, and pipelined",
-         lambda r: layer(r) == ("fwd", "conv1"),
+         lambda r: layer(r)[1] == "conv1" and layer(r)[0] in ("fwd", "fwd_packed"),
          lambda r: r.stats.narrowest_load >= 8 and r.stats.pipelined),
         ("tile efficiency >= 90%", lambda r: True,
          lambda r: workload(r.name, consts[r.name]).tile_efficiency >= 0.9),

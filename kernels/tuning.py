@@ -89,7 +89,10 @@ FWD_SMALL_CIN_CONFIGS = _configs(
     (64, 128, 32, 4, 3), (64, 64, 32, 4, 4), (64, 64, 16, 4, 3), (32, 64, 32, 4, 3),
 )
 # (128x64x32 sat at 255 registers with Triton 3.8/3.9 and spills 44 B with 3.7 on sm_90: dropped.)
-WGRAD_SMALL_CIN_CONFIGS = _configs((64, 64, 64, 4, 3), (64, 32, 32, 4, 3), (32, 64, 32, 4, 3))
+# conv1's weight gradient is 363 taps x 96 channels: BLOCK_N = 32 divides C_out (BLOCK_N = 64
+# issued 128 columns for 96, 71% of the tile: dropped) and M = 363 pads to 384 (95%) with 64 or
+# 128 rows. (128x32x64 spills 212-244 B.)
+WGRAD_SMALL_CIN_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 32, 4, 3), (128, 32, 32, 4, 3))
 TF32_SMALL_CIN_MAX_TILE = 64 * 64
 # and BLOCK_K at most 32: Triton 3.6 spills conv1's TF32 wgrad at 64x64x64 on sm_80 (12 B).
 TF32_SMALL_CIN_MAX_K = 32
