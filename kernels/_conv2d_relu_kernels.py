@@ -10,13 +10,19 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
 - forward: M = N*OH*OW, N = C_out/g, K = KH*KW*C_in/g. Bias and ReLU are applied to the fp32
   accumulator before the down-cast and the store. The K index runs over (kh, kw, c) with the
   channel fastest, flattened, so a few input channels still fill a 16-wide K block.
-- conv1's forward (groups = 1, C_in <= 4) has its own kernel: the input is packed once per call
-  into a zero-bordered channels-last buffer (N, HP, WP, 4) (the padding becomes the border) and
-  the weight into (C_out, KH, KWC), a window row of KW taps x 4 channels padded to KWC, a
-  multiple of 16 (conv1: 44 -> 48). A K block is then 16 contiguous, 16-aligned elements of one
-  input row with no bounds mask, so the loads vectorise to 16 bytes and pipeline through
-  ``cp.async``; the padding taps are zeroed in registers (their weight is 0, but 0 * inf is NaN).
-  BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (write 4/3 of it).
+- conv1's forward (groups = 1, C_in <= 4, window rows of >= 16 elements) has its own kernel on
+  the input packed once per call (``_Packing``): zero-bordered rows of interleaved pixels
+  (N, HP, WPC) with the padding as the border, C_in channels per pixel (3 for conv1; 4 where
+  the stride would misalign the rows), and a small im2col copy of each window's tail. A window
+  row of KW taps x C channels is contiguous: its first BODY elements (a multiple of 16; conv1:
+  32 of 33) are K blocks read straight from the rows, 4-aligned (8-byte loads in fp16/bf16,
+  16-byte in fp32), the rest of every row (conv1: 11 elements per window) comes from the
+  tail, zero-padded to 16. K = 11 x 32 + 16 = 368 for conv1's 363 taps (98.6%). No K block
+  holds an element of another window, so nothing is masked or zeroed in registers: the tiles
+  go to shared memory by ``cp.async`` and the MMAs overlap (wgmma ``wait_group`` 1). The
+  weight is packed to (C_out, KP) in the same K order, the bias widened to fp32 (8-byte
+  loads). BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (rows: about
+  the image; the tail: 16 elements per output pixel).
 - ReLU mask (one elementwise pass, first in backward): g = dy masked by the saved output, and
   the bias gradient as fp32 partial sums over fixed pixel splits, summed in a fixed order by
   the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's
