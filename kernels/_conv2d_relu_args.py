@@ -37,15 +37,15 @@ from kernels._conv2d_relu_kernels import (
     _conv_fwd_kernel,
     _conv_fwd_packed_kernel,
     _conv_wgrad_kernel,
+    _conv_wgrad_packed_kernel,
     _relu_grad_kernel,
     _split_sum_kernel,
 )
 from kernels.tuning import (
     CONV_TUNING,
-    FWD_PACKED_CONFIGS,
-    FWD_PACKED_FP32_CONFIGS,
     PACKED_BLOCK_K,
     PACKED_CIN,
+    PACKED_TUNING,
     PACKED_VEC,
     RELU_GRAD_BLOCK_C,
     RELU_GRAD_BLOCK_P,
@@ -260,6 +260,7 @@ class _Packing:
     body: int
     tk: int
     kp: int
+    tail0: int  # where the tail starts in the packed buffer: after the N * HP * WPC rows
 
     @staticmethod
     def of(geo: _Geometry) -> _Packing:
@@ -270,14 +271,13 @@ class _Packing:
         tk = _round_up(geo.kh * (geo.kw * cp - body), PACKED_BLOCK_K)
         hp = (geo.oh - 1) * sh + geo.kh
         wpc = _round_up(((geo.ow - 1) * sw + geo.kw) * cp, 16)
-        return _Packing(cp, hp, wpc, body, tk, geo.kh * body + tk)
+        return _Packing(cp, hp, wpc, body, tk, geo.kh * body + tk, geo.n * hp * wpc)
 
     def fits(self, geo: _Geometry) -> bool:
         """Whether conv1's path takes this call: one group of at most PACKED_CIN channels whose
         window rows hold at least one body block (C_in = 3, 11x11: 33 elements)."""
         return (geo.groups == 1 and geo.cg_in <= PACKED_CIN and self.body > 0
-                and geo.n * self.hp * self.wpc < INT32_SPAN_LIMIT
-                and geo.n * geo.oh * geo.ow * self.tk < INT32_SPAN_LIMIT)
+                and self.tail0 + geo.n * geo.oh * geo.ow * self.tk < INT32_SPAN_LIMIT)
 
 
 def _windows(rows: torch.Tensor, geo: _Geometry, pk: _Packing) -> torch.Tensor:
@@ -291,15 +291,17 @@ def _windows(rows: torch.Tensor, geo: _Geometry, pk: _Packing) -> torch.Tensor:
 
 def _pack_input(x, geo: _Geometry, pk: _Packing) -> tuple[torch.Tensor, torch.Tensor]:
     # (N, C_in <= 4, H, W) -> rows (N, HP, WPC): zeros with the image at (pad_top, pad_left),
-    # rows and columns no window reaches left out; and the tail (N * OH * OW, TK)
-    rows = x.new_zeros((geo.n, pk.hp, pk.wpc))
+    # rows and columns no window reaches left out; and the tail (N * OH * OW, TK), right after
+    # the rows in one buffer (the weight gradient reads both from the rows' pointer)
+    flat = x.new_zeros(pk.tail0 + geo.n * geo.oh * geo.ow * pk.tk)
+    rows = flat[:pk.tail0].view(geo.n, pk.hp, pk.wpc)
     wp = pk.wpc // pk.cp  # whole pixels per row
     pixels = rows[:, :, :wp * pk.cp].unflatten(2, (wp, pk.cp))
     top, left = geo.padding
     h, w = min(geo.h, pk.hp - top), min(geo.w, wp - left)
     if h > 0 and w > 0:
         pixels[:, top:top + h, left:left + w, :geo.cg_in] = x[:, :, :h, :w].permute(0, 2, 3, 1)
-    tail = x.new_zeros((geo.n * geo.oh * geo.ow, pk.tk))
+    tail = flat[pk.tail0:].view(geo.n * geo.oh * geo.ow, pk.tk)
     rest = geo.kh * (geo.kw * pk.cp - pk.body)
     if rest:
         tail[:, :rest] = _windows(rows, geo, pk)[..., pk.body:].reshape(-1, rest)
@@ -318,6 +320,28 @@ def _pack_weight(weight, geo: _Geometry, pk: _Packing) -> torch.Tensor:
     wp[:, :kh * pk.body] = taps[..., :pk.body].reshape(c_out, -1)
     wp[:, kh * pk.body:kh * pk.body + rest] = taps[..., pk.body:].reshape(c_out, -1)
     return wp
+
+
+def _unpack_weight(wp: torch.Tensor, c_in: int, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # _pack_weight's inverse: (C_out, KP) -> a (C_out, C_in, KH, KW) view
+    c_out, kh, kw = wp.shape[0], geo.kh, geo.kw
+    rest = kh * (kw * pk.cp - pk.body)
+    taps = torch.cat([wp[:, :kh * pk.body].reshape(c_out, kh, pk.body),
+                      wp[:, kh * pk.body:kh * pk.body + rest].reshape(c_out, kh, -1)], dim=2)
+    return taps.view(c_out, kh, kw, pk.cp)[..., :c_in].permute(0, 3, 1, 2)
+
+
+def _wgrad_packed_args(xp, g, dw_part, pix_per_split, geo: _Geometry,
+                       pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_wgrad_packed_kernel, in signature order
+    (xp: the packed rows, with the tails after them in the same buffer)."""
+    args = dict(xp_ptr=xp, g_ptr=g, dw_part_ptr=dw_part, N=geo.n, OH=geo.oh, OW=geo.ow,
+                C_OUT=geo.cg_out, PIX_PER_SPLIT=pix_per_split, TAIL0=pk.tail0,
+                stride_xpn=pk.hp * pk.wpc, stride_xph=pk.wpc, **strides("g", g))
+    consts = {"KH": geo.kh, "BODY": pk.body, "TK": pk.tk, "CP": pk.cp,
+              "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1],
+              "INPUT_PRECISION": _input_precision(xp.dtype)}
+    return args, consts
 
 
 def _bias_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -474,12 +498,16 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 b32 = empty(c_out, fmt=torch.contiguous_format, dt=_bias_dtype(dtype))
                 packed = _fwd_packed_args(xp, xt, wp, b32, y, geo, pk)
                 kernels.append(("fwd_packed", _conv_fwd_packed_kernel, packed))
+                wpart = empty(split, c_out * pk.kp, fmt=torch.contiguous_format,
+                              dt=torch.float32)
+                packed = _wgrad_packed_args(xp, y, wpart, pix_per_split, geo, pk)
+                kernels.append(("wgrad_packed", _conv_wgrad_packed_kernel, packed))
             for kname, fn, (args, consts) in kernels:
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
-                if kname == "fwd_packed":  # every config compiles without spills
-                    kept = FWD_PACKED_CONFIGS if tensor_cores else FWD_PACKED_FP32_CONFIGS
+                if kname in PACKED_TUNING:  # every config compiles without spills
+                    kept = PACKED_TUNING[kname]["mma" if tensor_cores else "fma"]
                 else:
                     configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
                     kept = prune(configs, {}, **args, **consts)

@@ -58,8 +58,7 @@ from kernels._common import INTERPRET
 from kernels.tuning import (
     CONV_INTERPRET_CONFIG,
     CONV_TUNING,
-    FWD_PACKED_CONFIGS,
-    FWD_PACKED_FP32_CONFIGS,
+    PACKED_TUNING,
     autotune_configs,
 )
 
@@ -343,6 +342,74 @@ def _conv_wgrad_kernel(
 
 
 @triton.jit
+def _conv_wgrad_packed_kernel(
+    # pointers (xp: conv1's packed rows, its windows' tails TAIL0 elements further in the same
+    # buffer, see _pack_input; g: the masked output gradient; dw_part: fp32 [SPLIT, C_OUT * KP],
+    # fp64 for fp64)
+    xp_ptr, g_ptr, dw_part_ptr,
+    # sizes, pixels per split, where the tails start
+    N, OH, OW, C_OUT: tl.constexpr, PIX_PER_SPLIT, TAIL0,
+    # strides (xp's rows as in _conv_fwd_packed_kernel)
+    stride_xpn, stride_xph,
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    # op parameters: the packed K as in _conv_fwd_packed_kernel (KH rows of BODY, then TK)
+    KH: tl.constexpr, BODY: tl.constexpr, TK: tl.constexpr, CP: tl.constexpr,
+    STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # packed x^T (KP, pixels) x masked dy (pixels, C_out) -> partial packed dW^T (KP, C_out)
+    # for the pixels [split * PIX_PER_SPLIT, (split + 1) * PIX_PER_SPLIT); the launcher unpacks
+    # it to (C_out, C_in, KH, KW). The forward's im2col, transposed: a GEMM row is a K element
+    # of the packed layout, contiguous with its neighbours in runs of 4 (the tap gathers of
+    # _conv_wgrad_kernel are 2-byte loads in fp16, which cannot be copied asynchronously)
+    KB: tl.constexpr = KH * BODY
+    KP: tl.constexpr = KB + TK
+    num_pid_m: tl.constexpr = (KP + BLOCK_M - 1) // BLOCK_M
+    pid_m = tl.program_id(0) % num_pid_m
+    pid_n = tl.program_id(0) // num_pid_m
+    split = tl.program_id(1)
+    P = N * OH * OW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < KP
+    mask_n = offs_n < C_OUT
+    # GEMM row -> where K element k of a pixel's window lies: row kh, element j of the packed
+    # rows (k < KB), or element k - KB of the pixel's tail
+    body = offs_m < KB
+    kh = offs_m // BODY
+    row_offs = tl.where(body, kh * stride_xph + (offs_m - kh * BODY), TAIL0 + (offs_m - KB))
+
+    p_lo = split * PIX_PER_SPLIT
+    p_hi = tl.minimum(p_lo + PIX_PER_SPLIT, P)
+    if xp_ptr.dtype.element_ty == tl.float64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_K):
+        # GEMM K -> output pixel (n, oh, ow)
+        offs_k = p0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < p_hi
+        ow = offs_k % OW
+        oh = (offs_k // OW) % OH
+        n = offs_k // (OW * OH)
+        x_cols = tl.where(body[:, None],
+                          (n * stride_xpn + oh * (STRIDE_H * stride_xph)
+                           + ow * (STRIDE_W * CP))[None, :],
+                          (offs_k * TK)[None, :])
+        a = tl.load(xp_ptr + row_offs[:, None] + x_cols,
+                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
+        b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
+                  + (offs_n * stride_gc)[None, :])
+        b = tl.load(g_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+
+    dw_offs = split * (C_OUT * KP) + (offs_n * KP)[None, :] + offs_m[:, None]
+    tl.store(dw_part_ptr + dw_offs, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
 def _relu_grad_kernel(
     # pointers (db_part: fp32 [SPLIT, C], fp64 for fp64)
     dy_ptr, y_ptr, g_ptr, db_part_ptr,
@@ -426,7 +493,15 @@ _conv_fwd_packed = {
                           key=["N", "OH", "OW", "C_OUT", "stride_xpn", "stride_xph", "KH", "BODY",
                                "TK", "CP", "STRIDE_H", "STRIDE_W", "HAS_BIAS"],
                           )(_conv_fwd_packed_kernel)
-    for path, configs in (("mma", FWD_PACKED_CONFIGS), ("fma", FWD_PACKED_FP32_CONFIGS))
+    for path, configs in PACKED_TUNING["fwd_packed"].items()
 }
 _conv_dgrad = _autotuned(_conv_dgrad_kernel, "dgrad", _SHAPE_KEY + ["stride_gc", "stride_wc"])
 _conv_wgrad = _autotuned(_conv_wgrad_kernel, "wgrad", _SHAPE_KEY + ["PIX_PER_SPLIT", "stride_xc"])
+_conv_wgrad_packed = {
+    path: triton.autotune(autotune_configs(configs, CONV_INTERPRET_CONFIG),
+                          key=["N", "OH", "OW", "C_OUT", "PIX_PER_SPLIT", "stride_xpn",
+                               "stride_xph", "stride_gc", "KH", "BODY", "TK", "CP", "STRIDE_H",
+                               "STRIDE_W"],
+                          )(_conv_wgrad_packed_kernel)
+    for path, configs in PACKED_TUNING["wgrad_packed"].items()
+}

@@ -120,7 +120,9 @@ from kernels._conv2d_relu_args import (
     _relu_grad_args,
     _relu_grad_pixels_per_split,
     _sm_count,
+    _unpack_weight,
     _wgrad_args,
+    _wgrad_packed_args,
     _wgrad_pixels_per_split,
     aot_specs,  # noqa: F401 (kernels._aot compiles each op module's aot_specs())
 )
@@ -129,6 +131,7 @@ from kernels._conv2d_relu_kernels import (
     _conv_fwd,
     _conv_fwd_packed,
     _conv_wgrad,
+    _conv_wgrad_packed,
     _relu_grad_kernel,
     _split_sum_kernel,
 )
@@ -257,6 +260,9 @@ def _relu_grad(dy, y, has_bias: bool):
 
 def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
+    pk = _Packing.of(geo)
+    if pk.fits(geo):  # conv1: on the packed input, as its forward
+        return _conv_weight_grad_packed(x, g, weight, geo, pk)
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
     pixels = geo.n * geo.oh * geo.ow
     pix_per_split = _wgrad_pixels_per_split(geo, _sm_count(x.device), WGRAD_SPLIT_PIXELS)
@@ -277,6 +283,32 @@ def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
         _conv_wgrad[_path(x.dtype)][grid](**args, **consts)
         _split_sum(dw_part, dw)
     return dw
+
+
+def _conv_weight_grad_packed(x, g, weight, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # conv1: the input packed again (as the forward packed it), packed dW^T (KP, C_out) in
+    # fp32 partials per pixel split, summed in order, unpacked to dW like weight
+    pixels = geo.n * geo.oh * geo.ow
+    pix_per_split = _wgrad_pixels_per_split(geo, _sm_count(x.device), WGRAD_SPLIT_PIXELS)
+    split = triton.cdiv(pixels, pix_per_split)
+    if split * geo.cg_out * pk.kp >= INT32_SPAN_LIMIT:
+        raise ValueError(
+            f"weight-gradient partials would hold {split} x {geo.cg_out * pk.kp} elements "
+            f"(int32 indexing); set kernels.conv2d_relu.WGRAD_SPLIT_PIXELS (now "
+            f"{WGRAD_SPLIT_PIXELS}) above {pix_per_split} pixels per split"
+        )
+    rows, _ = _pack_input(x, geo, pk)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw_part = torch.empty((split, geo.cg_out * pk.kp), dtype=acc_dtype, device=x.device)
+    dwp = torch.empty((geo.cg_out, pk.kp), dtype=weight.dtype, device=x.device)
+    args, consts = _wgrad_packed_args(rows, g, dw_part, pix_per_split, geo, pk)
+    grid = lambda meta: (triton.cdiv(pk.kp, meta["BLOCK_M"])
+                         * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), split)
+    with device_context(x):
+        _conv_wgrad_packed[_path(x.dtype)][grid](**args, **consts)
+        _split_sum(dw_part, dwp)
+    dw = torch.empty_like(weight)
+    return dw.copy_(_unpack_weight(dwp, geo.cg_in, geo, pk))
 
 
 # ----------------------------------------------------------------------------------------------

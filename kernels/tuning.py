@@ -120,6 +120,16 @@ FWD_PACKED_FP32_CONFIGS = _configs(
     (32, 32, PACKED_BLOCK_K, 4, 3),
 )
 
+# conv1's weight gradient on the packed input (_conv_wgrad_packed_kernel): M = the 368 packed K
+# elements (363 taps) x N = 96 channels, K = pixels. BLOCK_N = 32 divides C_out; 64 or 128 rows
+# pad M to 384 (95%).
+WGRAD_PACKED_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 32, 4, 3), (128, 32, 32, 4, 3))
+WGRAD_PACKED_FP32_CONFIGS = _configs((32, 32, 32, 4, 3), (64, 32, 16, 4, 2), (32, 32, 16, 4, 3))
+# conv1's packed kernels -> path -> configs (no pruner: one shape)
+PACKED_TUNING = {
+    "fwd_packed": {"mma": FWD_PACKED_CONFIGS, "fma": FWD_PACKED_FP32_CONFIGS},
+    "wgrad_packed": {"mma": WGRAD_PACKED_CONFIGS, "fma": WGRAD_PACKED_FP32_CONFIGS},
+}
 
 def _tile(c: triton.Config) -> tuple:
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,

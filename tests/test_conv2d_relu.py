@@ -301,20 +301,30 @@ class PathSpy(dict):
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, dtype", PACKED_CASES)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-def test_packed_forward_matches_reference(monkeypatch, x_shape, w_shape, stride, padding, dtype,
-                                          bias):
+def test_packed_path_matches_reference(monkeypatch, x_shape, w_shape, stride, padding, dtype,
+                                       bias):
+    # forward and weight gradient on the packed input (the image needs no gradient); the
+    # interpreter's 32-row wgrad tiles straddle the rows/tail boundary of K in cp4-tail (80)
+    # and rect-stride-long-tail (112)
     launches = []
-    monkeypatch.setattr(conv_mod, "_conv_fwd_packed",
-                        PathSpy(conv_mod._conv_fwd_packed, launches))
-    monkeypatch.setattr(conv_mod, "_conv_fwd", RefuseLaunch())
-    x, w, b = (None if t is None else t.detach() for t in make(x_shape, w_shape, bias, dtype))
+    for table in ("_conv_fwd_packed", "_conv_wgrad_packed"):
+        monkeypatch.setattr(conv_mod, table, PathSpy(getattr(conv_mod, table), launches))
+    for table in ("_conv_fwd", "_conv_wgrad"):
+        monkeypatch.setattr(conv_mod, table, RefuseLaunch())
+    x, w, b = make(x_shape, w_shape, bias, dtype, x_grad=False)
     y = conv2d_relu(x, w, b, stride, padding)
-    # the packed kernel ran: fp16 on the tensor-core path, fp32 exact under the interpreter
-    assert launches == ["mma" if dtype == torch.float16 else "fma"]
-    y_ref, _ = reference(x, w, b, stride, padding, 1, torch.zeros(y.shape))
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grads = torch.autograd.grad(y, [w] + ([b] if bias else []), dy)
+    # both packed kernels ran: fp16 on the tensor-core path, fp32 exact under the interpreter
+    assert launches == ["mma" if dtype == torch.float16 else "fma"] * 2
+    y_ref, grads_ref = reference(x, w, b, stride, padding, 1, dy)
     assert y.dtype == dtype and y.shape == y_ref.shape
     assert 0.1 < (y_ref == 0).double().mean().item() < 0.9  # the ReLU mask is exercised
     assert_close(y, y_ref, dtype, reduce_dim=w_shape[1] * w_shape[2] * w_shape[3])
+    pixels = y.numel() // w_shape[0]
+    for grad, name in zip(grads, ("weight", "bias")):
+        assert grad.shape == grads_ref[name].shape and grad.dtype == dtype
+        assert_close(grad, grads_ref[name], dtype, reduce_dim=pixels)
 
 
 # ----------------------------------------------------------------------------------------------
