@@ -378,6 +378,7 @@ def _conv_wgrad_packed_kernel(
     # GEMM row -> where K element k of a pixel's window lies: row kh, element j of the packed
     # rows (k < KB), or element k - KB of the pixel's tail
     body = offs_m < KB
+    in_tail = (offs_m >= KB).to(tl.int32)
     kh = offs_m // BODY
     row_offs = tl.where(body, kh * stride_xph + (offs_m - kh * BODY), TAIL0 + (offs_m - KB))
 
@@ -394,10 +395,10 @@ def _conv_wgrad_packed_kernel(
         ow = offs_k % OW
         oh = (offs_k // OW) % OH
         n = offs_k // (OW * OH)
-        x_cols = tl.where(body[:, None],
-                          (n * stride_xpn + oh * (STRIDE_H * stride_xph)
-                           + ow * (STRIDE_W * CP))[None, :],
-                          (offs_k * TK)[None, :])
+        # the pixel's window (body rows) or its tail: a 0/1 blend, as a select of two
+        # broadcast tensors hides the runs of 4 from the compiler (2-byte loads)
+        x_win = n * stride_xpn + oh * (STRIDE_H * stride_xph) + ow * (STRIDE_W * CP)
+        x_cols = x_win[None, :] + in_tail[:, None] * (offs_k * TK - x_win)[None, :]
         a = tl.load(xp_ptr + row_offs[:, None] + x_cols,
                     mask=mask_m[:, None] & mask_k[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
         b_offs = ((n * stride_gn + oh * stride_gh + ow * stride_gw)[:, None]
