@@ -51,7 +51,7 @@ COLUMNS = ["kernel", "config", "dtype", "arch", "regs", "spill st/ld (B)", "shar
 # the kernels use only when TF32 is turned off (torch.backends.cudnn.allow_tf32 = False).
 EXACT_FP32 = "fp32"
 _CONV_GEMMS = ("conv2d_relu_fwd", "conv2d_relu_dgrad", "conv2d_relu_wgrad")
-_CONV_PACKED = "conv2d_relu_fwd_packed"  # conv1's forward
+_CONV_PACKED = ("conv2d_relu_fwd_packed", "conv2d_relu_wgrad_packed")  # conv1's own kernels
 
 
 def split_name(name: str) -> tuple[str, str, str]:
@@ -71,16 +71,18 @@ def in_default_fit(name: str) -> bool:
     LRN/pooling in whichever of the three dtypes reaches them. Off that path: the exact-fp32
     conv GEMMs (label ``fp32``; TF32's are ``fp32-tf32``; the split-K sum that follows wgrad is
     labelled by its output dtype and runs for TF32 as well), and the general forward of a layer
-    that conv1's packed forward takes (``_Packing.fits``: conv1).
+    and weight gradient of a layer that conv1's packed kernels take (``_Packing.fits``:
+    conv1).
     """
     kernel, config, dtype = split_name(name)
-    if kernel in (*_CONV_GEMMS, _CONV_PACKED) and dtype == EXACT_FP32:
+    if kernel in (*_CONV_GEMMS, *_CONV_PACKED) and dtype == EXACT_FP32:
         return False
-    return not (kernel == "conv2d_relu_fwd" and _packed_layer(config.split(",")[0]))
+    replaced = kernel in ("conv2d_relu_fwd", "conv2d_relu_wgrad")
+    return not (replaced and _packed_layer(config.split(",")[0]))
 
 
 def _packed_layer(layer: str) -> bool:
-    """Whether conv1's packed forward takes this AlexNet layer instead of the general one."""
+    """Whether conv1's packed kernels take this AlexNet layer instead of the general ones."""
     conv = importlib.import_module("kernels.conv2d_relu")
     if layer not in conv.ALEXNET_CONVS:
         return False
@@ -169,13 +171,17 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict) -> Workloa
         issued = _cdiv(pix, per_prog) * per_prog * _padded(c_out, conv.RELU_GRAD_BLOCK_C)
         return Workload(blocks, y, issued, 0, 3 * y * es + _cdiv(pix, per_prog) * c_out * 4)
     bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
-    if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
-        gm, gn = kh * kw * cg_in, cg_out
+    if kernel in ("conv2d_relu_wgrad", "conv2d_relu_wgrad_packed"):
+        # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
+        gm, gn, x_read, part = kh * kw * cg_in, cg_out, x, wt
+        if kernel == "conv2d_relu_wgrad_packed":  # conv1: KP packed rows, its rows and tails
+            pk = conv._Packing.of(geo)
+            gm, x_read, part = pk.kp, pk.tail0 + pix * pk.tk, c_out * pk.kp
         split = _cdiv(pix, per_split)
         k_issued = (pix // per_split) * _padded(per_split, bk) + _padded(pix % per_split, bk)
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
-        traffic = (x + y) * es + split * wt * 4  # x and the masked dy; fp32 partials
+        traffic = (x_read + y) * es + split * part * 4  # x and the masked dy; fp32 partials
     elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH body rows + the windows' tails
         pk = conv._Packing.of(geo)
         gm, gn, gk = pix, cg_out, pk.kp
@@ -249,14 +255,14 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
     """One line per sm_90 goal for the tensor-core conv kernels (issue 13): how many specs meet
     it, and the (kernel, layer) pairs with a spec that does not."""
     convs = [r for r in results if r.ok and r.arch == 90 and r.uses_dot
-             and split_name(r.name)[0] in (*_CONV_GEMMS, _CONV_PACKED)
+             and split_name(r.name)[0] in (*_CONV_GEMMS, *_CONV_PACKED)
              and in_default_fit(r.name)]
     if not convs:
         return []
 
-    def layer(r):
+    def layer(r):  # conv1's packed kernels count as its forward and wgrad
         kernel, config, _ = split_name(r.name)
-        return kernel.removeprefix("conv2d_relu_"), config.split(",")[0]
+        return kernel.removeprefix("conv2d_relu_").removesuffix("_packed"), config.split(",")[0]
 
     def waves(r):
         load = workload(r.name, consts[r.name])
@@ -271,7 +277,7 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
         ("async wgmma overlap (wgmma.wait_group >= 1)", lambda r: True,
          lambda r: (r.stats.wgmma_wait or 0) >= 1),
         ("conv1 forward: every global load and copy >= 8 B, and pipelined",
-         lambda r: layer(r)[1] == "conv1" and layer(r)[0] in ("fwd", "fwd_packed"),
+         lambda r: layer(r) == ("fwd", "conv1"),
          lambda r: r.stats.narrowest_load >= 8 and r.stats.pipelined),
         ("tile efficiency >= 90%", lambda r: True,
          lambda r: workload(r.name, consts[r.name]).tile_efficiency >= 0.9),
