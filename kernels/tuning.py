@@ -121,9 +121,10 @@ FWD_PACKED_FP32_CONFIGS = _configs(
 )
 
 # conv1's weight gradient on the packed input (_conv_wgrad_packed_kernel): M = the 368 packed K
-# elements (363 taps) x N = 96 channels, K = pixels. BLOCK_N = 32 divides C_out; 64 or 128 rows
-# pad M to 384 (95%).
-WGRAD_PACKED_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 32, 4, 3), (128, 32, 32, 4, 3))
+# elements (363 taps) x N = 96 channels, K = pixels. BLOCK_N = 32 divides C_out; 64 rows pad M
+# to 384 (95%). (64x32x32 and 128x32x32, and 2 stages, fit 6-8 blocks per SM in fp16/bf16 and
+# so launch under 2 waves of an H100 with the launcher's 88 splits; 2 stages do not pipeline.)
+WGRAD_PACKED_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 64, 4, 4))
 WGRAD_PACKED_FP32_CONFIGS = _configs((32, 32, 32, 4, 3), (64, 32, 16, 4, 2), (32, 32, 16, 4, 3))
 # conv1's packed kernels -> path -> configs (no pruner: one shape)
 PACKED_TUNING = {
