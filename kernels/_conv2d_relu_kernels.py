@@ -23,6 +23,12 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   weight is packed to (C_out, KP) in the same K order, the bias widened to fp32 (8-byte
   loads). BLOCK_N = 32 divides C_out = 96. Cost: one extra pass over the image (rows: about
   the image; the tail: 16 elements per output pixel).
+- conv1's weight gradient (``_conv_wgrad_packed_kernel``) is the same GEMM transposed, on the
+  input packed again: M = the KP packed K elements, N = C_out, K = output pixels, split as
+  wgrad below. Its x tile is runs of 4 contiguous elements along M (8-byte ``cp.async`` in
+  fp16/bf16, where the general wgrad's tap gathers are 2-byte loads that cannot be copied
+  asynchronously, which kept its wgmma from overlapping). The launcher unpacks the summed
+  (C_out, KP) gradient to (C_out, C_in, KH, KW).
 - ReLU mask (one elementwise pass, first in backward): g = dy masked by the saved output, and
   the bias gradient as fp32 partial sums over fixed pixel splits, summed in a fixed order by
   the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's

@@ -64,12 +64,12 @@ sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been 
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
 TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 128x64x32 (conv3); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
-conv1's forward runs its packed kernel (8-byte ``cp.async`` in fp16/bf16, 16-byte in fp32,
-pipelined, with async wgmma on sm_90; 98.6% of its K is useful); its weight gradient still
-gathers 3-channel taps with scalar loads and smaller tiles (``SMALL_CIN``; in fp16/bf16 the
-gathered tile is stored to shared memory synchronously, so its wgmma does not overlap), as does
-the generic forward when the packed copies would pass 2**31 elements or a window row is
-shorter than 16 elements.
+conv1's forward and weight gradient run its packed kernels (8-byte ``cp.async`` in fp16/bf16,
+16-byte in fp32, pipelined, with async wgmma on sm_90; 98.6% of the forward's K is useful; the
+input is packed once per forward and once per backward). Where the packed copies would pass
+2**31 elements or a window row is shorter than 16 elements, a C_in <= 4 convolution takes the
+general kernels, which gather 3-channel taps with scalar loads and smaller tiles
+(``SMALL_CIN``).
 The backward's ReLU-mask pass reads dy and y and writes g once (about 3 activation-sized
 transfers), so dgrad and wgrad each read one gradient tensor instead of two.
 

@@ -83,7 +83,7 @@ WGRAD_FP32_CONFIGS = _configs(
 # gathered x tile (forward and weight gradient) decodes its own tap and loads one scalar, so
 # addresses and masks need several times the registers of conv2-5 and the tiles above spill
 # (0.1-2.4 KB). The autotuner gets these instead (fp32: smaller still, TF32: at most 64x64):
-# conv1's weight gradient, and its forward when the packed kernel below cannot take it.
+# conv1's forward and weight gradient when the packed kernels below cannot take them.
 SMALL_CIN = 16
 FWD_SMALL_CIN_CONFIGS = _configs(
     (64, 128, 32, 4, 3), (64, 64, 32, 4, 4), (64, 64, 16, 4, 3), (32, 64, 32, 4, 3),
