@@ -267,10 +267,11 @@ def test_tf32_decision_reaches_the_launch(monkeypatch, allow):
     for kernel in ("fwd", "dgrad", "wgrad"):
         monkeypatch.setattr(conv_mod, f"_conv_{kernel}", {p: SpyLaunch(kernel, p, log)
                                                          for p in ("mma", "fma")})
-    # C_in = 4 with window rows of 4 x 4 elements takes conv1's packed forward: it must get the
-    # same decision
-    monkeypatch.setattr(conv_mod, "_conv_fwd_packed", {p: SpyLaunch("fwd", p, log)
-                                                       for p in ("mma", "fma")})
+    # C_in = 4 with window rows of 4 x 4 elements takes conv1's packed forward and weight
+    # gradient: they must get the same decision
+    for kernel in ("fwd", "wgrad"):
+        monkeypatch.setattr(conv_mod, f"_conv_{kernel}_packed",
+                            {p: SpyLaunch(kernel, p, log) for p in ("mma", "fma")})
     x, w, b = make((1, 4, 5, 5), (6, 4, 3, 4))
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     before = cudnn.allow_tf32, matmul.allow_tf32
