@@ -11,9 +11,9 @@
 padding is an int, a pair, "valid" or "same" (stride 1; an even kernel puts the extra row
 bottom/right, as torch does); dilation must be 1.
 
-Kernels: implicit GEMMs with an fp32 accumulator (fp64 for fp64), forward, conv1's packed
-forward, the backward's ReLU-mask pass, input gradient (dgrad) and weight gradient (wgrad, a
-deterministic split-K); :mod:`kernels._conv2d_relu_kernels` describes each. Tuning tables and
+Kernels: implicit GEMMs with an fp32 accumulator (fp64 for fp64), forward, the backward's
+ReLU-mask pass, input gradient (dgrad) and weight gradient (wgrad, a deterministic split-K),
+and conv1's packed forward and weight gradient; :mod:`kernels._conv2d_relu_kernels` describes each. Tuning tables and
 pruners: :mod:`kernels.tuning`; the call's geometry, argument checks and the kernels' arguments:
 :mod:`kernels._conv2d_relu_args`.
 
