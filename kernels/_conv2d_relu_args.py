@@ -37,14 +37,16 @@ from kernels._conv2d_relu_kernels import (
     _conv_fwd_kernel,
     _conv_fwd_packed_kernel,
     _conv_wgrad_kernel,
+    _conv_wgrad_packed_kernel,
     _relu_grad_kernel,
     _split_sum_kernel,
 )
 from kernels.tuning import (
     CONV_TUNING,
-    FWD_PACKED_CONFIGS,
-    FWD_PACKED_FP32_CONFIGS,
+    PACKED_BLOCK_K,
     PACKED_CIN,
+    PACKED_TUNING,
+    PACKED_VEC,
     RELU_GRAD_BLOCK_C,
     RELU_GRAD_BLOCK_P,
     RELU_GRAD_LAUNCH,
@@ -240,54 +242,127 @@ def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
 
 @dataclass(frozen=True)
 class _Packing:
-    """conv1's packed layout: input (N, HP, WP, CP) with the padding as a zero border, weight
-    (C_out, KH, KWC); a row of the window is KWC = KW * CP elements padded to a multiple of 16
-    (the smallest BLOCK_K), WP a multiple of 4 so every row starts 16-element aligned."""
+    """conv1's packed layout. A window row is KW taps x ``cp`` channels of one zero-bordered
+    input row, contiguous; its first ``body`` elements (a multiple of PACKED_BLOCK_K) are read
+    straight from the packed rows, the rest of every row (the ``tail``) from a small im2col copy,
+    so every K block is whole, aligned runs of real elements or zeros and the kernel needs
+    neither a mask nor a fix-up in registers (which would keep the tensor cores from
+    overlapping: the zeroed tile could not be copied to shared memory asynchronously).
 
+    - rows: (N, HP, WPC), pixels interleaved (w, c) with ``cp`` channels each (C_in, or the
+      fewest above it that make ``STRIDE_W * cp`` a multiple of PACKED_VEC, so every window row
+      starts PACKED_VEC-aligned: 8-byte loads in fp16/bf16, 16-byte in fp32); the padding is
+      the border; WPC a multiple of 16 (a 16-divisible stride for the JIT).
+      conv1: 3 channels, stride 4: window rows at 12 * ow, body 32 of their 33 elements.
+    - tail: (N * OH * OW, TK), the KH * (KW * cp - body) remaining elements of each output
+      pixel's window, zero-padded to TK, a multiple of PACKED_BLOCK_K (conv1: 11 -> 16).
+    - weight: (C_out, KP), KP = KH * body + TK, in the same K order (conv1: 352 + 16 = 368 for
+      363 useful, 98.6%).
+    """
+
+    cp: int
     hp: int
-    wp: int
-    kwc: int
-    cp: int = PACKED_CIN
+    wpc: int
+    body: int
+    tk: int
+    kp: int
+    tail0: int  # where the tail starts in the packed buffer: after the N * HP * WPC rows
 
     @staticmethod
     def of(geo: _Geometry) -> _Packing:
-        kwc = _round_up(geo.kw * PACKED_CIN, 16)
-        hp = (geo.oh - 1) * geo.stride[0] + geo.kh
-        wp = _round_up((geo.ow - 1) * geo.stride[1] + kwc // PACKED_CIN, 4)
-        return _Packing(hp, wp, kwc)
+        sh, sw = geo.stride
+        cp = next((c for c in range(geo.cg_in, PACKED_CIN + 1) if sw * c % PACKED_VEC == 0),
+                  geo.cg_in)  # (PACKED_CIN is a multiple of PACKED_VEC)
+        body = geo.kw * cp // PACKED_BLOCK_K * PACKED_BLOCK_K
+        tk = _round_up(geo.kh * (geo.kw * cp - body), PACKED_BLOCK_K)
+        hp = (geo.oh - 1) * sh + geo.kh
+        wpc = _round_up(((geo.ow - 1) * sw + geo.kw) * cp, 16)
+        return _Packing(cp, hp, wpc, body, tk, geo.kh * body + tk, geo.n * hp * wpc)
 
     def fits(self, geo: _Geometry) -> bool:
-        """Whether conv1's path takes this call (it packs one group of at most CP channels)."""
-        return (geo.groups == 1 and geo.cg_in <= self.cp
-                and geo.n * self.hp * self.wp * self.cp < INT32_SPAN_LIMIT)
+        """Whether conv1's path takes this call: one group of at most PACKED_CIN channels whose
+        window rows hold at least one body block (C_in = 3, 11x11: 33 elements)."""
+        return (geo.groups == 1 and geo.cg_in <= PACKED_CIN and self.body > 0
+                and self.tail0 + geo.n * geo.oh * geo.ow * self.tk < INT32_SPAN_LIMIT)
 
 
-def _pack_input(x, geo: _Geometry, pk: _Packing) -> torch.Tensor:
-    # (N, C_in <= 4, H, W) -> zeros (N, HP, WP, 4) with the image at (pad_top, pad_left); rows
-    # and columns no window reaches are left out
-    xp = x.new_zeros((geo.n, pk.hp, pk.wp, pk.cp))
+def _windows(rows: torch.Tensor, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # the packed rows (N, HP, WPC) as every output pixel's window (N, OH, OW, KH, KW * CP): a
+    # strided view, no copy
+    n, hp, wpc = rows.shape
+    return rows.as_strided((n, geo.oh, geo.ow, geo.kh, geo.kw * pk.cp),
+                           (hp * wpc, geo.stride[0] * wpc, geo.stride[1] * pk.cp, wpc, 1),
+                           rows.storage_offset())
+
+
+def _pack_input(x, geo: _Geometry, pk: _Packing) -> tuple[torch.Tensor, torch.Tensor]:
+    # (N, C_in <= 4, H, W) -> rows (N, HP, WPC): zeros with the image at (pad_top, pad_left),
+    # rows and columns no window reaches left out; and the tail (N * OH * OW, TK), right after
+    # the rows in one buffer (the weight gradient reads both from the rows' pointer)
+    flat = x.new_zeros(pk.tail0 + geo.n * geo.oh * geo.ow * pk.tk)
+    rows = flat[:pk.tail0].view(geo.n, pk.hp, pk.wpc)
+    wp = pk.wpc // pk.cp  # whole pixels per row
+    pixels = rows[:, :, :wp * pk.cp].unflatten(2, (wp, pk.cp))
     top, left = geo.padding
-    rows, cols = min(geo.h, pk.hp - top), min(geo.w, pk.wp - left)
-    if rows > 0 and cols > 0:
-        xp[:, top:top + rows, left:left + cols, :geo.cg_in] = \
-            x[:, :, :rows, :cols].permute(0, 2, 3, 1)
-    return xp
+    h, w = min(geo.h, pk.hp - top), min(geo.w, wp - left)
+    if h > 0 and w > 0:
+        pixels[:, top:top + h, left:left + w, :geo.cg_in] = x[:, :, :h, :w].permute(0, 2, 3, 1)
+    tail = flat[pk.tail0:].view(geo.n * geo.oh * geo.ow, pk.tk)
+    rest = geo.kh * (geo.kw * pk.cp - pk.body)
+    if rest:
+        tail[:, :rest] = _windows(rows, geo, pk)[..., pk.body:].reshape(-1, rest)
+    return rows, tail
 
 
-def _pack_weight(weight, pk: _Packing) -> torch.Tensor:
-    # (C_out, C_in, KH, KW) -> zeros (C_out, KH * KWC), tap (kh, kw, c) at kh * KWC + kw * 4 + c
+def _pack_weight(weight, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # (C_out, C_in, KH, KW) -> (C_out, KP): the body, tap (kh, kw, c) at kh * BODY + kw * CP + c,
+    # then the tail in the same (kh, kw, c) order, zeros elsewhere
     c_out, c_in, kh, kw = weight.shape
-    wp = weight.new_zeros((c_out, kh, pk.kwc // pk.cp, pk.cp))
-    wp[:, :, :kw, :c_in] = weight.permute(0, 2, 3, 1)
-    return wp.reshape(c_out, kh * pk.kwc)
+    taps = weight.new_zeros((c_out, kh, kw, pk.cp))
+    taps[..., :c_in] = weight.permute(0, 2, 3, 1)
+    taps = taps.reshape(c_out, kh, kw * pk.cp)
+    rest = kh * (kw * pk.cp - pk.body)
+    wp = weight.new_zeros((c_out, pk.kp))
+    wp[:, :kh * pk.body] = taps[..., :pk.body].reshape(c_out, -1)
+    wp[:, kh * pk.body:kh * pk.body + rest] = taps[..., pk.body:].reshape(c_out, -1)
+    return wp
 
 
-def _fwd_packed_args(xp, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dict, dict]:
-    """Runtime arguments and op constexprs of _conv_fwd_packed_kernel, in signature order."""
-    args = dict(xp_ptr=xp, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y, N=geo.n,
-                OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=xp.stride(0),
-                stride_xph=xp.stride(1), **strides("y", y))
-    consts = {"KH": geo.kh, "KWC": pk.kwc, "KW_CP": geo.kw * pk.cp, "CP": pk.cp,
+def _unpack_weight(wp: torch.Tensor, c_in: int, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # _pack_weight's inverse: (C_out, KP) -> a (C_out, C_in, KH, KW) view
+    c_out, kh, kw = wp.shape[0], geo.kh, geo.kw
+    rest = kh * (kw * pk.cp - pk.body)
+    taps = torch.cat([wp[:, :kh * pk.body].reshape(c_out, kh, pk.body),
+                      wp[:, kh * pk.body:kh * pk.body + rest].reshape(c_out, kh, -1)], dim=2)
+    return taps.view(c_out, kh, kw, pk.cp)[..., :c_in].permute(0, 3, 1, 2)
+
+
+def _wgrad_packed_args(xp, g, dw_part, pix_per_split, geo: _Geometry,
+                       pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_wgrad_packed_kernel, in signature order
+    (xp: the packed rows, with the tails after them in the same buffer)."""
+    args = dict(xp_ptr=xp, g_ptr=g, dw_part_ptr=dw_part, N=geo.n, OH=geo.oh, OW=geo.ow,
+                C_OUT=geo.cg_out, PIX_PER_SPLIT=pix_per_split, TAIL0=pk.tail0,
+                stride_xpn=pk.hp * pk.wpc, stride_xph=pk.wpc, **strides("g", g))
+    consts = {"KH": geo.kh, "BODY": pk.body, "TK": pk.tk, "CP": pk.cp,
+              "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1],
+              "INPUT_PRECISION": _input_precision(xp.dtype)}
+    return args, consts
+
+
+def _bias_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The packed forward's bias dtype: fp32, fp64 for fp64 (exact widenings)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fwd_packed_args(xp, xt, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_packed_kernel, in signature order. The
+    bias is read in fp32 (fp64 for fp64): 16-bit ones are widened by the launcher, so that each
+    thread's pair of bias values is one 8-byte load."""
+    args = dict(xp_ptr=xp, xt_ptr=xt, wp_ptr=wp, b_ptr=wp if bias is None else bias, y_ptr=y,
+                N=geo.n, OH=geo.oh, OW=geo.ow, C_OUT=geo.cg_out, stride_xpn=pk.hp * pk.wpc,
+                stride_xph=pk.wpc, **strides("y", y))
+    consts = {"KH": geo.kh, "BODY": pk.body, "TK": pk.tk, "CP": pk.cp,
               "STRIDE_H": geo.stride[0], "STRIDE_W": geo.stride[1], "HAS_BIAS": bias is not None,
               "INPUT_PRECISION": _input_precision(xp.dtype)}
     return args, consts
@@ -369,6 +444,18 @@ def _wgrad_max_splits(geo: _Geometry, sms: int, configs: list[triton.Config], el
                              c.kwargs["BLOCK_K"], elem_bytes, requested) for c in configs)
 
 
+def _wgrad_packed_split(geo: _Geometry, sms: int, configs: list[triton.Config], elem_bytes: int,
+                        requested: int | None = None) -> tuple[int, int]:
+    """conv1's packed wgrad: (splits, pixels per split), one count for all its configs (they
+    share one tile), chosen as :func:`_wgrad_splits` chooses it; the kernel takes the split
+    length as an argument, a multiple of the largest BLOCK_K."""
+    pixels = geo.n * geo.oh * geo.ow
+    block_k = max(c.kwargs["BLOCK_K"] for c in configs)
+    per_split = _wgrad_split_pixels(pixels, _wgrad_max_splits(geo, sms, configs, elem_bytes,
+                                                              requested), block_k)
+    return triton.cdiv(pixels, per_split), per_split
+
+
 def _relu_grad_pixels_per_split(pixels: int, c_out: int, sms: int) -> int:
     """Output pixels per program of the ReLU-mask pass (see RELU_GRAD_WAVES)."""
     split = min(triton.cdiv(RELU_GRAD_WAVES * sms, triton.cdiv(c_out, RELU_GRAD_BLOCK_C)),
@@ -437,16 +524,25 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
             ]
             pk = _Packing.of(geo)
             if pk.fits(geo):  # conv1's own forward
-                xp = empty(n, pk.hp, pk.wp, pk.cp, fmt=torch.contiguous_format)
-                wp = empty(c_out, kh * pk.kwc, fmt=torch.contiguous_format)
-                packed = _fwd_packed_args(xp, wp, b, y, geo, pk)
+                xp = empty(n, pk.hp, pk.wpc, fmt=torch.contiguous_format)
+                xt = empty(n * oh * ow, pk.tk, fmt=torch.contiguous_format)
+                wp = empty(c_out, pk.kp, fmt=torch.contiguous_format)
+                b32 = empty(c_out, fmt=torch.contiguous_format, dt=_bias_dtype(dtype))
+                packed = _fwd_packed_args(xp, xt, wp, b32, y, geo, pk)
                 kernels.append(("fwd_packed", _conv_fwd_packed_kernel, packed))
+                psplit, pix_per_split = _wgrad_packed_split(
+                    geo, ASSUMED_SMS, PACKED_TUNING["wgrad_packed"]["mma"],
+                    dtype.itemsize)
+                wpart = empty(psplit, c_out * pk.kp, fmt=torch.contiguous_format,
+                              dt=torch.float32)
+                packed = _wgrad_packed_args(xp, y, wpart, pix_per_split, geo, pk)
+                kernels.append(("wgrad_packed", _conv_wgrad_packed_kernel, packed))
             for kname, fn, (args, consts) in kernels:
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
-                if kname == "fwd_packed":  # every config compiles without spills
-                    kept = FWD_PACKED_CONFIGS if tensor_cores else FWD_PACKED_FP32_CONFIGS
+                if kname in PACKED_TUNING:  # every config compiles without spills
+                    kept = PACKED_TUNING[kname]["mma" if tensor_cores else "fma"]
                 else:
                     configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
                     kept = prune(configs, {}, **args, **consts)

@@ -13,8 +13,9 @@ Exit status 1 when any spec fails to compile, spills registers, promises tensor 
 than its module's ``LOAD_BOUNDS`` state (the LRN backwards, see :func:`load_targets`).
 
 What a default fit runs (:func:`in_default_fit`): channels_last convolutions (the conv specs are
-all channels_last) in fp32 with TF32, bf16 and fp16, forward, dgrad (not conv1's) and wgrad with
-its split-K sum, plus every LRN and pooling spec. NCHW convolutions are not compiled here: the
+all channels_last) in fp32 with TF32, bf16 and fp16, forward (conv1's own packed kernel; the
+general one's conv1 configurations only with ``--all``), dgrad (not conv1's) and wgrad with its
+split-K sum, plus every LRN and pooling spec. NCHW convolutions are not compiled here: the
 NCHW gather is not on the fit path (see kernels.conv2d_relu's docstring).
 """
 
@@ -52,6 +53,7 @@ COLUMNS = ["kernel", "config", "dtype", "arch", "regs", "spill st/ld (B)", "shar
 # the kernels use only when TF32 is turned off (torch.backends.cudnn.allow_tf32 = False).
 EXACT_FP32 = "fp32"
 _CONV_GEMMS = ("conv2d_relu_fwd", "conv2d_relu_dgrad", "conv2d_relu_wgrad")
+_CONV_PACKED = ("conv2d_relu_fwd_packed", "conv2d_relu_wgrad_packed")  # conv1's own kernels
 
 
 def split_name(name: str) -> tuple[str, str, str]:
@@ -68,12 +70,29 @@ def in_default_fit(name: str) -> bool:
 
     The model runs channels_last (every conv spec is), convolutions in fp32 with TF32 (cuDNN's
     default, ``torch.backends.cudnn.allow_tf32 = True``) or in bf16/fp16 under autocast, and
-    LRN/pooling in whichever of the three dtypes reaches them. Only the exact-fp32 conv GEMMs
-    (label ``fp32``; TF32's are ``fp32-tf32``) are off that path; the split-K sum that follows
-    wgrad is labelled by its output dtype and runs for TF32 as well.
+    LRN/pooling in whichever of the three dtypes reaches them. Off that path: the exact-fp32
+    conv GEMMs (label ``fp32``; TF32's are ``fp32-tf32``; the split-K sum that follows wgrad is
+    labelled by its output dtype and runs for TF32 as well), and the general forward of a layer
+    and weight gradient of a layer that conv1's packed kernels take (``_Packing.fits``:
+    conv1).
     """
-    kernel, _, dtype = split_name(name)
-    return not (kernel in _CONV_GEMMS and dtype == EXACT_FP32)
+    kernel, config, dtype = split_name(name)
+    if kernel in (*_CONV_GEMMS, *_CONV_PACKED) and dtype == EXACT_FP32:
+        return False
+    replaced = kernel in ("conv2d_relu_fwd", "conv2d_relu_wgrad")
+    return not (replaced and _packed_layer(config.split(",")[0]))
+
+
+def _packed_layer(layer: str) -> bool:
+    """Whether conv1's packed kernels take this AlexNet layer instead of the general ones."""
+    conv = importlib.import_module("kernels.conv2d_relu")
+    if layer not in conv.ALEXNET_CONVS:
+        return False
+    (n, _, h, w), (c_out, cg_in, kh, kw), stride, pad, groups, _ = conv.ALEXNET_CONVS[layer]
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    geo = conv._Geometry(n, cg_in, h, w, c_out // groups, oh, ow, kh, kw, (stride, stride),
+                         (pad, pad), groups)
+    return conv._Packing.of(geo).fits(geo)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,20 +172,25 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) 
         issued = _cdiv(pix, per_prog) * per_prog * _padded(c_out, conv.RELU_GRAD_BLOCK_C)
         return Workload(blocks, y, issued, 0, 3 * y * es + _cdiv(pix, per_prog) * c_out * 4)
     bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
-    if kernel == "conv2d_relu_wgrad":  # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks
-        gm, gn = kh * kw * cg_in, cg_out
-        split = conv._wgrad_splits(geo, sms, bm, bn, bk, es)  # as the launcher's grid splits
+    if kernel in ("conv2d_relu_wgrad", "conv2d_relu_wgrad_packed"):
+        # (KH*KW*Cg_in) x Cg_out, K = pixels, split in chunks as the launcher's grid splits
+        gm, gn, x_read, part = kh * kw * cg_in, cg_out, x, wt
+        split = conv._wgrad_splits(geo, sms, bm, bn, bk, es)
+        if kernel == "conv2d_relu_wgrad_packed":  # conv1: KP packed rows, its rows and tails
+            pk = conv._Packing.of(geo)
+            gm, x_read, part = pk.kp, pk.tail0 + pix * pk.tk, c_out * pk.kp
         per_split = conv._wgrad_split_pixels(pix, split, bk)
         k_issued = (split - 1) * per_split + _padded(pix - (split - 1) * per_split, bk)
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn) * split * groups
         issued = _padded(gm, bm) * _padded(gn, bn) * k_issued * groups
-        traffic = (x + y) * es + split * wt * 4  # x and the masked dy; fp32 partials
-    elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH rows of KW*4 padded channels
+        traffic = (x_read + y) * es + split * part * 4  # x and the masked dy; fp32 partials
+    elif kernel == "conv2d_relu_fwd_packed":  # conv1: K = KH body rows + the windows' tails
         pk = conv._Packing.of(geo)
-        gm, gn, gk = pix, cg_out, kh * pk.kwc
+        gm, gn, gk = pix, cg_out, pk.kp
         blocks = _cdiv(gm, bm) * _cdiv(gn, bn)
         issued = _padded(gm, bm) * _padded(gn, bn) * _padded(gk, bk)
-        traffic = (n * pk.hp * pk.wp * pk.cp + c_out * gk + y + c_out) * es
+        # packed rows and tails, packed weight, output, and the fp32 bias
+        traffic = (n * pk.hp * pk.wpc + pix * pk.tk + c_out * gk + y) * es + c_out * 4
     else:  # forward: pixels x Cg_out x (taps*Cg_in); dgrad: input pixels x Cg_in x (taps*Cg_out)
         gemm = kernel.removeprefix("conv2d_relu_")
         gm, gn = (pix, cg_out) if gemm == "fwd" else (n * h * w, cg_in)
@@ -242,13 +266,14 @@ def hopper_targets(results: list[CompileResult], consts: dict) -> list[str]:
     """One line per sm_90 goal for the tensor-core conv kernels (issue 13): how many specs meet
     it, and the (kernel, layer) pairs with a spec that does not."""
     convs = [r for r in results if r.ok and r.arch == 90 and r.uses_dot
-             and split_name(r.name)[0] in _CONV_GEMMS]
+             and split_name(r.name)[0] in (*_CONV_GEMMS, *_CONV_PACKED)
+             and in_default_fit(r.name)]
     if not convs:
         return []
 
-    def layer(r):
+    def layer(r):  # conv1's packed kernels count as its forward and wgrad
         kernel, config, _ = split_name(r.name)
-        return kernel.removeprefix("conv2d_relu_"), config.split(",")[0]
+        return kernel.removeprefix("conv2d_relu_").removesuffix("_packed"), config.split(",")[0]
 
     def waves(r):
         load = workload(r.name, consts[r.name], GPUS[90].sms)

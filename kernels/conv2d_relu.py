@@ -11,9 +11,9 @@
 padding is an int, a pair, "valid" or "same" (stride 1; an even kernel puts the extra row
 bottom/right, as torch does); dilation must be 1.
 
-Kernels: implicit GEMMs with an fp32 accumulator (fp64 for fp64), forward, conv1's packed
-forward, the backward's ReLU-mask pass, input gradient (dgrad) and weight gradient (wgrad, a
-deterministic split-K); :mod:`kernels._conv2d_relu_kernels` describes each. Tuning tables and
+Kernels: implicit GEMMs with an fp32 accumulator (fp64 for fp64), forward, the backward's
+ReLU-mask pass, input gradient (dgrad) and weight gradient (wgrad, a deterministic split-K),
+and conv1's packed forward and weight gradient; :mod:`kernels._conv2d_relu_kernels` describes each. Tuning tables and
 pruners: :mod:`kernels.tuning`; the call's geometry, argument checks and the kernels' arguments:
 :mod:`kernels._conv2d_relu_args`.
 
@@ -66,9 +66,12 @@ sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been 
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
 TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 64x128x32 (conv2); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
-conv1's forward runs its packed kernel (16-byte ``cp.async``, pipelined); its weight gradient
-still gathers 3-channel taps with scalar loads and smaller tiles (``SMALL_CIN``), as does the
-generic forward when the packed copy would pass 2**31 elements.
+conv1's forward and weight gradient run its packed kernels (8-byte ``cp.async`` in fp16/bf16,
+16-byte in fp32, pipelined, with async wgmma on sm_90; 98.6% of the forward's K is useful; the
+input is packed once per forward and once per backward). Where the packed copies would pass
+2**31 elements or a window row is shorter than 16 elements, a C_in <= 4 convolution takes the
+general kernels, which gather 3-channel taps with scalar loads and smaller tiles
+(``SMALL_CIN``).
 The backward's ReLU-mask pass reads dy and y and writes g once (about 3 activation-sized
 transfers), so dgrad and wgrad each read one gradient tensor instead of two.
 
@@ -102,6 +105,7 @@ from kernels._common import (
 )
 from kernels._conv2d_relu_args import (
     ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
+    _bias_dtype,
     _check_args,
     _check_dtypes,
     _dgrad_args,
@@ -117,8 +121,11 @@ from kernels._conv2d_relu_args import (
     _relu_grad_args,
     _relu_grad_pixels_per_split,
     _sm_count,
+    _unpack_weight,
     _wgrad_args,
     _wgrad_max_splits,
+    _wgrad_packed_args,
+    _wgrad_packed_split,
     _wgrad_splits,
     aot_specs,  # noqa: F401 (kernels._aot compiles each op module's aot_specs())
 )
@@ -127,12 +134,14 @@ from kernels._conv2d_relu_kernels import (
     _conv_fwd,
     _conv_fwd_packed,
     _conv_wgrad,
+    _conv_wgrad_packed,
     _relu_grad_kernel,
     _split_sum_kernel,
 )
 from kernels.tuning import (
     CONV_INTERPRET_CONFIG,
     CONV_TUNING,
+    PACKED_TUNING,
     RELU_GRAD_BLOCK_C,
     RELU_GRAD_LAUNCH,
     SUM_BLOCK,
@@ -158,8 +167,10 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
         return y
     pk = _Packing.of(geo)
     if pk.fits(geo):  # conv1
-        args, consts = _fwd_packed_args(_pack_input(x, geo, pk), _pack_weight(weight, pk), bias,
-                                        y, geo, pk)
+        rows, tail = _pack_input(x, geo, pk)
+        b = None if bias is None else bias.to(_bias_dtype(bias.dtype))
+        args, consts = _fwd_packed_args(rows, tail, _pack_weight(weight, geo, pk), b, y, geo, pk)
+
         def grid(meta):  # 1-D: M tiles x N tiles, N fastest
             return (triton.cdiv(geo.n * geo.oh * geo.ow, meta["BLOCK_M"])
                     * triton.cdiv(geo.cg_out, meta["BLOCK_N"]),)
@@ -263,6 +274,9 @@ def _relu_grad(dy, y, has_bias: bool):
 
 def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
     # x (N, C_in, H, W), masked dy (N, C_out, OH, OW) -> dW like weight
+    pk = _Packing.of(geo)
+    if pk.fits(geo):  # conv1: on the packed input, as its forward
+        return _conv_weight_grad_packed(x, g, weight, geo, pk)
     dw = torch.empty_like(weight)  # weight's strides when it is dense, else contiguous
     path, sms = _path(x.dtype), _sm_count(x.device)
     # each config's grid has its own split count: the partials have rows for the most
@@ -292,6 +306,32 @@ def _conv_weight_grad(x, g, weight, geo: _Geometry) -> torch.Tensor:
         _conv_wgrad[path][grid](**args, **consts)
         _split_sum(dw_part[:launched[-1]], dw)
     return dw
+
+
+def _conv_weight_grad_packed(x, g, weight, geo: _Geometry, pk: _Packing) -> torch.Tensor:
+    # conv1: the input packed again (as the forward packed it), packed dW^T (KP, C_out) in
+    # fp32 partials per pixel split, summed in order, unpacked to dW like weight
+    configs = autotune_configs(PACKED_TUNING["wgrad_packed"][_path(x.dtype)], CONV_INTERPRET_CONFIG)
+    split, pix_per_split = _wgrad_packed_split(geo, _sm_count(x.device), configs,
+                                               x.element_size(), WGRAD_SPLITS)
+    if split * geo.cg_out * pk.kp >= INT32_SPAN_LIMIT:
+        raise ValueError(
+            f"weight-gradient partials would hold {split} x {geo.cg_out * pk.kp} elements "
+            f"(int32 indexing); set kernels.conv2d_relu.WGRAD_SPLITS (now {WGRAD_SPLITS}) below "
+            f"{INT32_SPAN_LIMIT // (geo.cg_out * pk.kp)} splits"
+        )
+    rows, _ = _pack_input(x, geo, pk)
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw_part = torch.empty((split, geo.cg_out * pk.kp), dtype=acc_dtype, device=x.device)
+    dwp = torch.empty((geo.cg_out, pk.kp), dtype=weight.dtype, device=x.device)
+    args, consts = _wgrad_packed_args(rows, g, dw_part, pix_per_split, geo, pk)
+    grid = lambda meta: (triton.cdiv(pk.kp, meta["BLOCK_M"])
+                         * triton.cdiv(geo.cg_out, meta["BLOCK_N"]), split)
+    with device_context(x):
+        _conv_wgrad_packed[_path(x.dtype)][grid](**args, **consts)
+        _split_sum(dw_part, dwp)
+    dw = torch.empty_like(weight)
+    return dw.copy_(_unpack_weight(dwp, geo.cg_in, geo, pk))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -115,30 +115,54 @@ WGRAD_FP32_CONFIGS = _configs(
 # gathered x tile (forward and weight gradient) decodes its own tap and loads one scalar, so
 # addresses and masks need several times the registers of conv2-5 and the tiles above spill
 # (0.1-2.4 KB). The autotuner gets these instead (fp32: smaller still, TF32: at most 64x64):
-# conv1's weight gradient, and its forward when the packed kernel below cannot take it.
+# conv1's forward and weight gradient when the packed kernels below cannot take them.
 SMALL_CIN = 16
 FWD_SMALL_CIN_CONFIGS = _configs(
     (64, 128, 32, 4, 3), (64, 64, 32, 4, 4), (64, 64, 16, 4, 3), (32, 64, 32, 4, 3),
 )
 # (128x64x32 sat at 255 registers with Triton 3.8/3.9 and spills 44 B with 3.7 on sm_90: dropped.)
-WGRAD_SMALL_CIN_CONFIGS = _configs((64, 64, 64, 4, 3), (64, 32, 32, 4, 3), (32, 64, 32, 4, 3))
+# conv1's weight gradient is 363 taps x 96 channels: BLOCK_N = 32 divides C_out (BLOCK_N = 64
+# issued 128 columns for 96, 71% of the tile: dropped) and M = 363 pads to 384 (95%) with 64 or
+# 128 rows. (128x32x64 spills 212-244 B.)
+WGRAD_SMALL_CIN_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 32, 4, 3), (128, 32, 32, 4, 3))
 TF32_SMALL_CIN_MAX_TILE = 64 * 64
 # and BLOCK_K at most 32: Triton 3.6 spills conv1's TF32 wgrad at 64x64x64 on sm_80 (12 B).
 TF32_SMALL_CIN_MAX_K = 32
 FWD_SMALL_CIN_FP32_CONFIGS = _configs((64, 32, 16, 4, 3), (32, 64, 16, 4, 3), (32, 32, 32, 4, 3))
 WGRAD_SMALL_CIN_FP32_CONFIGS = _configs((32, 32, 16, 4, 3), (32, 32, 32, 4, 3), (32, 32, 32, 4, 2))
 
-# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed into a
-# zero-bordered (N, HP, WP, 4) buffer, so a K block is 16 contiguous, 16-aligned elements of one
-# input row and needs no bounds mask: the loads vectorise and pipeline. BLOCK_K = 16 divides a
-# row's 12 taps x 4 channels; BLOCK_N = 32 divides C_out = 96 (no wasted N), with the N tiles of
-# one M tile launched next to each other so they share its input rows in L2.
+# conv1's own forward (_conv_fwd_packed_kernel, C_in <= PACKED_CIN): the input packed once per
+# call into zero-bordered rows of interleaved pixels (kernels._conv2d_relu_args._Packing), so a
+# K block is groups of PACKED_VEC contiguous, aligned elements and needs no bounds mask: the
+# loads vectorise (8 bytes in fp16/bf16, 16 in fp32) and pipeline. BLOCK_K = PACKED_BLOCK_K (the
+# smallest tl.dot takes) keeps K's padding to 400 of 396 for conv1; BLOCK_N = 32 divides
+# C_out = 96 (no wasted N), with the N tiles of one M tile launched next to each other so they
+# share its input rows in L2.
 PACKED_CIN = 4
+PACKED_VEC = 4
+PACKED_BLOCK_K = 16
 FWD_PACKED_CONFIGS = _configs(
-    (128, 32, 16, 4, 4), (256, 32, 16, 4, 4), (128, 32, 16, 4, 3), (64, 32, 16, 4, 4),
+    (128, 32, PACKED_BLOCK_K, 4, 4), (256, 32, PACKED_BLOCK_K, 4, 4),
+    (128, 32, PACKED_BLOCK_K, 4, 3), (64, 32, PACKED_BLOCK_K, 4, 4),
 )
-FWD_PACKED_FP32_CONFIGS = _configs((64, 32, 16, 4, 2), (128, 32, 16, 4, 2), (32, 32, 16, 4, 3))
+# (64x32 and 128x32 with 2 stages spill 8-24 B on sm_90 since the tail loop: 1 stage; exact
+# fp32 multiplies on FMAs, the copies have little to hide.)
+FWD_PACKED_FP32_CONFIGS = _configs(
+    (64, 32, PACKED_BLOCK_K, 4, 1), (128, 32, PACKED_BLOCK_K, 4, 1),
+    (32, 32, PACKED_BLOCK_K, 4, 3),
+)
 
+# conv1's weight gradient on the packed input (_conv_wgrad_packed_kernel): M = the 368 packed K
+# elements (363 taps) x N = 96 channels, K = pixels. BLOCK_N = 32 divides C_out; 64 rows pad M
+# to 384 (95%). (64x32x32 and 128x32x32, and 2 stages, fit 6-8 blocks per SM in fp16/bf16 and
+# so launch under 2 waves of an H100 with the launcher's 88 splits; 2 stages do not pipeline.)
+WGRAD_PACKED_CONFIGS = _configs((64, 32, 64, 4, 3), (64, 32, 64, 4, 4))
+WGRAD_PACKED_FP32_CONFIGS = _configs((32, 32, 32, 4, 3), (64, 32, 16, 4, 2), (32, 32, 16, 4, 3))
+# conv1's packed kernels -> path -> configs (no pruner: one shape)
+PACKED_TUNING = {
+    "fwd_packed": {"mma": FWD_PACKED_CONFIGS, "fma": FWD_PACKED_FP32_CONFIGS},
+    "wgrad_packed": {"mma": WGRAD_PACKED_CONFIGS, "fma": WGRAD_PACKED_FP32_CONFIGS},
+}
 
 def _tile(c: triton.Config) -> tuple:
     """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one."""

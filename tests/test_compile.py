@@ -198,19 +198,25 @@ def test_every_kernel_module_has_specs():
 
 
 def test_default_fit_scope_is_what_fit_runs():
-    """The report's default scope: every conv layer's fwd and wgrad (and dgrad but conv1's) in
-    TF32, bf16 and fp16 with the split-K sum, every LRN/pool spec, and no exact-fp32 GEMM."""
+    """The report's default scope: every conv layer's fwd and wgrad (conv1's packed ones, not
+    the general kernels' conv1 configs) and dgrad but conv1's, in TF32, bf16 and fp16 with the
+    split-K sum, every LRN/pool spec, and no exact-fp32 GEMM."""
     fit = {_kernel_and_dtype(spec.name) + (spec.name.partition("[")[2].split(",")[0],)
            for _, spec in _KERNEL_SPECS if in_default_fit(spec.name)}
     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
         for dtype in ("fp32-tf32", "fp16", "bf16"):
-            for kernel in ("fwd", "dgrad", "wgrad"):
-                expected = not (kernel == "dgrad" and layer == "conv1")
+            runs = {"fwd": layer != "conv1", "fwd_packed": layer == "conv1",
+                    "dgrad": layer != "conv1", "wgrad": layer != "conv1",
+                    "wgrad_packed": layer == "conv1"}
+            for kernel, expected in runs.items():
                 assert ((f"conv2d_relu_{kernel}", dtype, layer) in fit) == expected, \
                     (kernel, dtype, layer)
         for dtype in ("fp32", "fp16", "bf16"):  # the sum writes dW in the weight's dtype
             assert ("conv2d_relu_split_sum", dtype, f"{layer} dW") in fit
     assert not any(k in compile_report._CONV_GEMMS and d == "fp32" for k, d, _ in fit)
+    assert ("conv2d_relu_fwd_packed", "fp32", "conv1") not in fit  # exact fp32: TF32 runs
+    assert ("conv2d_relu_wgrad_packed", "fp32", "conv1") not in fit
+    assert not in_default_fit("conv2d_relu_fwd[conv1, BM=64 BN=64 BK=16 w4 s3, fp16]")
     others = {(k, d) for k, d, _ in fit if not k.startswith("conv2d_relu")}
     assert len(others) == 6 * 3, sorted(others)  # 3 kernels x fwd/bwd x 3 dtypes
     assert not in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]")
@@ -322,8 +328,15 @@ def test_workload_of_conv_layers():
     assert relu.useful == 128 * 384 * 13 * 13 and relu.macs == 0
     packed = workload("conv2d_relu_fwd_packed[conv1, BM=128 BN=32 BK=16 w4 s4, fp16]",
                       _conv_consts(128, 32, 16))
-    assert packed.useful == 128 * 55 * 55 * 96 * 363  # K = 11*11*3 useful of 11 * 48 issued
-    assert packed.tile_efficiency == pytest.approx((387200 / 387200) * (363 / 528))
+    # K = 11*11*3 useful of 11 rows x 32 + a 16-element tail issued
+    assert packed.useful == 128 * 55 * 55 * 96 * 363 and packed.issued == 387200 * 96 * 368
+    assert packed.tile_efficiency == pytest.approx(363 / 368)
+    # conv1's packed wgrad: M = the 368 packed K elements in 64-row tiles (384), N = 96 / 32,
+    # K = 387,200 pixels in the launcher's 88 splits of 4,416 (the last 3,008)
+    wpacked = workload("conv2d_relu_wgrad_packed[conv1, BM=64 BN=32 BK=64 w4 s3, bf16]",
+                       _conv_consts(64, 32, 64))
+    assert wpacked.blocks == 6 * 3 * 88 and wpacked.useful == packed.useful
+    assert wpacked.issued == 384 * 96 * (4416 * 87 + 3008)
     # LRN forward: elementwise over conv1's output, fp32 scale saved
     lrn = workload("lrn_fwd[conv1 55x55x96 b128, BLOCK=1024 w4, bf16]", {"BLOCK": 1024})
     numel = 128 * 96 * 55 * 55

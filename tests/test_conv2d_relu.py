@@ -423,6 +423,88 @@ def test_backward_masks_the_gradient_once(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# conv1's packed forward (kernels._conv2d_relu_args._Packing)
+# ----------------------------------------------------------------------------------------------
+
+
+def packing(x_shape, w_shape, stride, padding, groups=1):
+    x, w = torch.empty(x_shape), torch.empty(w_shape)
+    stride, pads, _ = args_mod._check_args(x, w, None, stride, padding, 1, groups)
+    geo = args_mod._geometry(x, w, stride, pads)
+    return geo, args_mod._Packing.of(geo)
+
+
+def test_packing_of_alexnet_conv1():
+    # 3 channels (stride 4 keeps every window row 4-aligned: it starts at 12 * ow); a row's 33
+    # elements are 32 from the packed rows and 1 from the window's tail: K = 11 * 32 + 16 = 368
+    # for 363 taps
+    geo, pk = packing((128, 3, 224, 224), (96, 3, 11, 11), 4, 2)
+    assert (pk.cp, pk.body, pk.tk, pk.kp) == (3, 32, 16, 368) and pk.fits(geo)
+    assert pk.hp == 54 * 4 + 11 and pk.wpc % 16 == 0 and pk.wpc >= (54 * 4 + 11) * 3
+    # stride 1: 4 channels for aligned rows; 5 taps x 4 = 16 + 4 per row, 5 rows of tail -> 32
+    geo, pk = packing((1, 3, 9, 9), (4, 3, 5, 5), 1, 0)
+    assert (pk.cp, pk.body, pk.tk, pk.kp) == (4, 16, 32, 112) and pk.fits(geo)
+    # window rows shorter than one K block, more than 4 channels, groups: the general forward
+    for shapes in [((1, 4, 5, 5), (6, 4, 3, 3), 1, 1), ((1, 8, 9, 9), (4, 8, 3, 3), 1, 1),
+                   ((1, 4, 9, 9), (4, 2, 5, 5), 1, 1, 2)]:
+        geo, pk = packing(*shapes)
+        assert not pk.fits(geo), shapes
+
+
+PACKED_CASES = [
+    # x shape, w shape, stride, padding, dtype; (cp, body per row, TK) in the comment
+    pytest.param((2, 3, 23, 23), (8, 3, 11, 11), 4, 2, torch.float32, id="conv1"),  # 3, 32, 16
+    pytest.param((1, 3, 23, 27), (8, 3, 11, 11), 4, 2, torch.float16, id="conv1-fp16"),
+    pytest.param((1, 3, 9, 10), (4, 3, 5, 5), 1, 1, torch.float32, id="cp4-tail"),  # 4, 16, 32
+    pytest.param((1, 4, 7, 8), (5, 4, 3, 4), 1, (1, 0), torch.float32, id="no-tail"),  # 4, 16, 0
+    pytest.param((1, 3, 9, 13), (4, 3, 7, 6), (1, 2), 2, torch.float32,
+                 id="rect-stride-long-tail"),  # 4, 16, 64
+    pytest.param((1, 1, 6, 40), (3, 1, 2, 16), (1, 4), 0, torch.float32,
+                 id="one-channel"),  # 1, 16, 0
+]
+
+
+class PathSpy(dict):
+    """A kernel table (path -> autotuned kernel) that records the path of each launch."""
+
+    def __init__(self, table, log):
+        super().__init__(table)
+        self.log = log
+
+    def __getitem__(self, path):
+        self.log.append(path)
+        return super().__getitem__(path)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dtype", PACKED_CASES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_packed_path_matches_reference(monkeypatch, x_shape, w_shape, stride, padding, dtype,
+                                       bias):
+    # forward and weight gradient on the packed input (the image needs no gradient); the
+    # interpreter's 32-row wgrad tiles straddle the rows/tail boundary of K in cp4-tail (80)
+    # and rect-stride-long-tail (112)
+    launches = []
+    for table in ("_conv_fwd_packed", "_conv_wgrad_packed"):
+        monkeypatch.setattr(conv_mod, table, PathSpy(getattr(conv_mod, table), launches))
+    for table in ("_conv_fwd", "_conv_wgrad"):
+        monkeypatch.setattr(conv_mod, table, RefuseLaunch())
+    x, w, b = make(x_shape, w_shape, bias, dtype, x_grad=False)
+    y = conv2d_relu(x, w, b, stride, padding)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grads = torch.autograd.grad(y, [w] + ([b] if bias else []), dy)
+    # both packed kernels ran: fp16 on the tensor-core path, fp32 exact under the interpreter
+    assert launches == ["mma" if dtype == torch.float16 else "fma"] * 2
+    y_ref, grads_ref = reference(x, w, b, stride, padding, 1, dy)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    assert 0.1 < (y_ref == 0).double().mean().item() < 0.9  # the ReLU mask is exercised
+    assert_close(y, y_ref, dtype, reduce_dim=w_shape[1] * w_shape[2] * w_shape[3])
+    pixels = y.numel() // w_shape[0]
+    for grad, name in zip(grads, ("weight", "bias")):
+        assert grad.shape == grads_ref[name].shape and grad.dtype == dtype
+        assert_close(grad, grads_ref[name], dtype, reduce_dim=pixels)
+
+
+# ----------------------------------------------------------------------------------------------
 # Bad arguments
 # ----------------------------------------------------------------------------------------------
 

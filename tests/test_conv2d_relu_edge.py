@@ -152,10 +152,12 @@ def test_nan_and_inf_through_dgrads_two_accumulators(where, value):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
 @pytest.mark.parametrize("value", [NAN, INF], ids=["nan", "+inf"])
-def test_conv1_path_padding_taps_do_not_spread_nan(monkeypatch, value):
-    # conv1's packed path (C_in <= 4) pads a row of 3 taps x 4 channels to 16 K elements; the
-    # 4th tap reads the pixel right of the window with a zero weight: a special value there must
-    # not reach this output pixel (0 * inf = NaN)
+def test_conv1_packed_path_keeps_special_values_in_their_windows(monkeypatch, value):
+    # conv1's geometry (3 channels, 11x11 / 4, pad 2) on its packed path: a window row is 33
+    # interleaved elements, 32 read from the packed rows and 1 from the window's tail copy. The
+    # special value sits in the pixel just right of window ow = 0's rows (image column 9, the
+    # next 3 elements after the row in the packed layout: a 4-element read of the row's end
+    # would reach it) and at the two image corners (the zero border's neighbours)
     launches = []
 
     class Spy(dict):
@@ -164,15 +166,19 @@ def test_conv1_path_padding_taps_do_not_spread_nan(monkeypatch, value):
             return super().__getitem__(path)
 
     monkeypatch.setattr(conv_mod, "_conv_fwd_packed", Spy(conv_mod._conv_fwd_packed))
-    x, w, b = make((1, 3, 5, 7), (2, 3, 3, 3))
-    x = x.detach().clone()
-    x[0, 1, 2, 3] = value  # column 3: in the windows of ow = 1..3, a padding tap of ow = 0
-    x.requires_grad_()
-    y = conv2d_relu(x, w, b, 1, 0)
+    x, w, b = (t.detach().clone() for t in make((1, 3, 23, 23), (4, 3, 11, 11)))
+    x[0, :, 5, 9] = value  # windows ow = 1, 2 (columns 2..12, 6..16) hold it, ow = 0 does not
+    x[0, :, 0, 0] = value
+    x[0, :, 22, 22] = value
+    y = conv2d_relu(x, w, b, 4, 2)
     assert launches == ["fma"]  # the packed path ran (exact fp32 under the interpreter)
-    y_ref, _ = reference(x, w, b, 1, 0, 1, torch.ones(y.shape))
-    assert_close(y, y_ref, torch.float32, reduce_dim=27)
-    assert torch.isfinite(y[..., 0]).all() and not torch.isfinite(y[..., 1:4]).all()
+    y_ref, _ = reference(x, w, b, 4, 2, 1, torch.ones(y.shape))
+    assert_close(y, y_ref, torch.float32, reduce_dim=363)
+    # outputs no special pixel reaches stay finite (the corners reach output (0, 0) and (4, 4)
+    # alone, pixel (5, 9) outputs (0..1, 1..2)), and the test can fail: some reached output is
+    # not (+-inf times weights of both signs gives NaN)
+    assert torch.isfinite(y[..., 1:, 0]).all() and torch.isfinite(y[..., 1:4, 3]).all()
+    assert not torch.isfinite(y[..., :2, 1:3]).all()
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
@@ -308,10 +314,12 @@ def test_tf32_decision_reaches_the_launch(monkeypatch, allow):
     for kernel in ("fwd", "dgrad", "wgrad"):
         monkeypatch.setattr(conv_mod, f"_conv_{kernel}", {p: SpyLaunch(kernel, p, log)
                                                          for p in ("mma", "fma")})
-    # C_in = 4 takes conv1's packed forward: it must get the same decision
-    monkeypatch.setattr(conv_mod, "_conv_fwd_packed", {p: SpyLaunch("fwd", p, log)
-                                                       for p in ("mma", "fma")})
-    x, w, b = make((1, 4, 5, 5), (6, 4, 3, 3))
+    # C_in = 4 with window rows of 4 x 4 elements takes conv1's packed forward and weight
+    # gradient: they must get the same decision
+    for kernel in ("fwd", "wgrad"):
+        monkeypatch.setattr(conv_mod, f"_conv_{kernel}_packed",
+                            {p: SpyLaunch(kernel, p, log) for p in ("mma", "fma")})
+    x, w, b = make((1, 4, 5, 5), (6, 4, 3, 4))
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     before = cudnn.allow_tf32, matmul.allow_tf32
     try:
