@@ -15,9 +15,9 @@ in the same order -- Triton kernels, launcher, custom operator with its autograd
 function -- and none importing another. Beside them: ``tuning`` (every autotune table and
 pruner, labelled with the layer shapes it serves), ``_common`` (argument checks, layout
 helpers, the int32 span guard, the ahead-of-time spec builder), ``_lrn_pool`` (the device
-functions and host helpers LRN and pooling share), ``_conv2d_relu_kernels`` and
-``_conv2d_relu_args`` (the convolution's Triton kernels; its geometry, argument builders and
-ahead-of-time specs), and ``_aot`` / ``compile_report`` (compilation for sm_80/sm_90 without
+functions and host helpers LRN and pooling share), ``_conv2d_relu_kernels``,
+``_conv1_packed_kernels`` and ``_conv2d_relu_args`` (the convolution's Triton kernels, conv1's
+kernels on its packed input; its geometry, argument builders and ahead-of-time specs), and ``_aot`` / ``compile_report`` (compilation for sm_80/sm_90 without
 a GPU).
 """
 

@@ -103,8 +103,8 @@ from kernels._common import (
     memory_format,
     refuse_double_backward,
 )
+from kernels._conv1_packed_kernels import _conv_fwd_packed, _conv_wgrad_packed
 from kernels._conv2d_relu_args import (
-    ALEXNET_CONVS,  # noqa: F401 (kernels.compile_report reads the layers here)
     _bias_dtype,
     _check_args,
     _check_dtypes,
@@ -127,16 +127,17 @@ from kernels._conv2d_relu_args import (
     _wgrad_packed_args,
     _wgrad_packed_split,
     _wgrad_splits,
-    aot_specs,  # noqa: F401 (kernels._aot compiles each op module's aot_specs())
 )
 from kernels._conv2d_relu_kernels import (
     _conv_dgrad,
     _conv_fwd,
-    _conv_fwd_packed,
     _conv_wgrad,
-    _conv_wgrad_packed,
     _relu_grad_kernel,
     _split_sum_kernel,
+)
+from kernels._conv2d_relu_specs import (  # noqa: F401 (kernels._aot and compile_report read them here)
+    ALEXNET_CONVS,
+    aot_specs,
 )
 from kernels.tuning import (
     CONV_INTERPRET_CONFIG,
