@@ -81,3 +81,16 @@ def tiny_run(tmp_path_factory):
         os.chdir(cwd)
     ckpt = Path(work, cli.trainer.checkpoint_callback.best_model_path)
     return root, ckpt.parent.parent, ckpt
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """The command line's ``main(args)`` -> (exit code, stdout, stderr); 0 when it returns."""
+    from lightning_alexnet.cli import main
+
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

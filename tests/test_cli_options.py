@@ -10,20 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import run_cli as run
 from test_cli import COMMON, make_tree
 
 from lightning_alexnet.cli import main
-
-
-def run(capsys, *args):
-    """main(args) -> (exit code, stdout, stderr); 0 when it returns."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def infos(caplog) -> list[str]:

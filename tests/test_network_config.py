@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from conftest import run_cli as run
 from test_cli import COMMON, make_tree
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -31,15 +32,6 @@ ONE_STEP = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
             "--trainer.limit_val_batches", "1"]
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    """main(args) -> (exit code, stdout, stderr); 0 when it returns."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def expected(num_classes: int = 3) -> AlexNetConfig:
