@@ -121,5 +121,6 @@ def test_datamodule_without_root_uses_the_built_in_set(tmp_path, monkeypatch, sm
     assert dm.classes == sorted(synthetic.CLASSES) and dm.num_classes == 10
     assert f"at {tmp_path / synthetic.NAME}" in caplog.text and "30 train + 20 val" in caplog.text
     dm.setup("fit")
-    x, y = next(iter(dm.val_dataloader()))
+    x, y, skipped = next(iter(dm.val_dataloader()))  # finished in the workers: a Batch
+    assert skipped == ()
     assert x.shape == (10, 3, 56, 56) and y.tolist() == [0] * 2 + [1] * 2 + [2] * 2 + [3] * 2 + [4] * 2
