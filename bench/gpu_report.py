@@ -11,12 +11,16 @@ processes with a time limit (a stage that fails or runs out of time is recorded,
 1. ``tests``: the kernel test files (tests/test_<kernel>*.py) under pytest, on this GPU;
 2. ``parity`` (beside 1, in ``--jobs`` processes, one per op x layer): ``bench/parity.py``, every
    autotune configuration the pruner keeps at every AlexNet layer, bf16 / fp16 / fp32 / TF32,
-   against eager PyTorch in float64;
+   against eager PyTorch in float64, including those not yet run on a GPU (8 warps, TMA: the
+   autotuners leave them out unless LIGHTNING_ALEXNET_UNVERIFIED=1, see kernels.tuning);
 3. ``kernels``: ``bench/bench_<op>.py`` at batch 128 for conv2d_relu (conv1-5; bf16, tf32 and
    exact fp32), LRN, max-pool and LRN + max-pool (bf16, fp32): triton vs eager (cuDNN) vs
-   ``torch.compile``, forward / backward / full;
+   ``torch.compile``, forward / backward / full; then conv2d_relu in bf16 once more with
+   LIGHTNING_ALEXNET_UNVERIFIED=1 (into ``unverified/``), to show what those configurations gain;
 4. ``train``: ``bench/bench_train_step.py``, the paper model at batch 128, ``eager`` / ``triton``
    / ``compile`` in 32-true and bf16-mixed: images/s and peak memory.
+
+The timed jobs (3 and 4) run one at a time, each alone on the GPU.
 
 Everything lands in ``bench/results/<gpu name>/`` (``--out``): the scripts' CSV / markdown / PNG,
 ``parity.csv``, ``stages.csv``, ``logs/``, and ``report.md``; a one-screen summary with the ratios
@@ -36,7 +40,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -49,9 +53,15 @@ LAYERS = {  # as in the bench scripts' tables; parity runs one process per (op, 
     "lrn_max_pool2d": ("lrn_pool1", "lrn_pool2"),
 }
 STAGES = ("tests", "parity", "kernels", "train")
-# Share of --budget-s per phase (tests and parity run side by side), and within a phase
+# Share of --budget-s per phase (tests and parity run side by side; the timed jobs of kernels
+# and train one at a time, alone on the GPU), and within a phase
 SHARE = {"tests+parity": 0.32, "kernels": 0.40, "train": 0.28}
-KERNEL_SHARE = {"conv2d_relu": 0.55, "lrn": 0.15, "max_pool2d": 0.15, "lrn_max_pool2d": 0.15}
+KERNEL_SHARE = {"conv2d_relu": 0.47, "conv2d_relu-unverified": 0.08, "lrn": 0.15,
+                "max_pool2d": 0.15, "lrn_max_pool2d": 0.15}
+# kernels.tuning's gate (kernels.tuning.UNVERIFIED_ENV, spelled here so that --summary-only
+# imports neither torch nor triton): parity checks the configurations behind it too, and the
+# conv benchmark runs once more with them (bf16, Triton only) into <out>/unverified/.
+UNVERIFIED_ENV = "LIGHTNING_ALEXNET_UNVERIFIED"
 
 # Dense peaks per device (no sparsity): TFLOP/s by precision, memory TB/s. Sources: NVIDIA's
 # datasheets as tabulated by glennklockwood.com/garden/processors/{h100,A100} (H100 SXM: FP32
@@ -95,6 +105,7 @@ class Job:
     name: str  # log file stem
     argv: list[str]
     timeout: float
+    env: dict = field(default_factory=dict)  # set in its environment, over child_env's
 
 
 def child_env(device: str) -> dict:
@@ -108,17 +119,19 @@ def child_env(device: str) -> dict:
 
 def run_jobs(jobs: list[Job], parallel: int, logs: Path, device: str) -> dict[str, tuple]:
     """Run ``jobs``, at most ``parallel`` at a time; each is killed (with the processes it
-    started) at its timeout, and every one by the phase's end (its longest timeout from the
-    start). Returns name -> (return code, or None when killed; seconds)."""
+    started) at its timeout, and every one by the phase's end (from the start, the longest
+    timeout when all run at once, else their sum). Returns name -> (return code, or None when
+    killed; seconds)."""
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, done = list(jobs), {}, {}
     env = child_env(device)
-    phase_end = time.monotonic() + max(job.timeout for job in jobs)
+    limits = [job.timeout for job in jobs]
+    phase_end = time.monotonic() + (max(limits) if parallel >= len(jobs) else sum(limits))
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
             log = (logs / f"{job.name}.log").open("w")
-            proc = subprocess.Popen(job.argv, cwd=ROOT, env=env, stdout=log,
+            proc = subprocess.Popen(job.argv, cwd=ROOT, env={**env, **job.env}, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             start = time.monotonic()
             running[job.name] = (job, proc, log, start, min(start + job.timeout, phase_end))
@@ -160,19 +173,27 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
             for layer in LAYERS[op]:
                 phase1.append(Job("parity", f"parity-{layer}",
                                   [py, str(BENCH / "parity.py"), "--op", op, "--layer", layer,
-                                   "--csv", str(out / "parity" / f"{layer}.csv"), *extra], t1))
+                                   "--csv", str(out / "parity" / f"{layer}.csv"), *extra], t1,
+                                  env={UNVERIFIED_ENV: "1"}))
     if "kernels" in args.stages:
-        common = (["--device", "cpu", "--quick", "--provider", "eager", "--provider", "triton",
-                   "--dtype", "fp32", "--mode", "forward"] if cpu else
+        common = (["--device", "cpu", "--quick", "--mode", "forward"] if cpu else
                   ["--batch", "128", "--burn-in", "2", "--warmup-ms", "5", "--rep-ms", "25"])
+        providers = ["--provider", "eager", "--provider", "triton"] if cpu else []
         for op in args.ops:
-            dtypes = [] if cpu else (["bf16", "tf32", "fp32"] if op == "conv2d_relu"
-                                     else ["bf16", "fp32"])
+            dtypes = ["fp32"] if cpu else (["bf16", "tf32", "fp32"] if op == "conv2d_relu"
+                                           else ["bf16", "fp32"])
             kernels.append(Job("kernels", f"bench_{op}",
-                               [py, str(BENCH / f"bench_{op}.py"), *common,
+                               [py, str(BENCH / f"bench_{op}.py"), *common, *providers,
                                 *[a for d in dtypes for a in ("--dtype", d)],
                                 "--results", str(out)],
                                budget * SHARE["kernels"] * KERNEL_SHARE[op]))
+            if op == "conv2d_relu":  # the gated configurations too: Triton alone, one dtype
+                kernels.append(Job("kernels", f"bench_{op}-unverified",
+                                   [py, str(BENCH / f"bench_{op}.py"), *common,
+                                    "--provider", "triton", "--dtype", dtypes[0],
+                                    "--results", str(out / "unverified")],
+                                   budget * SHARE["kernels"] * KERNEL_SHARE[f"{op}-unverified"],
+                                   env={UNVERIFIED_ENV: "1"}))
     if "train" in args.stages:
         t = budget * SHARE["train"]
         runs = ([("eager,auto", 1.0)] if cpu else [("eager,triton", 0.45), ("compile", 0.55)])
@@ -242,6 +263,23 @@ def kernel_table(rows: list[dict], modes: tuple[str, ...]) -> list[list[str]]:
     return table
 
 
+def unverified_table(default: list[dict], unverified: list[dict]) -> list[list[str]]:
+    """Rows: layer, dtype, mode, Triton ms by default and with the unverified configurations,
+    default / unverified (> 1: they make it faster)."""
+    base = {(r["layer"], r["dtype"], r["mode"]): float(r["ms_median"]) for r in default
+            if r["provider"] == "triton"}
+    table = []
+    for r in unverified:
+        key = (r["layer"], r["dtype"], r["mode"])
+        ms, before = float(r["ms_median"]), base.get(key)
+        table.append([*key, f"{before:.3f}" if before else "-", f"{ms:.3f}",
+                      f"{before / ms:.2f}x" if before else "-"])
+    return table
+
+
+UNVERIFIED_HEADER = ["layer", "dtype", "mode", "triton ms", "with unverified ms", "speed-up"]
+
+
 def train_table(rows: list[dict]) -> list[list[str]]:
     latest = {}
     for r in rows:
@@ -278,6 +316,8 @@ def build_report(out: Path) -> tuple[str, str]:
     parity = read_csv(out / "parity.csv")
     kernels = [r for op in KERNEL_OPS for r in read_csv(out / f"{op}.csv")]
     train = read_csv(out / "train_step.csv")
+    gated = unverified_table(read_csv(out / "conv2d_relu.csv"),
+                             read_csv(out / "unverified" / "conv2d_relu.csv"))
     device = next((r["device"] for r in kernels + train if r.get("device")),
                   stages[0]["device"] if stages else "unknown device")
     peak = peak_of(device)
@@ -298,6 +338,9 @@ def build_report(out: Path) -> tuple[str, str]:
         summary.append(f"  ... {len(bad) - 5} more in parity.csv")
     summary += ["", ("kernels, forward + backward (eager = cuDNN / PyTorch; ratio > 1: Triton "
                 "faster):"), *(plain(KERNEL_HEADER, full) if full else ["  no results"])]
+    summary += ["", f"conv2d_relu with {UNVERIFIED_ENV}=1 (8 warps, TMA; full):",
+                *(plain(UNVERIFIED_HEADER, [r for r in gated if r[2] == "full"]) if gated
+                  else ["  no results"])]
     tt = train_table(train)
     summary += ["", "training step (forward + backward + SGD):",
                 *(plain(TRAIN_HEADER, tt) if tt else ["  no results"])]
@@ -312,6 +355,11 @@ def build_report(out: Path) -> tuple[str, str]:
                ("Batch 128 on CUDA (shapes in `<op>.md`, plots in `<op>.png`); median ms, "
                 "`triton.testing.do_bench` with the L2 cache flushed."), "",
                *markdown(KERNEL_HEADER, kernel_table(kernels, ("forward", "backward", "full"))),
+               "", f"### conv2d_relu with {UNVERIFIED_ENV}=1", "",
+               ("The autotuners also choose among the configurations not yet run on a GPU "
+                "before this report (8 warps, TMA; parity above checks them). "
+                "`unverified/conv2d_relu.csv`."), "",
+               *(markdown(UNVERIFIED_HEADER, gated) if gated else ["No results."]),
                "", "## Training step", "", *markdown(TRAIN_HEADER, tt), ""]
     return "\n".join(report), "\n".join(summary)
 
@@ -390,7 +438,8 @@ def main(argv=None) -> int:
     stages_csv.unlink(missing_ok=True)
     failed = False
     for phase in plan(args, out):
-        results = run_jobs(phase, args.jobs, out / "logs", args.device)
+        timed = phase[0].stage in ("kernels", "train")  # alone on the GPU, one at a time
+        results = run_jobs(phase, 1 if timed else args.jobs, out / "logs", args.device)
         rows = []
         for job in phase:
             rc, seconds = results[job.name]

@@ -108,17 +108,30 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
     assert {f"tests/test_{op}.py" for op in report.KERNEL_OPS} <= set(tests.argv)
     assert {n for n in names if n.startswith("parity-")} == {
         f"parity-{layer}" for layers in report.LAYERS.values() for layer in layers}
-    assert [n for n in names if n.startswith("bench_")] == [f"bench_{op}"
-                                                          for op in report.KERNEL_OPS]
+    assert [n for n in names if n.startswith("bench_")] == [
+        "bench_conv2d_relu", "bench_conv2d_relu-unverified",
+        *[f"bench_{op}" for op in report.KERNEL_OPS[1:]]]
     conv = next(j for p in phases for j in p if j.name == "bench_conv2d_relu")
     assert conv.argv[conv.argv.index("--batch") + 1] == "128"
     assert [conv.argv[i + 1] for i, a in enumerate(conv.argv) if a == "--dtype"] == [
         "bf16", "tf32", "fp32"]
+    # the gated configurations: parity checks them, one conv run times them, nothing else sees them
+    gate = {"LIGHTNING_ALEXNET_UNVERIFIED": "1"}
+    from kernels.tuning import UNVERIFIED_ENV
+    assert report.UNVERIFIED_ENV == UNVERIFIED_ENV
+    gated = {j.name for p in phases for j in p if j.env == gate}
+    assert gated == {n for n in names if n.startswith("parity-")} | {
+        "bench_conv2d_relu-unverified"}
+    extra = next(j for p in phases for j in p if j.name == "bench_conv2d_relu-unverified")
+    assert extra.argv[extra.argv.index("--results") + 1] == "/tmp/out/unverified"
+    assert extra.argv[extra.argv.index("--provider") + 1] == "triton"
     train = [j for p in phases for j in p if j.stage == "train"]
     assert {a for j in train for a in j.argv[j.argv.index("--providers") + 1].split(",")} == {
         "eager", "triton", "compile"}
     # phases run one after the other; inside one, every job ends by the phase's longest limit
-    worst = sum(max(job.timeout for job in phase) for phase in phases)
+    # (tests and parity, side by side) or the sum of its limits (the timed ones, one at a time)
+    worst = sum(max(job.timeout for job in phase) if phase[0].stage not in ("kernels", "train")
+                else sum(job.timeout for job in phase) for phase in phases)
     assert worst <= args.budget_s < 8 * 60
 
 
@@ -131,6 +144,20 @@ def test_run_jobs_kills_a_job_at_its_limit_and_records_the_others(report, tmp_pa
     assert done["slow"][0] is None and done["slow"][1] < 30
     assert done["fails"][0] == 3 and done["fine"][0] == 0
     assert (tmp_path / "fails.log").read_text().strip() == "boom"
+
+
+def test_run_jobs_one_at_a_time_gives_each_its_own_limit_and_environment(report, tmp_path):
+    py = sys.executable
+    show = "import os; print(os.environ.get('LIGHTNING_ALEXNET_UNVERIFIED', 'unset'))"
+    jobs = [report.Job("x", "first", [py, "-c", "import time; time.sleep(1.5)"], 2.0),
+            report.Job("x", "gated", [py, "-c", show], 2.0,
+                       env={"LIGHTNING_ALEXNET_UNVERIFIED": "1"}),
+            report.Job("x", "plain", [py, "-c", show], 2.0)]
+    done = report.run_jobs(jobs, 1, tmp_path, "cpu")
+    # sequential: the last job still gets its own 2 s after the first used 1.5 s of the phase
+    assert [done[n][0] for n in ("first", "gated", "plain")] == [0, 0, 0]
+    assert (tmp_path / "gated.log").read_text().strip() == "1"
+    assert (tmp_path / "plain.log").read_text().strip() in ("unset", "0")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +204,8 @@ def recorded(tmp_path):
         kernel_row("compile", "full", "1.5", "660"),
         kernel_row("triton", "forward", "0.5", "300"),
     ])
+    write_csv(tmp_path / "unverified" / "conv2d_relu.csv", [
+        kernel_row("triton", "full", "1.6", "618")])
     write_csv(tmp_path / "train_step.csv", [
         train_row("eager", "32-true", "4000", "9000"), train_row("triton", "32-true", "3000", "8000"),
         train_row("eager", "bf16-mixed", "8000", "6000")])
@@ -194,6 +223,8 @@ def test_summary_only_builds_the_report_from_recorded_csvs(recorded):
     # triton 2 ms, cuDNN 1 ms: 0.50x; compile 1.5 ms: 0.75x; 494.7 of 989.4 TFLOP/s: 50%
     assert full.split()[4:] == ["2.000", "1.000", "1.500", "0.50x", "0.75x", "50%"]
     assert "timed out" in out and "exit 1" in out
+    gated = next(line for line in out.splitlines() if line.startswith("conv2  bf16"))
+    assert gated.split() == ["conv2", "bf16", "full", "2.000", "1.600", "1.25x"]
     triton = next(line for line in out.splitlines() if line.startswith("32-true     triton"))
     assert triton.split()[2:6] == ["3000", "10", "8000", "0.75x"]
     report = (recorded / "report.md").read_text()
@@ -210,7 +241,7 @@ def test_summary_only_on_a_missing_folder_fails_clearly(tmp_path):
 
 def test_an_empty_report_says_there_are_no_results(report, tmp_path):
     summary = report.write_report(tmp_path)
-    assert "parity: no results" in summary and summary.count("no results") == 3
+    assert "parity: no results" in summary and summary.count("no results") == 4
     assert "is not in bench/gpu_report.py's table" in summary
 
 
