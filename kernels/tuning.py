@@ -25,10 +25,14 @@ from kernels._common import INTERPRET
 UNVERIFIED_ENV = "LIGHTNING_ALEXNET_UNVERIFIED"
 
 
+class UnverifiedSettingError(ValueError):
+    """LIGHTNING_ALEXNET_UNVERIFIED holds something else than 0 or 1 (raised on import)."""
+
+
 def _unverified_enabled() -> bool:
     value = os.environ.get(UNVERIFIED_ENV, "0")
     if value not in ("0", "1"):
-        raise ValueError(f"{UNVERIFIED_ENV}={value!r}: set it to 1 (also autotune over the "
+        raise UnverifiedSettingError(f"{UNVERIFIED_ENV}={value!r}: set it to 1 (also autotune over the "
                          f"configurations not yet checked on a GPU) or 0 / unset (do not)")
     return value == "1"
 

@@ -52,6 +52,8 @@ def check_kernels_device(kernels: Kernels, device: torch.device) -> None:
     if kernels == "triton" and device.type == "cpu" and not interpret:
         raise ValueError("kernels='triton' on the CPU needs Triton's interpreter (TRITON_INTERPRET=1, "
                          "slow, for testing): use --model.kernels auto (the fast CPU path) or a GPU")
+    if kernels == "triton" or (kernels == "auto" and device.type == "cuda"):
+        _triton_kernels()  # imported now: a bad LIGHTNING_ALEXNET_UNVERIFIED stops the run here
 
 
 def _triton_kernels():
@@ -61,6 +63,10 @@ def _triton_kernels():
         raise RuntimeError(
             f"kernels='triton' needs the Triton kernels, which failed to import: {e}"
         ) from e
+    except ValueError as e:  # kernels.tuning's UnverifiedSettingError: the user's environment
+        if type(e).__name__ != "UnverifiedSettingError":
+            raise
+        raise ValueError(str(e)) from None
     return kernels
 
 

@@ -198,6 +198,19 @@ def test_triton_kernels_on_cpu_fail_before_data_setup(tmp_path, monkeypatch, cap
     assert any(m.startswith("fit: data parallel (ddp) over 2 devices") for m in infos(caplog))
 
 
+def test_a_bad_unverified_setting_stops_a_triton_run_before_data_setup(tmp_path):
+    root = make_tree(tmp_path / "data")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "TRITON_INTERPRET": "1",
+           "LIGHTNING_ALEXNET_UNVERIFIED": "yes"}
+    proc = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", *COMMON,
+                           "--data.root", str(root), "--model.kernels", "triton"],
+                          capture_output=True, text=True, cwd=tmp_path, check=False, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: LIGHTNING_ALEXNET_UNVERIFIED='yes': set it to 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (root / ".lightning_alexnet").exists()  # no statistics computed
+
+
 def test_user_error_exit_code_from_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lightning_alexnet", "validate", "--config", "tiny",
                            "--data.root", str(tmp_path / "nope")],
