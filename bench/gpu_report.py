@@ -90,6 +90,24 @@ def peak_of(device: str) -> tuple[str, dict, float] | None:
     return None
 
 
+def triton_note(version: str) -> str:
+    """'' when ``version`` is in pyproject.toml's Triton range, else a line saying it is not
+    (kernels compiled by another Triton may spill or not pipeline: its figures are its own)."""
+    pin = re.search(r'"triton>=([\d.]+),<([\d.]+)', (ROOT / "pyproject.toml").read_text())
+    if pin is None or not version:
+        return ""
+
+    def key(v: str) -> tuple:
+        return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+
+    low, high = pin.groups()
+    if key(low) <= key(version) < key(high):
+        return ""
+    return (f"note: Triton {version} is outside the range the compile report was checked with "
+            f"(>={low},<{high}): its kernels may spill or not pipeline; these figures are "
+            f"Triton {version}'s")
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
 
@@ -329,6 +347,9 @@ def build_report(out: Path) -> tuple[str, str]:
     parity_line = (f"parity: {len(parity)} checks (configuration x tensor), {len(bad)} failed"
                    if parity else "parity: no results")
     full = kernel_table(kernels, ("full",))
+    version = next((r["triton"] for r in kernels + train if r.get("triton")), "")
+    version_line = triton_note(version)
+    peak_line += f"\n{version_line}" if version_line else ""
     summary = [f"GPU report: {device}", peak_line, "", *plain(["stage", "job", "status", "s"],
                                                            stage_rows), "", parity_line]
     summary += [f"  FAILED {r['op']} {r['layer']} {r['precision']} {r.get('autotuner', '')} "

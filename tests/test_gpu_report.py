@@ -95,6 +95,12 @@ def test_peak_table(report, name, label, bf16, tb_s):
     assert tflops["fp32"] < tflops["tf32"] < tflops["bf16"] == tflops["fp16"]
 
 
+def test_a_triton_outside_the_pin_is_named(report):
+    assert report.triton_note("3.9.0") == "" and report.triton_note("3.9.2+git1") == ""
+    assert report.triton_note("3.10.0").startswith("note: Triton 3.10.0 is outside")
+    assert "(>=3.9,<3.10)" in report.triton_note("3.6.0")
+
+
 def test_unknown_device_has_no_peak(report):
     assert report.peak_of("NVIDIA GeForce RTX 4090") is None
     assert report.slug("NVIDIA H100 80GB HBM3") == "NVIDIA-H100-80GB-HBM3"
@@ -223,6 +229,7 @@ def test_summary_only_builds_the_report_from_recorded_csvs(recorded):
     # triton 2 ms, cuDNN 1 ms: 0.50x; compile 1.5 ms: 0.75x; 494.7 of 989.4 TFLOP/s: 50%
     assert full.split()[4:] == ["2.000", "1.000", "1.500", "0.50x", "0.75x", "50%"]
     assert "timed out" in out and "exit 1" in out
+    assert "note: Triton 3.6 is outside the range the compile report was checked with" in out
     gated = next(line for line in out.splitlines() if line.startswith("conv2  bf16"))
     assert gated.split() == ["conv2", "bf16", "full", "2.000", "1.600", "1.25x"]
     triton = next(line for line in out.splitlines() if line.startswith("32-true     triton"))
