@@ -152,7 +152,7 @@ _CASES = [
     pytest.param(ref, arch, spec.uses_dot, id=f"{ref.name}-sm{arch}",
                  marks=() if ref in _DEFAULT else pytest.mark.slow)
     for ref, spec in _KERNEL_SPECS
-    for arch in ARCHS
+    for arch in ARCHS if arch >= spec.min_arch
 ]
 _PROBES = {ref.name: ref for ref, _ in spec_refs((__name__,))}
 
