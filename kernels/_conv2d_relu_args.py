@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import triton
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels._common import (
     INT32_SPAN_LIMIT,
@@ -31,6 +30,7 @@ from kernels._common import (
     pair,
     strides,
 )
+from kernels._conv_tma import TMA_MIN_CAPABILITY, weight_desc
 from kernels.tuning import (
     PACKED_BLOCK_K,
     PACKED_CIN,
@@ -217,47 +217,19 @@ def _round_up(value: int, multiple: int) -> int:
     return triton.cdiv(value, multiple) * multiple
 
 
-# TMA (Hopper's Tensor Memory Accelerator) copies a box of a tensor described on the host: its
-# base and every stride but the last (1) 16-byte aligned, the box's inner extent >= 16 bytes.
-TMA_ALIGN = 16
-TMA_MIN_CAPABILITY = 9
-_UNSET_BOX = [16, 16]  # each config's pre_hook sets the box (kernels.tuning._fwd_tma_boxes)
-
-
 def _tma_wanted(x: torch.Tensor) -> bool:
-    """Whether the forward and dgrad launchers build weight descriptors for this call: the
-    tensor-core path on an sm_90+ GPU, with the TMA configs enabled (LIGHTNING_ALEXNET_UNVERIFIED=1,
-    see kernels.tuning: they have not run on a GPU yet). Never under the interpreter (no
-    capability to ask; the tests launch the TMA kernels directly)."""
+    """Whether the forward and dgrad launchers build weight descriptors (kernels._conv_tma):
+    the tensor-core path on an sm_90+ GPU with LIGHTNING_ALEXNET_UNVERIFIED=1. Never under the
+    interpreter (the tests launch the TMA configs themselves)."""
     return (UNVERIFIED and not INTERPRET and x.is_cuda and _path(x.dtype) == "mma"
             and torch.cuda.get_device_capability(x.device)[0] >= TMA_MIN_CAPABILITY)
-
-
-def _weight_desc(weight: torch.Tensor, geo: _Geometry) -> TensorDescriptor | None:
-    """The weight (C_out, C_in/g, KH, KW) as a TMA descriptor over its (C_out, KH*KW*C_in/g) rows,
-    in the kernels' K order (kh, kw, c), or None where TMA cannot read it in place: the weight
-    not channels_last-contiguous (NCHW, a strided view), a base or a row not 16-byte aligned
-    (a storage offset; KH*KW*C_in/g * itemsize not a multiple of 16, e.g. 3x3x3 in fp16), or
-    fp64 (no tensor cores). Then the autotuner's pruner drops the TMA configs and the pointer
-    configs run the call: a choice of configuration, the same numbers. No copy is made: the model
-    runs channels_last (a copy would cost a launch and up to 1.7 MB per call, and NCHW calls
-    are slow in the activations' gather anyway). The box is a placeholder until a config's
-    pre_hook sets it (its tile); every config's box is >= 16 elements, so >= 16 bytes wide."""
-    k = geo.kh * geo.kw * geo.cg_in
-    rows = weight.permute(0, 2, 3, 1)
-    if (weight.dtype not in (torch.float16, torch.bfloat16, torch.float32)
-            or not rows.is_contiguous() or weight.data_ptr() % TMA_ALIGN
-            or k * weight.element_size() % TMA_ALIGN):
-        return None
-    return TensorDescriptor(rows.reshape(weight.shape[0], k), [weight.shape[0], k], [k, 1],
-                            list(_UNSET_BOX))
 
 
 def _fwd_args(x, weight, bias, y, geo: _Geometry, tma: bool = False) -> tuple[dict, dict]:
     """Runtime arguments and op constexprs of _conv_fwd_kernel, in signature order; with
     ``tma`` (see _tma_wanted), the weight's descriptor where it takes one (else None)."""
     args = dict(x_ptr=x, w_ptr=weight, b_ptr=weight if bias is None else bias, y_ptr=y,
-                w_desc=_weight_desc(weight, geo) if tma else None,
+                w_desc=weight_desc(weight, geo) if tma else None,
                 **geo.sizes(), **strides("x", x), **strides("w", weight, "ochw"),
                 **strides("y", y))
     consts = dict(**geo.op_params(), HAS_BIAS=bias is not None,
@@ -395,8 +367,8 @@ def _fwd_packed_args(xp, xt, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple
 
 def _dgrad_args(g, weight, dx, geo: _Geometry, tma: bool = False) -> tuple[dict, dict]:
     """As _fwd_args; two descriptors of the weight (boxes for BLOCK_N and BLOCK_N_TAIL)."""
-    w_desc = _weight_desc(weight, geo) if tma else None
-    wt_desc = None if w_desc is None else _weight_desc(weight, geo)
+    w_desc = weight_desc(weight, geo) if tma else None
+    wt_desc = None if w_desc is None else weight_desc(weight, geo)
     args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, w_desc=w_desc, wt_desc=wt_desc,
                 **geo.sizes(), **strides("g", g),
                 **strides("w", weight, "ochw"), **strides("dx", dx))

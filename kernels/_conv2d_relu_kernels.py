@@ -18,6 +18,10 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
   order with the whole N extent as the group.
+- the weight through TMA (forward and dgrad, ``USE_TMA`` configs, Hopper): B is copied from a
+  host-side descriptor (``w_desc``, of the channels_last weight's (C_out, KH*KW*C_in/g) rows)
+  instead of ``w_ptr``; see :mod:`kernels._conv_tma` for the boxes, what TMA needs of the
+  weight and what runs when the weight does not meet it (the pointer configs).
 - conv1's forward (groups = 1, C_in <= 4, window rows of >= 16 elements) has its own kernel on
   the input packed once per call (``_Packing``): zero-bordered rows of interleaved pixels
   (N, HP, WPC) with the padding as the border, C_in channels per pixel (3 for conv1; 4 where

@@ -18,6 +18,7 @@ import os
 import triton
 
 from kernels._common import INTERPRET
+from kernels._conv_tma import dgrad_tma_boxes, fwd_tma_boxes, tma_usable, with_boxes
 
 # Configurations compiled ahead of time (spill-free, see ``aot_specs``) but not yet run on a GPU:
 # the autotuners leave them out unless LIGHTNING_ALEXNET_UNVERIFIED=1. The GPU report's parity
@@ -119,58 +120,12 @@ WGRAD_TF32_DROP = ((64, 128, 32, 4, 3),)
 # TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
 TF32_MAX_TILE = 128 * 64
 
-# conv2-5 forward and dgrad with the weight (the GEMM's B) through a TMA descriptor (sm_90+):
-# the Tensor Memory Accelerator copies the weight tile from a host-side descriptor
-# (triton.tools.tensor_descriptor.TensorDescriptor, built by the launcher:
-# kernels._conv2d_relu_args._weight_descs) into shared memory, zero-filled past the tensor's
-# edges, with no per-thread addresses or masks; the activations (A, the implicit-im2col gather)
-# stay on pointers. Every tile above, with USE_TMA=True and a pre_hook that sets the descriptors'
-# boxes from the tile (a descriptor's box is part of its type, so of the compiled kernel). They
-# are extra entries of a separate autotuner (path "mma_tma") that the launcher takes only where
-# it built the descriptors, so the pruner keeps or drops them per call beside the pointer
-# configs. Compiled ahead of time for sm_90 (``aot_specs``); never run on a GPU: UNVERIFIED.
-
-
-def _fwd_tma_boxes(nargs: dict) -> None:
-    """pre_hook: the forward reads [BLOCK_N, BLOCK_K] boxes of the (C_out, KH*KW*C_in/g) weight."""
-    if nargs["w_desc"] is not None:
-        nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
-
-
-def _dgrad_tma_boxes(nargs: dict) -> None:
-    """pre_hook: dgrad reads [BLOCK_K, BLOCK_N] boxes of the same weight rows, and [BLOCK_K,
-    BLOCK_N_TAIL] ones for its tail columns (without a tail, a box like the first: the argument
-    is then unused)."""
-    if nargs["w_desc"] is not None:
-        block_k, tail = nargs["BLOCK_K"], nargs["BLOCK_N_TAIL"]
-        nargs["w_desc"].block_shape = [block_k, nargs["BLOCK_N"]]
-        nargs["wt_desc"].block_shape = [block_k, tail or nargs["BLOCK_N"]]
-
-
-def _with_boxes(c: triton.Config, boxes, use_tma: bool) -> triton.Config:
-    """``c`` with the descriptors' pre_hook, reading the weight by TMA or (False) by pointers."""
-    kwargs = {**c.kwargs, "USE_TMA": True} if use_tma else dict(c.kwargs)
-    return triton.Config(kwargs, num_warps=c.num_warps, num_stages=c.num_stages, pre_hook=boxes)
-
-
-FWD_TMA_CONFIGS = [_with_boxes(c, _fwd_tma_boxes, True) for c in FWD_CONFIGS]
-DGRAD_TMA_CONFIGS = [_with_boxes(c, _dgrad_tma_boxes, True) for c in DGRAD_CONFIGS]
-
-
-def _tma_usable(configs: list[triton.Config], args: dict) -> list[triton.Config]:
-    """Leave out the TMA configs where the launcher built no weight descriptor (``w_desc`` is
-    None: not sm_90, not channels_last-contiguous, misaligned, fp64; see ``_weight_descs``) and,
-    for dgrad (``BLOCK_N_TAIL``), where a K block spans two taps (CG_OUT % BLOCK_K != 0): its
-    box is one tap's channels."""
-    def usable(c):
-        if not c.kwargs.get("USE_TMA"):
-            return True
-        if args.get("w_desc") is None:
-            return False
-        return "BLOCK_N_TAIL" not in c.kwargs or args["CG_OUT"] % c.kwargs["BLOCK_K"] == 0
-
-    return [c for c in configs if usable(c)]
-
+# conv2-5 forward and dgrad with the weight (the GEMM's B) through a TMA descriptor (sm_90+;
+# kernels._conv_tma): every tile above with USE_TMA=True and a pre_hook that sets the
+# descriptors' boxes from the tile. Extra entries of the "mma_tma" autotuners (below), which
+# the launcher takes only where it built descriptors; never run on a GPU: UNVERIFIED.
+FWD_TMA_CONFIGS = [with_boxes(c, fwd_tma_boxes, True) for c in FWD_CONFIGS]
+DGRAD_TMA_CONFIGS = [with_boxes(c, dgrad_tma_boxes, True) for c in DGRAD_CONFIGS]
 
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
@@ -316,7 +271,7 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
     small_tiles = {_entry(c) for c in (small_cin if small_cin is not None else regular)}
 
     def prune(configs, named_args, **kwargs):
-        configs = _tma_usable(configs, {**named_args, **kwargs})
+        configs = tma_usable(configs, {**named_args, **kwargs})
         small = kwargs["CG_IN"] < SMALL_CIN
         tiles = small_tiles if small else regular_tiles
         max_tile = TF32_SMALL_CIN_MAX_TILE if small and small_cin is not None else TF32_MAX_TILE
@@ -387,7 +342,7 @@ for _kernel, (_regular, _small, _drop) in {
 }.items():
     _boxes = TMA_CONFIGS[_kernel][0].pre_hook
     CONV_TUNING[_kernel]["mma_tma"] = (
-        [_with_boxes(c, _boxes, False) for c in CONV_TUNING[_kernel]["mma"][0]]
+        [with_boxes(c, _boxes, False) for c in CONV_TUNING[_kernel]["mma"][0]]
         + with_unverified([], TMA_CONFIGS[_kernel]),
         _make_pruner(_regular + TMA_CONFIGS[_kernel], _small, _drop, _kernel),
     )

@@ -16,18 +16,19 @@ from test_conv2d_relu import check, make, reference
 from tolerances import assert_close
 
 from kernels import tuning
-from kernels._conv2d_relu_args import _Geometry, _tma_wanted, _weight_desc
+from kernels._conv2d_relu_args import _Geometry, _tma_wanted
+from kernels._conv_tma import dgrad_tma_boxes, fwd_tma_boxes, weight_desc, with_boxes
 from kernels.conv2d_relu import conv2d_relu
 
 conv_mod = importlib.import_module("kernels.conv2d_relu")
 kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 # the interpreter's tiles (tl.dot needs 16), reading the weight by TMA
-FWD_TMA = tuning._with_boxes(tuning._config(32, 16, 16, 4, 1), tuning._fwd_tma_boxes, True)
-DGRAD_TMA = tuning._with_boxes(tuning._config(32, 16, 16, 4, 1, tail=0),
-                               tuning._dgrad_tma_boxes, True)
-DGRAD_TMA_TAIL = tuning._with_boxes(tuning._config(32, 16, 16, 4, 1, tail=16),
-                                    tuning._dgrad_tma_boxes, True)
+FWD_TMA = with_boxes(tuning._config(32, 16, 16, 4, 1), fwd_tma_boxes, True)
+DGRAD_TMA = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=0),
+                               dgrad_tma_boxes, True)
+DGRAD_TMA_TAIL = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=16),
+                                    dgrad_tma_boxes, True)
 
 
 @pytest.fixture
@@ -126,10 +127,10 @@ def geometry(w, groups=1):
 
 def test_which_weights_take_a_descriptor():
     w = torch.randn(32, 16, 3, 3).to(memory_format=torch.channels_last)
-    desc = _weight_desc(w, geometry(w))
+    desc = weight_desc(w, geometry(w))
     assert desc is not None and list(desc.shape) == [32, 144] and list(desc.strides) == [144, 1]
     assert desc.base.data_ptr() == w.data_ptr()  # the weight in place, no copy
-    assert _weight_desc(w.half(), geometry(w)) is not None
+    assert weight_desc(w.half(), geometry(w)) is not None
     refused = {
         "NCHW": w.contiguous(),
         "fp64": w.double(),
@@ -140,7 +141,7 @@ def test_which_weights_take_a_descriptor():
             memory_format=torch.channels_last),
     }
     for name, t in refused.items():
-        assert _weight_desc(t, geometry(t)) is None, name
+        assert weight_desc(t, geometry(t)) is None, name
 
 
 def test_launcher_builds_descriptors_only_on_hopper_with_the_gate():
@@ -156,8 +157,9 @@ def test_nchw_weight_runs_the_pointer_configs(tma):
 
 
 def shape(cg_in, cg_out, kh=3, kw=3):
-    return dict(N=128, CG_IN=cg_in, H=13, W=13, CG_OUT=cg_out, OH=13, OW=13, KH=kh, KW=kw,
-                STRIDE_H=1, STRIDE_W=1, PAD_H=1, PAD_W=1, INPUT_PRECISION="ieee")
+    return {"N": 128, "CG_IN": cg_in, "H": 13, "W": 13, "CG_OUT": cg_out, "OH": 13, "OW": 13,
+            "KH": kh, "KW": kw, "STRIDE_H": 1, "STRIDE_W": 1, "PAD_H": 1, "PAD_W": 1,
+            "INPUT_PRECISION": "ieee"}
 
 
 def test_pruner_keeps_tma_configs_only_with_a_descriptor():
@@ -193,7 +195,7 @@ def test_tma_configs_are_behind_the_unverified_gate():
 
 def test_pre_hook_sets_the_box_from_the_tile():
     w = torch.randn(32, 16, 3, 3).to(memory_format=torch.channels_last)
-    desc, tail = _weight_desc(w, geometry(w)), _weight_desc(w, geometry(w))
+    desc, tail = weight_desc(w, geometry(w)), weight_desc(w, geometry(w))
     FWD_TMA.pre_hook({"w_desc": desc, **FWD_TMA.kwargs})
     assert desc.block_shape == [16, 16]
     big = tuning.TMA_CONFIGS["fwd"][0]
