@@ -102,9 +102,10 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
                 ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, geo)),
             ]
-            if tensor_cores:  # (the "mma_tma" tuner's pruner drops them where no descriptor)
-                kernels += [("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo, tma=True)),
-                            ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo, tma=True))]
+            if tensor_cores:  # where the weight takes a descriptor (not conv1's 363-wide rows)
+                tma_kernels = [("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo, tma=True)),
+                               ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo, tma=True))]
+                kernels += [k for k in tma_kernels if k[2][0]["w_desc"] is not None]
             pk = _Packing.of(geo)
             if pk.fits(geo):  # conv1's own forward
                 xp = empty(n, pk.hp, pk.wpc, fmt=torch.contiguous_format)

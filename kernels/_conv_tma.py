@@ -19,7 +19,10 @@ implicit-im2col gather with its padding masks) stay on pointers (``cp.async``).
   TF32 wgmma can read from shared memory (4-byte operands). dgrad: [BLOCK_K, BLOCK_N] at (the
   K block's output channels, tap * C_in/g + n0), where a K block lies in one tap (C_out/g %
   BLOCK_K == 0); its tail columns (BLOCK_N_TAIL) through a second descriptor of that width.
-  dgrad's B is N-major: its TF32 wgmma does not overlap (the compile report's wgmma wait 0).
+  dgrad's B is N-major, which Hopper's TF32 wgmma cannot read from shared memory (K-major
+  only): its pointer configs copy B transposed in 4-byte pieces and still overlap (wgmma wait
+  1-2 in the compile report), the TMA ones did not (wait 0), so TF32 dgrad keeps the pointer
+  configs (:func:`tma_usable`); fp16/bf16 wgmma reads either order.
 - What TMA needs, and what happens otherwise: a 16-byte aligned base, every stride but the last
   16-byte aligned, the last 1, a box's inner extent >= 16 bytes (every config's is). Where the
   weight does not meet it (not channels_last-contiguous, a storage offset, KH*KW*C_in/g *
@@ -78,13 +81,14 @@ def with_boxes(c: triton.Config, boxes, use_tma: bool) -> triton.Config:
 
 def tma_usable(configs: list[triton.Config], args: dict) -> list[triton.Config]:
     """The pruner's first step: leave out the TMA configs where the launcher built no
-    descriptor (``w_desc`` None) and, for dgrad's (they have ``BLOCK_N_TAIL``), where a K block
-    spans two taps (C_out/g % BLOCK_K != 0)."""
+    descriptor (``w_desc`` None) and, for dgrad's (they have ``BLOCK_N_TAIL``), with TF32
+    (no wgmma overlap, see above) or where a K block spans two taps (C_out/g % BLOCK_K != 0)."""
     def usable(c):
         if not c.kwargs.get("USE_TMA"):
             return True
         if args.get("w_desc") is None:
             return False
-        return "BLOCK_N_TAIL" not in c.kwargs or args["CG_OUT"] % c.kwargs["BLOCK_K"] == 0
+        return "BLOCK_N_TAIL" not in c.kwargs or (
+            args["INPUT_PRECISION"] != "tf32" and args["CG_OUT"] % c.kwargs["BLOCK_K"] == 0)
 
     return [c for c in configs if usable(c)]

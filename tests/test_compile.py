@@ -223,6 +223,38 @@ def test_default_fit_scope_is_what_fit_runs():
     assert in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=32 w4 s4, fp32-tf32]")
 
 
+# The forward's and dgrad's TMA configs (the weight through a descriptor, kernels._conv_tma):
+# sm_90 only, marked unverified; one of each compiled by default
+_TMA_SPECS = {ref.name: (ref, spec) for ref, spec in _KERNEL_SPECS if spec.min_arch}
+_TMA_CHECKED = ["conv2d_relu_fwd[conv3, BM=128 BN=64 BK=32 w4 s3 tma unverified, fp16]",
+                "conv2d_relu_dgrad[conv2, BM=128 BN=32+16 BK=32 w4 s3 tma unverified, bf16]"]
+
+
+def test_tma_specs_are_for_sm90_and_marked_unverified():
+    assert set(_TMA_CHECKED) <= set(_TMA_SPECS)
+    for name, (_, spec) in _TMA_SPECS.items():
+        assert spec.min_arch == 90 and spec.constexprs["USE_TMA"] is True, name
+        assert " tma unverified," in name and spec.signature["w_desc"].startswith("tensordesc<")
+    kernels = {_kernel_and_dtype(name)[0] for name in _TMA_SPECS}
+    assert kernels == {"conv2d_relu_fwd", "conv2d_relu_dgrad"}
+    assert not any(arch < 90 for case in _CASES for ref, arch, _ in [case.values]
+                   if ref.name in _TMA_SPECS)
+    fwd = _TMA_SPECS[_TMA_CHECKED[0]][1]
+    assert fwd.signature["w_desc"] == "tensordesc<fp16[64, 32]>"  # [BLOCK_N, BLOCK_K]
+    dgrad = _TMA_SPECS[_TMA_CHECKED[1]][1]  # [BLOCK_K, BLOCK_N] and the tail's 16 columns
+    assert (dgrad.signature["w_desc"], dgrad.signature["wt_desc"]) == (
+        "tensordesc<bf16[32, 32]>", "tensordesc<bf16[32, 16]>")
+
+
+@pytest.mark.parametrize(("ref", "arch"), [(_TMA_SPECS[n][0], 90) for n in _TMA_CHECKED],
+                         ids=_TMA_CHECKED)
+def test_tma_specs_copy_the_weight_by_tma_and_overlap(compiled, ref, arch):
+    r = compiled[(ref, arch)]
+    assert r.ok, r.error
+    assert r.spills == 0 and r.mma == "wgmma"
+    assert r.stats.tma > 0 and r.stats.cp_async_wait >= 1 and r.stats.wgmma_wait >= 1
+
+
 # ----------------------------------------------------------------------------------------------
 # PTX parsing and the workload model, on hand-written snippets and shapes
 # ----------------------------------------------------------------------------------------------

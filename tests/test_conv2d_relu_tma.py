@@ -183,6 +183,13 @@ def test_dgrad_pruner_keeps_tma_only_where_k_blocks_stay_in_a_tap():
     tma = [c for c in kept if c.kwargs.get("USE_TMA")]
     assert tma and all(96 % c.kwargs["BLOCK_K"] == 0 for c in tma)
     assert any(c.kwargs["BLOCK_K"] == 64 for c in kept if not c.kwargs.get("USE_TMA"))
+    # TF32: dgrad's N-major B kept wgmma from overlapping through TMA: pointer configs only
+    tf32 = prune(everything, {}, w_desc=object(), **{**shape(192, 96), "INPUT_PRECISION": "tf32"})
+    assert tf32 and not any(c.kwargs.get("USE_TMA") for c in tf32)
+    fwd_configs, fwd_prune = tuning.CONV_TUNING["fwd"]["mma_tma"]
+    fwd_tf32 = fwd_prune(fwd_configs + tuning.TMA_CONFIGS["fwd"], {}, w_desc=object(),
+                         **{**shape(192, 96), "INPUT_PRECISION": "tf32"})
+    assert any(c.kwargs.get("USE_TMA") for c in fwd_tf32)  # the forward's B is K-major
 
 
 def test_tma_configs_are_behind_the_unverified_gate():
