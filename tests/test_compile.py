@@ -491,6 +491,31 @@ def test_report_on_dgrads_two_accumulator_tile(capsys):
     assert eff == "100%" and blocks == str(1458 * 2)  # M tiles x groups, one N tile each
 
 
+def test_report_shows_a_tma_spec(capsys):
+    # the README's TMA command on one spec: TMA copies, pipelined, wgmma overlapping
+    assert compile_report.main(["--kernel", _TMA_CHECKED[0], "--arch", "90", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("conv2d_relu_fwd"))
+    assert "unverified" in row
+    tma, cp_wait, wgmma_wait = row[-10:-7]
+    assert int(tma) > 0 and int(cp_wait) >= 1 and int(wgmma_wait) >= 1
+
+
+@pytest.mark.slow
+def test_readme_tma_report_command():
+    # README, "Hopper TMA for the weight": every TMA spec compiles for sm_90 and meets the goals
+    cmd = [sys.executable, "-m", "kernels.compile_report", "--arch", "90", "--kernel",
+           "tma unverified"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False,
+                          cwd=compile_report.ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("conv2d_relu_")]
+    assert len(rows) == len(_TMA_SPECS) and all("tma unverified" in r for r in rows)
+    assert all(r.rstrip().endswith("ok") for r in rows)
+    overlap = next(line for line in done.stdout.splitlines() if "async wgmma overlap" in line)
+    assert f"{len(rows)}/{len(rows)} specs" in overlap
+
+
 def test_report_default_scope_leaves_out_exact_fp32(capsys):
     assert compile_report.main(["--kernel", _EXACT_FP32, "--arch", "80"]) == 2
     assert "no kernel spec matches" in capsys.readouterr().err

@@ -4,7 +4,8 @@
 The launcher builds descriptors only on an sm_90 GPU with LIGHTNING_ALEXNET_UNVERIFIED=1, and
 the interpreter's autotuners hold one pointer config; so these tests ask the launcher for the
 descriptors (``_tma_wanted``) and give the "mma_tma" autotuners one TMA config each, then check
-that it ran. Also: which weights take a descriptor, and what the pruner keeps.
+that it ran. Also: which weights take a descriptor, and what the pruner keeps. On a GPU (the
+kernel tests' CUDA run) the TMA runs need sm_90 or later.
 """
 
 import importlib
@@ -21,6 +22,7 @@ from kernels._conv_tma import dgrad_tma_boxes, fwd_tma_boxes, weight_desc, with_
 from kernels.conv2d_relu import conv2d_relu
 
 conv_mod = importlib.import_module("kernels.conv2d_relu")
+args_mod = importlib.import_module("kernels._conv2d_relu_args")
 kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 # the interpreter's tiles (tl.dot needs 16), reading the weight by TMA
@@ -35,6 +37,8 @@ DGRAD_TMA_TAIL = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=16),
 def tma(monkeypatch):
     """Descriptors for every launch; returns a function that installs the forward's and
     dgrad's TMA configs in the "mma_tma" autotuners (returned, to read ``best_config``)."""
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip(f"TMA needs sm_90+, this GPU is sm_{''.join(map(str, torch.cuda.get_device_capability()))}")
     monkeypatch.setattr(conv_mod, "_tma_wanted", lambda x: True)
     monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)
 
@@ -144,9 +148,13 @@ def test_which_weights_take_a_descriptor():
         assert weight_desc(t, geometry(t)) is None, name
 
 
-def test_launcher_builds_descriptors_only_on_hopper_with_the_gate():
-    # the interpreter (no GPU) never: the launcher keeps its pointer configs
-    assert not _tma_wanted(torch.empty(1))
+def test_launcher_builds_descriptors_only_on_hopper_with_the_gate(monkeypatch):
+    # never for CPU tensors (the interpreter), nor with the gate closed: the launcher keeps
+    # its plain autotuners and pointer configs
+    monkeypatch.setattr(args_mod, "UNVERIFIED", True)
+    assert not _tma_wanted(torch.empty(1, device="cpu"))
+    monkeypatch.setattr(args_mod, "UNVERIFIED", False)
+    assert not _tma_wanted(torch.empty(1))  # the default device: CUDA on a GPU machine
 
 
 def test_nchw_weight_runs_the_pointer_configs(tma):
