@@ -66,6 +66,8 @@ sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been 
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
 TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 64x128x32 (conv2); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
+On sm_90 with LIGHTNING_ALEXNET_UNVERIFIED=1, conv2-5's forward and dgrad may also read the
+weight by TMA (compiled for sm_90 only, never run; :mod:`kernels._conv_tma`).
 conv1's forward and weight gradient run its packed kernels (8-byte ``cp.async`` in fp16/bf16,
 16-byte in fp32, pipelined, with async wgmma on sm_90; 98.6% of the forward's K is useful; the
 input is packed once per forward and once per backward). Where the packed copies would pass
