@@ -27,10 +27,8 @@ kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
 
 # the interpreter's tiles (tl.dot needs 16), reading the weight by TMA
 FWD_TMA = with_boxes(tuning._config(32, 16, 16, 4, 1), fwd_tma_boxes, True)
-DGRAD_TMA = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=0),
-                               dgrad_tma_boxes, True)
-DGRAD_TMA_TAIL = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=16),
-                                    dgrad_tma_boxes, True)
+DGRAD_TMA = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=0), dgrad_tma_boxes, True)
+DGRAD_TMA_TAIL = with_boxes(tuning._config(32, 16, 16, 4, 1, tail=16), dgrad_tma_boxes, True)
 
 
 @pytest.fixture
@@ -38,7 +36,8 @@ def tma(monkeypatch):
     """Descriptors for every launch; returns a function that installs the forward's and
     dgrad's TMA configs in the "mma_tma" autotuners (returned, to read ``best_config``)."""
     if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip(f"TMA needs sm_90+, this GPU is sm_{''.join(map(str, torch.cuda.get_device_capability()))}")
+        major, minor = torch.cuda.get_device_capability()
+        pytest.skip(f"TMA needs sm_90 or later; this GPU is sm_{major}{minor}")
     monkeypatch.setattr(conv_mod, "_tma_wanted", lambda x: True)
     monkeypatch.setattr(conv_mod, "WGRAD_SPLITS", 3)
 
@@ -59,7 +58,7 @@ def channels_last(*tensors):
 
 
 TMA_CASES = [
-    # x shape, w shape, stride, padding, groups
+    # x shape, w shape, stride, padding, groups, dgrad by TMA too
     # conv2-like: groups 2, 24 input channels per group (K blocks straddle taps), 20 output
     # channels per group: the second N tile's box holds 4 rows of the group and 12 of the next
     # group (group 0) or past C_out (group 1, zero-filled); stride 2. dgrad: C_out/g = 20 is not
