@@ -18,7 +18,7 @@ helpers, the int32 span guard, the ahead-of-time spec builder), ``_lrn_pool`` (t
 functions and host helpers LRN and pooling share), ``_conv2d_relu_kernels``,
 ``_conv1_packed_kernels`` and ``_conv2d_relu_args`` (the convolution's Triton kernels, conv1's
 kernels on its packed input; its geometry, argument builders and ahead-of-time specs), and ``_aot`` / ``compile_report`` (compilation for sm_80/sm_90 without
-a GPU).
+a GPU); ``_conv_tma`` (the convolution's weight through a TMA descriptor on sm_90).
 """
 
 from kernels.conv2d_relu import conv2d_relu

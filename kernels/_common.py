@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.jit import mangle_type
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 # Read once: @triton.jit decides at import time whether a kernel is interpreted.
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -140,24 +142,34 @@ class KernelSpec:
     num_warps: int = 4
     num_stages: int = 3
     uses_dot: bool = False  # conv kernels: must compile to mma/wgmma
+    min_arch: int = 0  # compiled only for sm_<arch> >= this (90: TMA descriptors)
 
 
 def kernel_spec(name: str, fn, args: dict, config: triton.Config,
-                uses_dot: bool = False) -> KernelSpec:
-    """A KernelSpec from a kernel's launch arguments by name (runtime and constexpr, any order)
-    and one config, typed as Triton's JIT specialises them: arguments declared ``tl.constexpr``,
-    bools and ints equal to 1 become constants; tensors are 16-byte aligned pointers; other ints
-    are i32 (i64 beyond) and noted as divisible when they are multiples of 16."""
+                uses_dot: bool = False, min_arch: int = 0) -> KernelSpec:
+    """A KernelSpec from a kernel's launch arguments by name (runtime and constexpr, any order;
+    parameters with a default may be left out) and one config, typed as Triton's JIT
+    specialises them: arguments declared ``tl.constexpr``, None, bools and ints equal to 1
+    become constants; tensors are 16-byte aligned pointers; TMA descriptors
+    (``TensorDescriptor``) are typed by their dtype and box, after the config's pre_hook has set
+    it (``tensordesc<fp16[64, 32]>``); other ints are i32 (i64 beyond) and noted as divisible
+    when they are multiples of 16."""
     params = inspect.signature(fn.fn).parameters  # fn.fn: the Python function, JIT or interpreted
     declared = {p for p, v in params.items() if v.annotation in (tl.constexpr, "tl.constexpr")}
-    args = {**args, **config.kwargs}
+    defaults = {p: v.default for p, v in params.items() if v.default is not inspect.Parameter.empty}
+    args = {**defaults, **args, **config.kwargs}
+    if config.pre_hook is not None:  # e.g. a TMA descriptor's box, from the config's tile
+        config.pre_hook({**args, **config.all_kwargs()})
     if sorted(args) != sorted(fn.arg_names):
         raise AssertionError(f"{name}: spec arguments {list(args)} != kernel's {fn.arg_names}")
     signature, constexprs, divisible = {}, {}, []
     for arg in fn.arg_names:
         value = args[arg]
-        if arg in declared or isinstance(value, bool) or (isinstance(value, int) and value == 1):
+        if (arg in declared or value is None or isinstance(value, bool)
+                or (isinstance(value, int) and value == 1)):
             signature[arg], constexprs[arg] = "constexpr", value
+        elif isinstance(value, TensorDescriptor):
+            signature[arg] = mangle_type(value)  # "tensordesc<fp16[64, 32]>"
         elif isinstance(value, torch.Tensor):
             elem = "i8" if value.dtype == torch.int8 else TORCH_TO_TRITON[value.dtype]
             signature[arg] = "*" + elem
@@ -168,7 +180,7 @@ def kernel_spec(name: str, fn, args: dict, config: triton.Config,
                 divisible.append(arg)
     return KernelSpec(name=name, fn=fn, signature=signature, constexprs=constexprs,
                       divisible=tuple(divisible), num_warps=config.num_warps,
-                      num_stages=config.num_stages, uses_dot=uses_dot)
+                      num_stages=config.num_stages, uses_dot=uses_dot, min_arch=min_arch)
 
 
 def block_specs(op: str, where: str, label: str, kernels) -> list[KernelSpec]:

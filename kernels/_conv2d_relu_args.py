@@ -30,12 +30,14 @@ from kernels._common import (
     pair,
     strides,
 )
+from kernels._conv_tma import TMA_MIN_CAPABILITY, weight_desc
 from kernels.tuning import (
     PACKED_BLOCK_K,
     PACKED_CIN,
     PACKED_VEC,
     RELU_GRAD_BLOCK_C,
     RELU_GRAD_BLOCK_P,
+    UNVERIFIED,
 )
 
 # Weight-gradient split-K: the output pixels (GEMM K) are cut into splits, chosen per tile by
@@ -215,9 +217,19 @@ def _round_up(value: int, multiple: int) -> int:
     return triton.cdiv(value, multiple) * multiple
 
 
-def _fwd_args(x, weight, bias, y, geo: _Geometry) -> tuple[dict, dict]:
-    """Runtime arguments and op constexprs of _conv_fwd_kernel, in signature order."""
+def _tma_wanted(x: torch.Tensor) -> bool:
+    """Whether the forward and dgrad launchers build weight descriptors (kernels._conv_tma):
+    the tensor-core path on an sm_90+ GPU with LIGHTNING_ALEXNET_UNVERIFIED=1. Never under the
+    interpreter (the tests launch the TMA configs themselves)."""
+    return (UNVERIFIED and not INTERPRET and x.is_cuda and _path(x.dtype) == "mma"
+            and torch.cuda.get_device_capability(x.device)[0] >= TMA_MIN_CAPABILITY)
+
+
+def _fwd_args(x, weight, bias, y, geo: _Geometry, tma: bool = False) -> tuple[dict, dict]:
+    """Runtime arguments and op constexprs of _conv_fwd_kernel, in signature order; with
+    ``tma`` (see _tma_wanted), the weight's descriptor where it takes one (else None)."""
     args = dict(x_ptr=x, w_ptr=weight, b_ptr=weight if bias is None else bias, y_ptr=y,
+                w_desc=weight_desc(weight, geo) if tma else None,
                 **geo.sizes(), **strides("x", x), **strides("w", weight, "ochw"),
                 **strides("y", y))
     consts = dict(**geo.op_params(), HAS_BIAS=bias is not None,
@@ -353,8 +365,12 @@ def _fwd_packed_args(xp, xt, wp, bias, y, geo: _Geometry, pk: _Packing) -> tuple
     return args, consts
 
 
-def _dgrad_args(g, weight, dx, geo: _Geometry) -> tuple[dict, dict]:
-    args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, **geo.sizes(), **strides("g", g),
+def _dgrad_args(g, weight, dx, geo: _Geometry, tma: bool = False) -> tuple[dict, dict]:
+    """As _fwd_args; two descriptors of the weight (boxes for BLOCK_N and BLOCK_N_TAIL)."""
+    w_desc = weight_desc(weight, geo) if tma else None
+    wt_desc = None if w_desc is None else weight_desc(weight, geo)
+    args = dict(g_ptr=g, w_ptr=weight, dx_ptr=dx, w_desc=w_desc, wt_desc=wt_desc,
+                **geo.sizes(), **strides("g", g),
                 **strides("w", weight, "ochw"), **strides("dx", dx))
     consts = dict(**geo.op_params(), INPUT_PRECISION=_input_precision(g.dtype))
     return args, consts

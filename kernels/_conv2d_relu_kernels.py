@@ -18,6 +18,10 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
   order with the whole N extent as the group.
+- the weight through TMA (forward and dgrad, ``USE_TMA`` configs, Hopper): B is copied from a
+  host-side descriptor (``w_desc``, of the channels_last weight's (C_out, KH*KW*C_in/g) rows)
+  instead of ``w_ptr``; see :mod:`kernels._conv_tma` for the boxes, what TMA needs of the
+  weight and what runs when the weight does not meet it (the pointer configs).
 - conv1's forward (groups = 1, C_in <= 4, window rows of >= 16 elements) has its own kernel on
   the input packed once per call (``_Packing``): zero-bordered rows of interleaved pixels
   (N, HP, WPC) with the padding as the border, C_in channels per pixel (3 for conv1; 4 where
@@ -84,8 +88,8 @@ from kernels.tuning import (
 
 @triton.jit
 def _conv_fwd_kernel(
-    # pointers
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    # pointers; w_desc: the weight as a (C_out, KH*KW*C_in/g) TMA descriptor, or None
+    x_ptr, w_ptr, b_ptr, y_ptr, w_desc,
     # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
     # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
@@ -97,8 +101,9 @@ def _conv_fwd_kernel(
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    # tiling
+    # tiling; USE_TMA: the weight tile through w_desc (Hopper's TMA), else through w_ptr
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
 ):
     # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
     # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
@@ -150,9 +155,15 @@ def _conv_fwd_kernel(
         a_mask = (mask_m[:, None] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)) & mask_k[None, :]
         a_offs = x_rows[:, None] + (c * stride_xc + kh * stride_xh + kw * stride_xw)[None, :]
         a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)  # (BLOCK_M, BLOCK_K)
-        b_offs = (co[None, :] * stride_wo
-                  + (c * stride_wc + kh * stride_wh + kw * stride_ww)[:, None])
-        b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if USE_TMA:
+            # a [BLOCK_N, BLOCK_K] box of the weight's rows in (kh, kw, c) order, transposed
+            # (K-major B); TMA zero-fills columns past K and rows past C_out; rows of the next
+            # group (CG_OUT % BLOCK_N != 0) only reach columns the store masks
+            b = w_desc.load([g * CG_OUT + pid_n * BLOCK_N, k0]).T
+        else:
+            b_offs = (co[None, :] * stride_wo
+                      + (c * stride_wc + kh * stride_wh + kw * stride_ww)[:, None])
+            b = tl.load(w_ptr + b_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
 
     # epilogue on the fp32 accumulator, before the down-cast (the launcher passes a contiguous
@@ -166,8 +177,10 @@ def _conv_fwd_kernel(
 
 @triton.jit
 def _conv_dgrad_kernel(
-    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel)
-    g_ptr, w_ptr, dx_ptr,
+    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel);
+    # w_desc, wt_desc: the weight as (C_out, KH*KW*C_in/g) TMA descriptors, boxes BLOCK_N and
+    # BLOCK_N_TAIL columns wide (None, None without TMA)
+    g_ptr, w_ptr, dx_ptr, w_desc, wt_desc,
     # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
     # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
@@ -181,7 +194,7 @@ def _conv_dgrad_kernel(
     # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
     # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N_TAIL: tl.constexpr,
+    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False,
 ):
     # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
     # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
@@ -239,14 +252,27 @@ def _conv_dgrad_kernel(
         a_mask = tap_ok & mask_k[None, :]
         a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
         a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
-        # weight rows of this K block; its channels count within the group
-        w_rows = (g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww
-        b = tl.load(w_ptr + w_rows[:, None] + (offs_n * stride_wc)[None, :],
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if USE_TMA:
+            # a [BLOCK_K, BLOCK_N] box: the K block's output channels (one tap's: the pruner
+            # keeps TMA where CG_OUT % BLOCK_K == 0) x input channels from the tap's first;
+            # columns past the tap's C_in/g read the next tap's (or TMA's zeros past the row):
+            # they only reach output columns the store masks
+            tl.static_assert(CG_OUT % BLOCK_K == 0, "TMA dgrad needs K blocks within a tap")
+            w_row = g * CG_OUT + k0 % CG_OUT
+            w_col = (kh * KW + kw) * CG_IN + pid_n * (BLOCK_N + BLOCK_N_TAIL)
+            b = w_desc.load([w_row, w_col])
+        else:
+            # weight rows of this K block; its channels count within the group
+            w_rows = (g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww
+            b = tl.load(w_ptr + w_rows[:, None] + (offs_n * stride_wc)[None, :],
+                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
         if BLOCK_N_TAIL > 0:  # the same A tile against the tail columns
-            b_t = tl.load(w_ptr + w_rows[:, None] + (offs_t * stride_wc)[None, :],
-                          mask=mask_k[:, None] & mask_t[None, :], other=0.0)
+            if USE_TMA:
+                b_t = wt_desc.load([w_row, w_col + BLOCK_N])
+            else:
+                b_t = tl.load(w_ptr + w_rows[:, None] + (offs_t * stride_wc)[None, :],
+                              mask=mask_k[:, None] & mask_t[None, :], other=0.0)
             acc_t = tl.dot(a, b_t, acc_t, input_precision=INPUT_PRECISION)
 
     dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_n) * stride_dxc)[None, :]

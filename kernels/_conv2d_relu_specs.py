@@ -33,7 +33,18 @@ from kernels._conv2d_relu_kernels import (
     _relu_grad_kernel,
     _split_sum_kernel,
 )
-from kernels.tuning import CONV_TUNING, PACKED_TUNING, RELU_GRAD_LAUNCH, SUM_BLOCK
+from kernels.tuning import (
+    CONV_TUNING,
+    PACKED_TUNING,
+    RELU_GRAD_LAUNCH,
+    SUM_BLOCK,
+    TMA_CONFIGS,
+)
+
+# The forward and dgrad configs that read the weight by TMA compile for sm_90 (and later) only;
+# their names end in TMA_NOTE (not run on a GPU yet: kernels.tuning's UNVERIFIED gate).
+TMA_ARCH = 90
+TMA_NOTE = "tma unverified"
 
 # AlexNet's convolutions (Krizhevsky et al. 2012, torchvision's channel counts) at batch 128:
 # name -> (input NCHW, weight, stride, padding, groups, input needs a gradient)
@@ -53,7 +64,9 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
     Only the configs the autotuner keeps for that shape and precision are emitted (the same
     pruner), so what is compiled here is what runs. fp32 comes twice: exact ("ieee", FMA configs,
     no tensor cores, so ``uses_dot=False``) and with TF32 allowed ("tf32", tensor-core configs).
-    conv1's dgrad is left out: the image needs no gradient.
+    conv1's dgrad is left out: the image needs no gradient. The forward's and dgrad's TMA configs
+    (the weight through a descriptor, ``TMA_CONFIGS``) come too, gate or not, for sm_90 only
+    (``min_arch``), named with ``TMA_NOTE``, where the pruner keeps them for the layer.
     """
     unknown = [name for name in layers if name not in ALEXNET_CONVS]
     if unknown:
@@ -89,6 +102,10 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo)),
                 ("wgrad", _conv_wgrad_kernel, _wgrad_args(x, y, w, dw_part, geo)),
             ]
+            if tensor_cores:  # where the weight takes a descriptor (not conv1's 363-wide rows)
+                tma_kernels = [("fwd", _conv_fwd_kernel, _fwd_args(x, w, b, y, geo, tma=True)),
+                               ("dgrad", _conv_dgrad_kernel, _dgrad_args(y, w, x, geo, tma=True))]
+                kernels += [k for k in tma_kernels if k[2][0]["w_desc"] is not None]
             pk = _Packing.of(geo)
             if pk.fits(geo):  # conv1's own forward
                 xp = empty(n, pk.hp, pk.wpc, fmt=torch.contiguous_format)
@@ -108,8 +125,12 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
+                tma = args.get("w_desc") is not None
                 if kname in PACKED_TUNING:  # every config compiles without spills
                     kept = PACKED_TUNING[kname]["mma" if tensor_cores else "fma"]
+                elif tma:  # the TMA configs the pruner keeps (the pointer ones come above)
+                    prune = CONV_TUNING[kname]["mma_tma"][1]
+                    kept = prune(TMA_CONFIGS[kname], {}, **args, **consts)
                 else:
                     configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
                     kept = prune(configs, {}, **args, **consts)
@@ -117,9 +138,10 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                     kw_ = cfg.kwargs
                     tail = f"+{kw_['BLOCK_N_TAIL']}" if kw_.get("BLOCK_N_TAIL") else ""
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']}{tail} BK={kw_['BLOCK_K']} "
-                           f"w{cfg.num_warps} s{cfg.num_stages}")
+                           f"w{cfg.num_warps} s{cfg.num_stages}" + (f" {TMA_NOTE}" if tma else ""))
                     specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
-                                             {**args, **consts}, cfg, uses_dot=tensor_cores))
+                                             {**args, **consts}, cfg, uses_dot=tensor_cores,
+                                             min_arch=TMA_ARCH if tma else 0))
             if precision == "ieee":
                 sum_args = {"part_ptr": dw_part, "out_ptr": w, "NUMEL": w.numel(), "SPLIT": split}
                 sum_cfg = triton.Config({"BLOCK": SUM_BLOCK}, num_warps=4, num_stages=1)

@@ -292,7 +292,7 @@ def main(argv=None) -> int:
         print(f"no kernel spec matches --kernel {args.kernel}", file=sys.stderr)
         return 2
     consts = {ref.name: spec.constexprs for ref, spec in specs}
-    todo = [(ref, arch) for ref, _ in specs for arch in archs]
+    todo = [(ref, arch) for ref, spec in specs for arch in archs if arch >= spec.min_arch]
     print(f"compiling {len(specs)} specs x {len(archs)} archs = {len(todo)} kernels "
           f"with {args.jobs} worker(s) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()

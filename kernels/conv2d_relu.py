@@ -66,6 +66,8 @@ sm_90 at all five AlexNet convolution shapes (see ``aot_specs``); none has been 
 configs outside ``pytest tests/test_compile.py``'s default set spill 4-12 bytes: on sm_80 with
 TF32, dgrad 64x64x64 (conv3, conv4) and wgrad 64x128x32 (conv2); on sm_90, exact-fp32 dgrad
 64x64x16 with 3 stages (conv3, conv5). ``python -m kernels.compile_report`` lists them.
+On sm_90 with LIGHTNING_ALEXNET_UNVERIFIED=1, conv2-5's forward and dgrad may also read the
+weight by TMA (compiled for sm_90 only, never run; :mod:`kernels._conv_tma`).
 conv1's forward and weight gradient run its packed kernels (8-byte ``cp.async`` in fp16/bf16,
 16-byte in fp32, pipelined, with async wgmma on sm_90; 98.6% of the forward's K is useful; the
 input is packed once per forward and once per backward). Where the packed copies would pass
@@ -121,6 +123,7 @@ from kernels._conv2d_relu_args import (
     _relu_grad_args,
     _relu_grad_pixels_per_split,
     _sm_count,
+    _tma_wanted,
     _unpack_weight,
     _wgrad_args,
     _wgrad_max_splits,
@@ -179,23 +182,26 @@ def _conv_forward(x, weight, bias, geo: _Geometry) -> torch.Tensor:
         with device_context(x):
             _conv_fwd_packed[_path(x.dtype)][grid](**args, **consts)
         return y
-    _launch_gemm(_conv_fwd, x, _fwd_args(x, weight, bias, y, geo), geo.n * geo.oh * geo.ow,
-                 geo.cg_out, geo.groups)
+    _launch_gemm(_conv_fwd, x, _fwd_args(x, weight, bias, y, geo, tma=_tma_wanted(x)),
+                 geo.n * geo.oh * geo.ow, geo.cg_out, geo.groups)
     return y
 
 
 def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int) -> None:
     """An autotuned GEMM kernel (forward or dgrad) on x's device and instruction path, over a
     (rows / BLOCK_M x cols / columns per program, groups) grid; a program computes BLOCK_N
-    columns, plus BLOCK_N_TAIL for dgrad's two-accumulator tiles."""
+    columns, plus BLOCK_N_TAIL for dgrad's two-accumulator tiles. With a weight descriptor
+    (``w_desc``, sm_90 and the UNVERIFIED gate) the "mma_tma" autotuner, whose TMA configs
+    read the weight through it."""
     args, consts = args_consts
+    path = "mma_tma" if args["w_desc"] is not None else _path(x.dtype)
 
     def grid(meta):
         per_program = meta["BLOCK_N"] + meta.get("BLOCK_N_TAIL", 0)
         return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program), groups)
 
     with device_context(x):
-        tuners[_path(x.dtype)][grid](**args, **consts)
+        tuners[path][grid](**args, **consts)
 
 
 def _conv_input_grad(g, weight, x, geo: _Geometry) -> torch.Tensor:
@@ -217,8 +223,8 @@ def _dgrad(g, weight, x, geo: _Geometry) -> torch.Tensor:
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
     if dx.numel() == 0:  # H or W is 0 and padding alone made the output
         return dx
-    _launch_gemm(_conv_dgrad, x, _dgrad_args(g, weight, dx, geo), geo.n * geo.h * geo.w,
-                 geo.cg_in, geo.groups)
+    _launch_gemm(_conv_dgrad, x, _dgrad_args(g, weight, dx, geo, tma=_tma_wanted(x)),
+                 geo.n * geo.h * geo.w, geo.cg_in, geo.groups)
     return dx
 
 

@@ -18,6 +18,7 @@ import os
 import triton
 
 from kernels._common import INTERPRET
+from kernels._conv_tma import dgrad_tma_boxes, fwd_tma_boxes, tma_usable, with_boxes
 
 # Configurations compiled ahead of time (spill-free, see ``aot_specs``) but not yet run on a GPU:
 # the autotuners leave them out unless LIGHTNING_ALEXNET_UNVERIFIED=1. The GPU report's parity
@@ -123,6 +124,13 @@ WGRAD_TF32_DROP = ((64, 128, 32, 4, 3),)
 # TF32 operands take 4 bytes: tiles above this spill (on sm_80, and the forward on sm_90).
 TF32_MAX_TILE = 128 * 64
 
+# conv2-5 forward and dgrad with the weight (the GEMM's B) through a TMA descriptor (sm_90+;
+# kernels._conv_tma): every tile above with USE_TMA=True and a pre_hook that sets the
+# descriptors' boxes from the tile. Extra entries of the "mma_tma" autotuners (below), which
+# the launcher takes only where it built descriptors; never run on a GPU: UNVERIFIED.
+FWD_TMA_CONFIGS = [with_boxes(c, fwd_tma_boxes, True) for c in FWD_CONFIGS]
+DGRAD_TMA_CONFIGS = [with_boxes(c, dgrad_tma_boxes, True) for c in DGRAD_CONFIGS]
+
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
 # up to 6 KiB there). conv2-conv5, as above.
@@ -199,6 +207,11 @@ def _tile(c: triton.Config) -> tuple:
             c.num_stages) + ((tail,) if tail else ())
 
 
+def _entry(c: triton.Config) -> tuple:
+    """A config's identity in a list: its tile, and "tma" for a weight-descriptor config."""
+    return _tile(c) + (("tma",) if c.kwargs.get("USE_TMA") else ())
+
+
 # The pruner keeps the forward and dgrad configs whose tiles waste at most 10% of the
 # multiply-adds they issue on the call's GEMM (issue 13's goal on every AlexNet layer).
 MIN_TILE_EFFICIENCY = 0.9
@@ -247,7 +260,7 @@ def _efficient(kernel: str, configs: list[triton.Config], sizes: dict) -> list[t
 def _union(*lists: list[triton.Config]) -> list[triton.Config]:
     out = {}
     for c in (c for configs in lists for c in configs):
-        out.setdefault(_tile(c), c)
+        out.setdefault(_entry(c), c)
     return list(out.values())
 
 
@@ -258,10 +271,11 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
     ``tf32_drop``: regular-path tiles that spill with TF32 operands only. ``gemm`` ("fwd",
     "dgrad"): of the regular-path ones, keep those efficient on the call's shape
     (``_efficient``; conv1's small-channel lists are sized for its own constraints)."""
-    regular_tiles = {_tile(c) for c in regular}
-    small_tiles = {_tile(c) for c in (small_cin if small_cin is not None else regular)}
+    regular_tiles = {_entry(c) for c in regular}
+    small_tiles = {_entry(c) for c in (small_cin if small_cin is not None else regular)}
 
     def prune(configs, named_args, **kwargs):
+        configs = tma_usable(configs, {**named_args, **kwargs})
         small = kwargs["CG_IN"] < SMALL_CIN
         tiles = small_tiles if small else regular_tiles
         max_tile = TF32_SMALL_CIN_MAX_TILE if small and small_cin is not None else TF32_MAX_TILE
@@ -269,7 +283,7 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
         drop = set() if small else set(tf32_drop)
         if kwargs["INPUT_PRECISION"] != "tf32":
             max_tile, max_k, drop = float("inf"), float("inf"), set()
-        kept = [c for c in configs if _tile(c) in tiles and _tile(c) not in drop
+        kept = [c for c in configs if _entry(c) in tiles and _tile(c) not in drop
                 and c.kwargs["BLOCK_M"] * (c.kwargs["BLOCK_N"] + c.kwargs.get("BLOCK_N_TAIL", 0))
                 <= max_tile and c.kwargs["BLOCK_K"] <= max_k]
         own_small_list = small and small_cin is not None
@@ -323,6 +337,19 @@ CONV_TUNING = {
 }
 CONV_TUNING["wgrad"] = {path: (configs, _wgrad_efficient(prune))
                         for path, (configs, prune) in CONV_TUNING["wgrad"].items()}
+# "mma_tma": the tensor-core configs, each with the descriptors' pre_hook, and the TMA ones
+# (behind the UNVERIFIED gate); the pruner knows every TMA config, gate or not (``aot_specs``).
+TMA_CONFIGS = {"fwd": FWD_TMA_CONFIGS, "dgrad": DGRAD_TMA_CONFIGS}
+for _kernel, (_regular, _small, _drop) in {
+    "fwd": (FWD_CONFIGS, FWD_SMALL_CIN_CONFIGS, FWD_TF32_DROP),
+    "dgrad": (DGRAD_CONFIGS, None, DGRAD_TF32_DROP),
+}.items():
+    _boxes = TMA_CONFIGS[_kernel][0].pre_hook
+    CONV_TUNING[_kernel]["mma_tma"] = (
+        [with_boxes(c, _boxes, False) for c in CONV_TUNING[_kernel]["mma"][0]]
+        + with_unverified([], TMA_CONFIGS[_kernel]),
+        _make_pruner(_regular + TMA_CONFIGS[_kernel], _small, _drop, _kernel),
+    )
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).
 CONV_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1)
 DGRAD_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1, tail=0)

@@ -152,7 +152,7 @@ _CASES = [
     pytest.param(ref, arch, spec.uses_dot, id=f"{ref.name}-sm{arch}",
                  marks=() if ref in _DEFAULT else pytest.mark.slow)
     for ref, spec in _KERNEL_SPECS
-    for arch in ARCHS
+    for arch in ARCHS if arch >= spec.min_arch
 ]
 _PROBES = {ref.name: ref for ref, _ in spec_refs((__name__,))}
 
@@ -221,6 +221,38 @@ def test_default_fit_scope_is_what_fit_runs():
     assert len(others) == 6 * 3, sorted(others)  # 3 kernels x fwd/bwd x 3 dtypes
     assert not in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]")
     assert in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=32 w4 s4, fp32-tf32]")
+
+
+# The forward's and dgrad's TMA configs (the weight through a descriptor, kernels._conv_tma):
+# sm_90 only, marked unverified; one of each compiled by default
+_TMA_SPECS = {ref.name: (ref, spec) for ref, spec in _KERNEL_SPECS if spec.min_arch}
+_TMA_CHECKED = ["conv2d_relu_fwd[conv3, BM=128 BN=64 BK=32 w4 s3 tma unverified, fp16]",
+                "conv2d_relu_dgrad[conv2, BM=128 BN=32+16 BK=32 w4 s3 tma unverified, bf16]"]
+
+
+def test_tma_specs_are_for_sm90_and_marked_unverified():
+    assert set(_TMA_CHECKED) <= set(_TMA_SPECS)
+    for name, (_, spec) in _TMA_SPECS.items():
+        assert spec.min_arch == 90 and spec.constexprs["USE_TMA"] is True, name
+        assert " tma unverified," in name and spec.signature["w_desc"].startswith("tensordesc<")
+    kernels = {_kernel_and_dtype(name)[0] for name in _TMA_SPECS}
+    assert kernels == {"conv2d_relu_fwd", "conv2d_relu_dgrad"}
+    assert not any(arch < 90 for case in _CASES for ref, arch, _ in [case.values]
+                   if ref.name in _TMA_SPECS)
+    fwd = _TMA_SPECS[_TMA_CHECKED[0]][1]
+    assert fwd.signature["w_desc"] == "tensordesc<fp16[64, 32]>"  # [BLOCK_N, BLOCK_K]
+    dgrad = _TMA_SPECS[_TMA_CHECKED[1]][1]  # [BLOCK_K, BLOCK_N] and the tail's 16 columns
+    assert (dgrad.signature["w_desc"], dgrad.signature["wt_desc"]) == (
+        "tensordesc<bf16[32, 32]>", "tensordesc<bf16[32, 16]>")
+
+
+@pytest.mark.parametrize(("ref", "arch"), [(_TMA_SPECS[n][0], 90) for n in _TMA_CHECKED],
+                         ids=_TMA_CHECKED)
+def test_tma_specs_copy_the_weight_by_tma_and_overlap(compiled, ref, arch):
+    r = compiled[(ref, arch)]
+    assert r.ok, r.error
+    assert r.spills == 0 and r.mma == "wgmma"
+    assert r.stats.tma > 0 and r.stats.cp_async_wait >= 1 and r.stats.wgmma_wait >= 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,6 +489,31 @@ def test_report_on_dgrads_two_accumulator_tile(capsys):
     cp_wait, wgmma_wait, eff, blocks = row[-9:-5]
     assert int(cp_wait) >= 1 and int(wgmma_wait) >= 1
     assert eff == "100%" and blocks == str(1458 * 2)  # M tiles x groups, one N tile each
+
+
+def test_report_shows_a_tma_spec(capsys):
+    # the README's TMA command on one spec: TMA copies, pipelined, wgmma overlapping
+    assert compile_report.main(["--kernel", _TMA_CHECKED[0], "--arch", "90", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("conv2d_relu_fwd"))
+    assert "unverified" in row
+    tma, cp_wait, wgmma_wait = row[-10:-7]
+    assert int(tma) > 0 and int(cp_wait) >= 1 and int(wgmma_wait) >= 1
+
+
+@pytest.mark.slow
+def test_readme_tma_report_command():
+    # README, "Hopper TMA for the weight": every TMA spec compiles for sm_90 and meets the goals
+    cmd = [sys.executable, "-m", "kernels.compile_report", "--arch", "90", "--kernel",
+           "tma unverified"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False,
+                          cwd=compile_report.ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("conv2d_relu_")]
+    assert len(rows) == len(_TMA_SPECS) and all("tma unverified" in r for r in rows)
+    assert all(r.rstrip().endswith("ok") for r in rows)
+    overlap = next(line for line in done.stdout.splitlines() if "async wgmma overlap" in line)
+    assert f"{len(rows)}/{len(rows)} specs" in overlap
 
 
 def test_report_default_scope_leaves_out_exact_fp32(capsys):

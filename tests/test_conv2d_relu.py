@@ -573,13 +573,15 @@ def tiles(configs):
     return [tuning._tile(c) for c in configs]
 
 
-def spec_tiles(specs, kernel, layer, label):
-    """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label."""
+def spec_tiles(specs, kernel, layer, label, tma=False):
+    """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label: the
+    pointer configs', or (``tma``) the sm_90 TMA configs'."""
     return sorted(
         (s.constexprs["BLOCK_M"], s.constexprs["BLOCK_N"], s.constexprs["BLOCK_K"], s.num_warps,
          s.num_stages)
         for s in specs
         if s.name.startswith(f"conv2d_relu_{kernel}[{layer}, ") and s.name.endswith(f", {label}]")
+        and bool(s.constexprs.get("USE_TMA")) == tma
     )
 
 
@@ -593,17 +595,28 @@ def pruned(kernel, path, precision, sizes=CONV2_SIZES):
     return prune(configs, {}, **sizes, INPUT_PRECISION=precision)
 
 
+def pruned_tma(kernel, precision, sizes=CONV2_SIZES):
+    """The TMA configs (gate or not) the "mma_tma" pruner keeps, given a weight descriptor."""
+    prune = tuning.CONV_TUNING[kernel]["mma_tma"][1]
+    return prune(tuning.TMA_CONFIGS[kernel], {}, w_desc=object(), **sizes,
+                 INPUT_PRECISION=precision)
+
+
 def test_aot_specs_cover_every_config_and_dtype():
     specs = conv_mod.aot_specs(layers=("conv2",))
     kernels = ("fwd", "dgrad", "wgrad")
     mma = sum(len(pruned(k, "mma", "ieee")) for k in kernels)
     tf32 = sum(len(pruned(k, "mma", "tf32")) for k in kernels)
     fma = sum(len(pruned(k, "fma", "ieee")) for k in kernels)
+    # the forward's and dgrad's TMA configs, for sm_90
+    tma = sum(len(pruned_tma(k, "ieee")) for k in ("fwd", "dgrad"))
+    tma_tf32 = sum(len(pruned_tma(k, "tf32")) for k in ("fwd", "dgrad"))
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
     # ReLU-mask pass per dtype
-    assert 0 < tf32 < mma
-    assert len(specs) == 2 * mma + tf32 + fma + 3 + 3
-    assert sum(s.uses_dot for s in specs) == 2 * mma + tf32
+    assert 0 < tf32 < mma and 0 < tma_tf32 < tma
+    assert len(specs) == 2 * mma + tf32 + fma + 3 + 3 + 2 * tma + tma_tf32
+    assert sum(s.uses_dot for s in specs) == 2 * mma + tf32 + 2 * tma + tma_tf32
+    assert sum(s.min_arch == 90 for s in specs) == 2 * tma + tma_tf32
     for spec in specs:
         assert list(spec.signature) == spec.fn.arg_names, spec.name
         consts = [a for a, t in spec.signature.items() if t == "constexpr"]
@@ -639,6 +652,12 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                 else:  # the autotuner keeps a choice for every shape and dtype
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
+    # the sm_90 TMA configs: conv2-5's forward and dgrad, not conv1 (its rows of 363 taps are
+    # not 16-byte multiples)
+    for layer in ("conv2", "conv3", "conv4", "conv5"):
+        for kernel in ("fwd", "dgrad"):
+            assert spec_tiles(specs, kernel, layer, "bf16", tma=True), (kernel, layer)
+    assert spec_tiles(specs, "fwd", "conv1", "fp16", tma=True) == []
     # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
     assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(
         tiles(tuning.FWD_SMALL_CIN_CONFIGS))
