@@ -33,7 +33,15 @@ from kernels._conv2d_relu_kernels import (
     _relu_grad_kernel,
     _split_sum_kernel,
 )
-from kernels.tuning import CONV_TUNING, PACKED_TUNING, RELU_GRAD_LAUNCH, SUM_BLOCK
+from kernels.tuning import (
+    CONV_TUNING,
+    CONV_UNVERIFIED,
+    PACKED_TUNING,
+    RELU_GRAD_LAUNCH,
+    SUM_BLOCK,
+    _union,
+    is_unverified,
+)
 
 # AlexNet's convolutions (Krizhevsky et al. 2012, torchvision's channel counts) at batch 128:
 # name -> (input NCHW, weight, stride, padding, groups, input needs a gradient)
@@ -51,7 +59,9 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
     channels_last, with the arguments the launchers would pass (built on meta tensors).
 
     Only the configs the autotuner keeps for that shape and precision are emitted (the same
-    pruner), so what is compiled here is what runs. fp32 comes twice: exact ("ieee", FMA configs,
+    pruner), so what is compiled here is what runs; the configs behind the
+    LIGHTNING_ALEXNET_UNVERIFIED gate (``kernels.tuning.CONV_UNVERIFIED``) always, gate on or
+    off, with "unverified" at the end of their config tag. fp32 comes twice: exact ("ieee", FMA configs,
     no tensor cores, so ``uses_dot=False``) and with TF32 allowed ("tf32", tensor-core configs).
     conv1's dgrad is left out: the image needs no gradient.
     """
@@ -108,16 +118,19 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 if kname == "dgrad" and not x_grad:
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
+                path = "mma" if tensor_cores else "fma"
                 if kname in PACKED_TUNING:  # every config compiles without spills
-                    kept = PACKED_TUNING[kname]["mma" if tensor_cores else "fma"]
-                else:
-                    configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
+                    kept = PACKED_TUNING[kname][path]
+                else:  # the gated configs too, whether the gate is on or not
+                    configs, prune = CONV_TUNING[kname][path]
+                    configs = _union(configs, CONV_UNVERIFIED[kname][path])
                     kept = prune(configs, {}, **args, **consts)
                 for cfg in kept:
                     kw_ = cfg.kwargs
                     tail = f"+{kw_['BLOCK_N_TAIL']}" if kw_.get("BLOCK_N_TAIL") else ""
+                    gated = kname not in PACKED_TUNING and is_unverified(kname, path, cfg)
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']}{tail} BK={kw_['BLOCK_K']} "
-                           f"w{cfg.num_warps} s{cfg.num_stages}")
+                           f"w{cfg.num_warps} s{cfg.num_stages}{' unverified' if gated else ''}")
                     specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
                                              {**args, **consts}, cfg, uses_dot=tensor_cores))
             if precision == "ieee":

@@ -573,13 +573,16 @@ def tiles(configs):
     return [tuning._tile(c) for c in configs]
 
 
-def spec_tiles(specs, kernel, layer, label):
-    """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label."""
+def spec_tiles(specs, kernel, layer, label, unverified=False):
+    """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label: the
+    default autotuner's (``unverified=False``) or the gated ones (kernels.tuning.CONV_UNVERIFIED,
+    named so)."""
     return sorted(
         (s.constexprs["BLOCK_M"], s.constexprs["BLOCK_N"], s.constexprs["BLOCK_K"], s.num_warps,
          s.num_stages)
         for s in specs
         if s.name.startswith(f"conv2d_relu_{kernel}[{layer}, ") and s.name.endswith(f", {label}]")
+        and (" unverified," in s.name) == unverified
     )
 
 
@@ -588,17 +591,20 @@ CONV2_SIZES = {"N": 128, "CG_IN": 48, "H": 27, "W": 27, "CG_OUT": 128, "OH": 27,
                "KH": 5, "KW": 5}
 
 
-def pruned(kernel, path, precision, sizes=CONV2_SIZES):
+def pruned(kernel, path, precision, sizes=CONV2_SIZES, gated=False):
+    """What the autotuner's pruner keeps (``gated``: with the gated configs too, as aot_specs)."""
     configs, prune = tuning.CONV_TUNING[kernel][path]
+    if gated:
+        configs = tuning._union(configs, tuning.CONV_UNVERIFIED[kernel][path])
     return prune(configs, {}, **sizes, INPUT_PRECISION=precision)
 
 
 def test_aot_specs_cover_every_config_and_dtype():
     specs = conv_mod.aot_specs(layers=("conv2",))
     kernels = ("fwd", "dgrad", "wgrad")
-    mma = sum(len(pruned(k, "mma", "ieee")) for k in kernels)
-    tf32 = sum(len(pruned(k, "mma", "tf32")) for k in kernels)
-    fma = sum(len(pruned(k, "fma", "ieee")) for k in kernels)
+    mma = sum(len(pruned(k, "mma", "ieee", gated=True)) for k in kernels)
+    tf32 = sum(len(pruned(k, "mma", "tf32", gated=True)) for k in kernels)
+    fma = sum(len(pruned(k, "fma", "ieee", gated=True)) for k in kernels)
     # fp16, bf16, fp32-tf32 on tensor cores; exact fp32 on FMAs; one split-sum and one
     # ReLU-mask pass per dtype
     assert 0 < tf32 < mma
@@ -639,6 +645,11 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                 else:  # the autotuner keeps a choice for every shape and dtype
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
+                # 8 warps only behind the gate (pytorch#173068), and only on conv2-5
+                gated = spec_tiles(specs, kernel, layer, label, unverified=True)
+                assert all(t[3] == 8 for t in gated), (kernel, layer, label, gated)
+                assert bool(gated) == (label != "fp32" and layer != "conv1"), (
+                    kernel, layer, label, gated)
     # conv1 (C_in=3) takes the small-channel lists, conv3 (C_in=256) the regular ones
     assert spec_tiles(specs, "fwd", "conv1", "fp16") == sorted(
         tiles(tuning.FWD_SMALL_CIN_CONFIGS))
