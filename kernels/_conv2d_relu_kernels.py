@@ -83,29 +83,20 @@ from kernels.tuning import (
 
 
 @triton.jit
-def _conv_fwd_kernel(
-    # pointers
+def _conv_fwd_tile(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
-    # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_yn, stride_yc, stride_yh, stride_yw,
-    # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    # tiling
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    # which tile: (BLOCK_M rows, BLOCK_N columns) of group g's GEMM
+    pid_m, pid_n, g,
 ):
-    # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
-    num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
+    # one output tile of _conv_fwd_kernel (its arguments, in its order, then the tile's indices)
     M = N * OH * OW
     K = KH * KW * CG_IN
 
@@ -162,6 +153,39 @@ def _conv_fwd_kernel(
     acc = tl.where(acc < 0, 0.0, acc)
     y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    # pointers
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
+    # decoding keeps conv1's C_in=3 gathers from spilling registers)
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
+    # strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    g = tl.program_id(1)
+    _conv_fwd_tile(
+        x_ptr, w_ptr, b_ptr, y_ptr, N, CG_IN, H, W, CG_OUT, OH, OW,
+        stride_xn, stride_xc, stride_xh, stride_xw, stride_wo, stride_wc, stride_wh, stride_ww,
+        stride_yn, stride_yc, stride_yh, stride_yw,
+        KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
+        BLOCK_M, BLOCK_N, BLOCK_K, pid_m, pid_n, g,
+    )
 
 
 @triton.jit
