@@ -144,13 +144,14 @@ class KernelSpec:
 
 def kernel_spec(name: str, fn, args: dict, config: triton.Config,
                 uses_dot: bool = False) -> KernelSpec:
-    """A KernelSpec from a kernel's launch arguments by name (runtime and constexpr, any order)
-    and one config, typed as Triton's JIT specialises them: arguments declared ``tl.constexpr``,
+    """A KernelSpec from a kernel's launch arguments by name (runtime and constexpr, any order;
+    those with a default in the kernel's signature may be left out) and one config, typed as Triton's JIT specialises them: arguments declared ``tl.constexpr``,
     bools and ints equal to 1 become constants; tensors are 16-byte aligned pointers; other ints
     are i32 (i64 beyond) and noted as divisible when they are multiples of 16."""
     params = inspect.signature(fn.fn).parameters  # fn.fn: the Python function, JIT or interpreted
     declared = {p for p, v in params.items() if v.annotation in (tl.constexpr, "tl.constexpr")}
-    args = {**args, **config.kwargs}
+    defaults = {p: v.default for p, v in params.items() if v.default is not inspect.Parameter.empty}
+    args = {**defaults, **args, **config.kwargs}  # as the JIT binds them
     if sorted(args) != sorted(fn.arg_names):
         raise AssertionError(f"{name}: spec arguments {list(args)} != kernel's {fn.arg_names}")
     signature, constexprs, divisible = {}, {}, []

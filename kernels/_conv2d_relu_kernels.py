@@ -17,7 +17,10 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
-  order with the whole N extent as the group.
+  order with the whole N extent as the group. A persistent forward (config PERSISTENT > 0, not
+  yet run on a GPU: behind kernels.tuning's gate) launches about PERSISTENT programs per SM
+  instead, each taking every programs-th tile of that order; a tile's code
+  (``_conv_fwd_tile``) and so its result are the same either way.
 - conv1's forward (groups = 1, C_in <= 4, window rows of >= 16 elements) has its own kernel on
   the input packed once per call (``_Packing``): zero-bordered rows of interleaved pixels
   (N, HP, WPC) with the padding as the border, C_in channels per pixel (3 for conv1; 4 where
@@ -170,22 +173,38 @@ def _conv_fwd_kernel(
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    # tiling
+    # tiling; PERSISTENT > 0: a persistent grid of about PERSISTENT programs per SM (the
+    # launcher's), each looping over tiles (0: one program per tile)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PERSISTENT: tl.constexpr = 0,
 ):
     # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring); persistent:
+    # (programs, groups), program p taking tiles p, p + programs, ... in that order
     num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
-    _conv_fwd_tile(
-        x_ptr, w_ptr, b_ptr, y_ptr, N, CG_IN, H, W, CG_OUT, OH, OW,
-        stride_xn, stride_xc, stride_xh, stride_xw, stride_wo, stride_wc, stride_wh, stride_ww,
-        stride_yn, stride_yc, stride_yh, stride_yw,
-        KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
-        BLOCK_M, BLOCK_N, BLOCK_K, pid_m, pid_n, g,
-    )
+    if PERSISTENT > 0:
+        g = tl.program_id(1)
+        num_tiles = tl.cdiv(N * OH * OW, BLOCK_M) * num_pid_n
+        for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
+            _conv_fwd_tile(
+                x_ptr, w_ptr, b_ptr, y_ptr, N, CG_IN, H, W, CG_OUT, OH, OW,
+                stride_xn, stride_xc, stride_xh, stride_xw,
+                stride_wo, stride_wc, stride_wh, stride_ww,
+                stride_yn, stride_yc, stride_yh, stride_yw,
+                KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_K, tile // num_pid_n, tile % num_pid_n, g,
+            )
+    else:
+        pid_m = tl.program_id(0) // num_pid_n
+        pid_n = tl.program_id(0) % num_pid_n
+        g = tl.program_id(1)
+        _conv_fwd_tile(
+            x_ptr, w_ptr, b_ptr, y_ptr, N, CG_IN, H, W, CG_OUT, OH, OW,
+            stride_xn, stride_xc, stride_xh, stride_xw, stride_wo, stride_wc, stride_wh, stride_ww,
+            stride_yn, stride_yc, stride_yh, stride_yw,
+            KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_K, pid_m, pid_n, g,
+        )
 
 
 @triton.jit

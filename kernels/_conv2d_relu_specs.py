@@ -128,9 +128,11 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                 for cfg in kept:
                     kw_ = cfg.kwargs
                     tail = f"+{kw_['BLOCK_N_TAIL']}" if kw_.get("BLOCK_N_TAIL") else ""
+                    persistent = f" p{kw_['PERSISTENT']}" if kw_.get("PERSISTENT") else ""
                     gated = kname not in PACKED_TUNING and is_unverified(kname, path, cfg)
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']}{tail} BK={kw_['BLOCK_K']} "
-                           f"w{cfg.num_warps} s{cfg.num_stages}{' unverified' if gated else ''}")
+                           f"w{cfg.num_warps} s{cfg.num_stages}{persistent}"
+                           f"{' unverified' if gated else ''}")
                     specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
                                              {**args, **consts}, cfg, uses_dot=tensor_cores))
             if precision == "ieee":

@@ -111,6 +111,7 @@ from kernels._conv2d_relu_args import (
     _dgrad_args,
     _fwd_args,
     _fwd_packed_args,
+    _gemm_programs,
     _Geometry,
     _geometry,
     _new_output,
@@ -189,10 +190,12 @@ def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int
     (rows / BLOCK_M x cols / columns per program, groups) grid; a program computes BLOCK_N
     columns, plus BLOCK_N_TAIL for dgrad's two-accumulator tiles."""
     args, consts = args_consts
+    sms = _sm_count(x.device)
 
-    def grid(meta):
+    def grid(meta):  # a persistent forward (PERSISTENT > 0) launches fewer programs
         per_program = meta["BLOCK_N"] + meta.get("BLOCK_N_TAIL", 0)
-        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program), groups)
+        tiles = triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program)
+        return (_gemm_programs(tiles, groups, sms, meta.get("PERSISTENT", 0)), groups)
 
     with device_context(x):
         tuners[_path(x.dtype)][grid](**args, **consts)

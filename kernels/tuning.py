@@ -147,6 +147,24 @@ WGRAD_8WARP_CONFIGS = _configs((128, 128, 32, 8, 3), (256, 64, 32, 8, 3), (128, 
 FWD_TF32_DROP += ((256, 64, 64, 8, 3),)
 DGRAD_TF32_DROP += ((256, 64, 64, 8, 3), (256, 32, 64, 8, 3, 16))
 
+
+def _persistent(programs_per_sm: int, *tiles: tuple[int, int, int, int, int]
+                ) -> list[triton.Config]:
+    """Forward configs on a persistent grid: about ``programs_per_sm`` programs per SM (the
+    kernel's PERSISTENT), each looping over tiles, from (BLOCK_M, BLOCK_N, BLOCK_K, warps,
+    stages) tuples."""
+    return [triton.Config({**c.kwargs, "PERSISTENT": programs_per_sm}, num_warps=c.num_warps,
+                          num_stages=c.num_stages) for c in _configs(*tiles)]
+
+
+# The forward on a persistent grid (issue 13), also behind the gate: min(tiles, SMs x
+# PERSISTENT / groups) programs per group, each taking every programs-th tile in the grid's N-fastest
+# order (bit-identical to one program per tile). PERSISTENT is at most the programs an SM holds
+# at once in the compile report (1-2 for the 8-warp tiles, 2-4 for 4-warp 128x64x32), so the
+# grid is one wave and no SM waits on a second.
+FWD_PERSISTENT_CONFIGS = (_persistent(1, (128, 128, 64, 8, 3), (256, 64, 32, 8, 3))
+                          + _persistent(2, (128, 64, 32, 4, 3)))
+
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
 # up to 6 KiB there). conv2-conv5, as above.
@@ -217,10 +235,13 @@ PACKED_TUNING = {
 }
 
 def _tile(c: triton.Config) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one, and
+    ("persistent", PERSISTENT) for a persistent forward."""
     tail = c.kwargs.get("BLOCK_N_TAIL", 0)
+    persistent = c.kwargs.get("PERSISTENT", 0)
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
-            c.num_stages) + ((tail,) if tail else ())
+            c.num_stages) + ((tail,) if tail else ()) + (("persistent", persistent)
+                                                          if persistent else ())
 
 
 # The pruner keeps the forward and dgrad configs whose tiles waste at most 10% of the
@@ -332,7 +353,7 @@ def _wgrad_efficient(prune):
 # kernel -> path -> the configs behind the LIGHTNING_ALEXNET_UNVERIFIED gate: the autotuner
 # holds them only when it is set, ``aot_specs`` compiles them always (and names them so).
 CONV_UNVERIFIED = {
-    "fwd": {"mma": FWD_8WARP_CONFIGS, "fma": []},
+    "fwd": {"mma": FWD_8WARP_CONFIGS + FWD_PERSISTENT_CONFIGS, "fma": []},
     "dgrad": {"mma": DGRAD_8WARP_CONFIGS, "fma": []},
     "wgrad": {"mma": WGRAD_8WARP_CONFIGS, "fma": []},
 }

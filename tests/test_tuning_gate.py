@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import triton
 
 from kernels import tuning
 
@@ -90,27 +91,34 @@ def test_with_unverified_follows_the_gate(monkeypatch):
     assert tuning.with_unverified(verified, unverified) == verified + unverified
 
 
-def test_the_gated_configs_are_the_8_warp_ones():
-    # 8 warps only behind the gate (pytorch#173068: Inductor's conv template with its flattened
-    # tap loop miscompiled with 8), every 8-warp config behind it
+def never_run(c) -> bool:
+    """8 warps (pytorch#173068: Inductor's conv template with its flattened tap loop
+    miscompiled with 8) or the forward's persistent grid: not yet run on a GPU."""
+    return c.num_warps > 4 or c.kwargs.get("PERSISTENT", 0) > 0
+
+
+def test_the_gated_configs_are_the_8_warp_and_persistent_ones():
     for kernel in KERNELS:
-        configs, _ = tuning.CONV_TUNING[kernel]["mma"]
-        every = tuning._union(configs, tuning.CONV_UNVERIFIED[kernel]["mma"])
-        assert {tuning._tile(c) for c in every if c.num_warps > 4} == gated_tiles(kernel)
-        assert all(tuning.is_unverified(kernel, "mma", c) == (c.num_warps == 8) for c in every)
+        for path in ("mma", "fma"):
+            configs, _ = tuning.CONV_TUNING[kernel][path]
+            every = tuning._union(configs, tuning.CONV_UNVERIFIED[kernel][path])
+            assert {tuning._tile(c) for c in every if never_run(c)} == gated_tiles(kernel, path)
+            assert all(tuning.is_unverified(kernel, path, c) == never_run(c) for c in every)
+    assert any(c.kwargs.get("PERSISTENT") for c in tuning.CONV_UNVERIFIED["fwd"]["mma"])
 
 
 def test_aot_specs_compile_every_gated_config_and_name_it():
     specs = [s for s in conv_mod.aot_specs() if s.uses_dot]
     for kernel in KERNELS:
         mine = [s for s in specs if s.name.startswith(f"conv2d_relu_{kernel}[")]
-        named = {(s.constexprs["BLOCK_M"], s.constexprs["BLOCK_N"], s.constexprs["BLOCK_K"],
-                  s.num_warps, s.num_stages) + ((s.constexprs["BLOCK_N_TAIL"],)
-                                                 if s.constexprs.get("BLOCK_N_TAIL") else ())
+        named = {tuning._tile(triton.Config(
+                     {k: v for k, v in s.constexprs.items() if k.startswith(("BLOCK", "PERS"))},
+                     num_warps=s.num_warps, num_stages=s.num_stages))
                  for s in mine if " unverified, " in s.name}
         assert named == gated_tiles(kernel), (kernel, gated_tiles(kernel) ^ named)
         # and the name says so exactly when the config is gated
-        assert all((" unverified, " in s.name) == (s.num_warps == 8) for s in mine)
+        assert all((" unverified, " in s.name)
+                   == (s.num_warps == 8 or s.constexprs.get("PERSISTENT", 0) > 0) for s in mine)
 
 
 def layer_sizes(layer):
