@@ -409,6 +409,15 @@ def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def _gemm_programs(tiles: int, groups: int, sms: int, persistent: int) -> int:
+    """Grid axis 0 of the forward and dgrad GEMMs (axis 1: the groups): one program per tile,
+    or for a persistent forward (``persistent`` = its PERSISTENT > 0 programs per SM) enough
+    programs for that many per SM over all groups, each looping over tiles."""
+    if persistent <= 0:
+        return tiles
+    return min(tiles, triton.cdiv(sms * persistent, groups))
+
+
 def _wgrad_split_pixels(pixels: int, splits: int, block_k: int) -> int:
     """Output pixels per split when the wgrad grid has ``splits`` splits: the kernel's own
     formula (from ``tl.num_programs(1)``), a multiple of BLOCK_K, so only the last split's last

@@ -17,7 +17,10 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
-  order with the whole N extent as the group.
+  order with the whole N extent as the group. A persistent forward (config PERSISTENT > 0, not
+  yet run on a GPU: behind kernels.tuning's gate) launches about PERSISTENT programs per SM
+  instead, each taking every programs-th tile of that order; a tile's code
+  (``_conv_fwd_tile``) and so its result are the same either way.
 - the weight through TMA (forward and dgrad, ``USE_TMA`` configs, Hopper): B is copied from a
   host-side descriptor (``w_desc``, of the channels_last weight's (C_out, KH*KW*C_in/g) rows)
   instead of ``w_ptr``; see :mod:`kernels._conv_tma` for the boxes, what TMA needs of the
@@ -87,30 +90,21 @@ from kernels.tuning import (
 
 
 @triton.jit
-def _conv_fwd_kernel(
-    # pointers; w_desc: the weight as a (C_out, KH*KW*C_in/g) TMA descriptor, or None
+def _conv_fwd_tile(
     x_ptr, w_ptr, b_ptr, y_ptr, w_desc,
-    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
-    # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides
     stride_xn, stride_xc, stride_xh, stride_xw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_yn, stride_yc, stride_yh, stride_yw,
-    # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    # tiling; USE_TMA: the weight tile through w_desc (Hopper's TMA), else through w_ptr
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    USE_TMA: tl.constexpr = False,
+    USE_TMA: tl.constexpr,
+    # which tile: (BLOCK_M rows, BLOCK_N columns) of group g's GEMM
+    pid_m, pid_n, g,
 ):
-    # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
-    num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
+    # one output tile of _conv_fwd_kernel (its arguments, in its order, then the tile's indices)
     M = N * OH * OW
     K = KH * KW * CG_IN
 
@@ -173,6 +167,56 @@ def _conv_fwd_kernel(
     acc = tl.where(acc < 0, 0.0, acc)
     y_offs = (n * stride_yn + oh * stride_yh + ow * stride_yw)[:, None] + (co * stride_yc)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv_fwd_kernel(
+    # pointers; w_desc: the weight as a (C_out, KH*KW*C_in/g) TMA descriptor, or None
+    x_ptr, w_ptr, b_ptr, y_ptr, w_desc,
+    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
+    # decoding keeps conv1's C_in=3 gathers from spilling registers)
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
+    # strides
+    stride_xn, stride_xc, stride_xh, stride_xw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_yn, stride_yc, stride_yh, stride_yw,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    # tiling; USE_TMA: the weight tile through w_desc (Hopper's TMA), else through w_ptr;
+    # PERSISTENT > 0: a persistent grid of about PERSISTENT programs per SM (the launcher's),
+    # each looping over tiles (0: one program per tile)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_TMA: tl.constexpr = False, PERSISTENT: tl.constexpr = 0,
+):
+    # (N, C_in, H, W) x (C_out, C_in/g, KH, KW) -> relu(conv + bias) (N, C_out, OH, OW)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring); persistent:
+    # (programs, groups), program p taking tiles p, p + programs, ... in that order
+    num_pid_n: tl.constexpr = (CG_OUT + BLOCK_N - 1) // BLOCK_N
+    if PERSISTENT > 0:
+        g = tl.program_id(1)
+        num_tiles = tl.cdiv(N * OH * OW, BLOCK_M) * num_pid_n
+        for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
+            _conv_fwd_tile(
+                x_ptr, w_ptr, b_ptr, y_ptr, w_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
+                stride_xn, stride_xc, stride_xh, stride_xw,
+                stride_wo, stride_wc, stride_wh, stride_ww,
+                stride_yn, stride_yc, stride_yh, stride_yw,
+                KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_K, USE_TMA, tile // num_pid_n, tile % num_pid_n, g,
+            )
+    else:
+        pid_m = tl.program_id(0) // num_pid_n
+        pid_n = tl.program_id(0) % num_pid_n
+        g = tl.program_id(1)
+        _conv_fwd_tile(
+            x_ptr, w_ptr, b_ptr, y_ptr, w_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
+            stride_xn, stride_xc, stride_xh, stride_xw, stride_wo, stride_wc, stride_wh, stride_ww,
+            stride_yn, stride_yc, stride_yh, stride_yw,
+            KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_K, USE_TMA, pid_m, pid_n, g,
+        )
 
 
 @triton.jit

@@ -35,10 +35,13 @@ from kernels._conv2d_relu_kernels import (
 )
 from kernels.tuning import (
     CONV_TUNING,
+    CONV_UNVERIFIED,
     PACKED_TUNING,
     RELU_GRAD_LAUNCH,
     SUM_BLOCK,
     TMA_CONFIGS,
+    _union,
+    is_unverified,
 )
 
 # The forward and dgrad configs that read the weight by TMA compile for sm_90 (and later) only;
@@ -62,7 +65,9 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
     channels_last, with the arguments the launchers would pass (built on meta tensors).
 
     Only the configs the autotuner keeps for that shape and precision are emitted (the same
-    pruner), so what is compiled here is what runs. fp32 comes twice: exact ("ieee", FMA configs,
+    pruner), so what is compiled here is what runs; the configs behind the
+    LIGHTNING_ALEXNET_UNVERIFIED gate (``kernels.tuning.CONV_UNVERIFIED``) always, gate on or
+    off, with "unverified" at the end of their config tag. fp32 comes twice: exact ("ieee", FMA configs,
     no tensor cores, so ``uses_dot=False``) and with TF32 allowed ("tf32", tensor-core configs).
     conv1's dgrad is left out: the image needs no gradient. The forward's and dgrad's TMA configs
     (the weight through a descriptor, ``TMA_CONFIGS``) come too, gate or not, for sm_90 only
@@ -126,19 +131,25 @@ def aot_specs(layers: tuple[str, ...] = tuple(ALEXNET_CONVS)) -> list[KernelSpec
                     continue
                 consts = {**consts, "INPUT_PRECISION": precision}
                 tma = args.get("w_desc") is not None
+                path = "mma" if tensor_cores else "fma"
                 if kname in PACKED_TUNING:  # every config compiles without spills
-                    kept = PACKED_TUNING[kname]["mma" if tensor_cores else "fma"]
+                    kept = PACKED_TUNING[kname][path]
                 elif tma:  # the TMA configs the pruner keeps (the pointer ones come above)
                     prune = CONV_TUNING[kname]["mma_tma"][1]
                     kept = prune(TMA_CONFIGS[kname], {}, **args, **consts)
-                else:
-                    configs, prune = CONV_TUNING[kname]["mma" if tensor_cores else "fma"]
+                else:  # the gated configs too, whether the gate is on or not
+                    configs, prune = CONV_TUNING[kname][path]
+                    configs = _union(configs, CONV_UNVERIFIED[kname][path])
                     kept = prune(configs, {}, **args, **consts)
                 for cfg in kept:
                     kw_ = cfg.kwargs
                     tail = f"+{kw_['BLOCK_N_TAIL']}" if kw_.get("BLOCK_N_TAIL") else ""
+                    persistent = f" p{kw_['PERSISTENT']}" if kw_.get("PERSISTENT") else ""
+                    gated = (kname not in PACKED_TUNING and not tma
+                             and is_unverified(kname, path, cfg))
                     tag = (f"BM={kw_['BLOCK_M']} BN={kw_['BLOCK_N']}{tail} BK={kw_['BLOCK_K']} "
-                           f"w{cfg.num_warps} s{cfg.num_stages}" + (f" {TMA_NOTE}" if tma else ""))
+                           f"w{cfg.num_warps} s{cfg.num_stages}{persistent}"
+                           + (f" {TMA_NOTE}" if tma else " unverified" if gated else ""))
                     specs.append(kernel_spec(f"conv2d_relu_{kname}[{layer}, {tag}, {label}]", fn,
                                              {**args, **consts}, cfg, uses_dot=tensor_cores,
                                              min_arch=TMA_ARCH if tma else 0))

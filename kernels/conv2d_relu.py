@@ -113,6 +113,7 @@ from kernels._conv2d_relu_args import (
     _dgrad_args,
     _fwd_args,
     _fwd_packed_args,
+    _gemm_programs,
     _Geometry,
     _geometry,
     _new_output,
@@ -195,10 +196,12 @@ def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int
     read the weight through it."""
     args, consts = args_consts
     path = "mma_tma" if args["w_desc"] is not None else _path(x.dtype)
+    sms = _sm_count(x.device)
 
-    def grid(meta):
+    def grid(meta):  # a persistent forward (PERSISTENT > 0) launches fewer programs
         per_program = meta["BLOCK_N"] + meta.get("BLOCK_N_TAIL", 0)
-        return (triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program), groups)
+        tiles = triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program)
+        return (_gemm_programs(tiles, groups, sms, meta.get("PERSISTENT", 0)), groups)
 
     with device_context(x):
         tuners[path][grid](**args, **consts)

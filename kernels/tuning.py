@@ -131,6 +131,52 @@ TF32_MAX_TILE = 128 * 64
 FWD_TMA_CONFIGS = [with_boxes(c, fwd_tma_boxes, True) for c in FWD_CONFIGS]
 DGRAD_TMA_CONFIGS = [with_boxes(c, dgrad_tma_boxes, True) for c in DGRAD_CONFIGS]
 
+# 8 warps (issue 13: "up to 8 warps where the compiler allows it without spills"), for the larger
+# tiles: 256 threads share the accumulator, so a 128x128 or 256x64 tile holds 64 fp32 values per
+# thread, as 64x128 does with 4 warps. Behind the LIGHTNING_ALEXNET_UNVERIFIED gate (see above):
+# the K loop is the flattened (kh, kw, channel) loop of the Inductor template that miscompiled
+# with 8 warps (pytorch#173068, triton#1254), so the autotuner leaves them out until a GPU parity
+# run has checked their numbers. ``aot_specs`` compiles them always; at every conv2-5 shape the
+# pruner keeps them for, Triton 3.9: 0 spills on sm_80 and sm_90, 16-byte cp.async with
+# wait_group 2 (3 with dgrad's two accumulators), wgmma wait_group >= 1 on sm_90 (README, "The
+# Triton kernels"). The pruner keeps them only where their tile reaches the efficiency rules
+# below, like the 4-warp ones (BLOCK_N = 128 leaves conv4's forward and dgrad to 256x64).
+# (256x128x32 forward: 255 registers on sm_80, 236-254 on sm_90 in fp16/bf16, no headroom (as
+# 4-warp wgrad 128x128x32 above): dropped.)
+FWD_8WARP_CONFIGS = _configs(
+    (128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (256, 64, 64, 8, 3), (256, 64, 32, 8, 3),
+)
+DGRAD_8WARP_CONFIGS = _dgrad_configs(
+    (128, 128, 64, 8, 3), (128, 128, 32, 8, 3), (256, 64, 64, 8, 3), (256, 64, 32, 8, 3),
+    (256, 32, 64, 8, 3, 16), (256, 32, 32, 8, 3, 16),
+)
+WGRAD_8WARP_CONFIGS = _configs((128, 128, 32, 8, 3), (256, 64, 32, 8, 3), (128, 128, 64, 8, 3))
+# With TF32 the 8-warp tiles may be twice TF32_MAX_TILE (the limit is per 4 warps, see
+# _make_pruner), except 256 x 64 (and dgrad's 256 x (32 + 16)) with BLOCK_K = 64: three stages of
+# 4-byte operands take 228-240 KB of shared memory on sm_90 (over its 227 KB per block), the
+# forward's spills 44 B on sm_80 at conv2 (255 registers) and dgrad's sits at 244-250 registers.
+# (128x128x64 fits: 192 KB on sm_90, 128 KB on sm_80, 158-228 registers.)
+FWD_TF32_DROP += ((256, 64, 64, 8, 3),)
+DGRAD_TF32_DROP += ((256, 64, 64, 8, 3), (256, 32, 64, 8, 3, 16))
+
+
+def _persistent(programs_per_sm: int, *tiles: tuple[int, int, int, int, int]
+                ) -> list[triton.Config]:
+    """Forward configs on a persistent grid: about ``programs_per_sm`` programs per SM (the
+    kernel's PERSISTENT), each looping over tiles, from (BLOCK_M, BLOCK_N, BLOCK_K, warps,
+    stages) tuples."""
+    return [triton.Config({**c.kwargs, "PERSISTENT": programs_per_sm}, num_warps=c.num_warps,
+                          num_stages=c.num_stages) for c in _configs(*tiles)]
+
+
+# The forward on a persistent grid (issue 13), also behind the gate: min(tiles, SMs x
+# PERSISTENT / groups) programs per group, each taking every programs-th tile in the grid's N-fastest
+# order (bit-identical to one program per tile). PERSISTENT is at most the programs an SM holds
+# at once in the compile report (1-2 for the 8-warp tiles, 2-4 for 4-warp 128x64x32), so the
+# grid is one wave and no SM waits on a second.
+FWD_PERSISTENT_CONFIGS = (_persistent(1, (128, 128, 64, 8, 3), (256, 64, 32, 8, 3))
+                          + _persistent(2, (128, 64, 32, 4, 3)))
+
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
 # up to 6 KiB there). conv2-conv5, as above.
@@ -201,10 +247,13 @@ PACKED_TUNING = {
 }
 
 def _tile(c: triton.Config) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one, and
+    ("persistent", PERSISTENT) for a persistent forward."""
     tail = c.kwargs.get("BLOCK_N_TAIL", 0)
+    persistent = c.kwargs.get("PERSISTENT", 0)
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
-            c.num_stages) + ((tail,) if tail else ())
+            c.num_stages) + ((tail,) if tail else ()) + (("persistent", persistent)
+                                                          if persistent else ())
 
 
 def _entry(c: triton.Config) -> tuple:
@@ -283,9 +332,10 @@ def _make_pruner(regular: list[triton.Config], small_cin: list[triton.Config] | 
         drop = set() if small else set(tf32_drop)
         if kwargs["INPUT_PRECISION"] != "tf32":
             max_tile, max_k, drop = float("inf"), float("inf"), set()
+        # (the TF32 tile limit is per 4 warps: 8 warps hold half as much of a tile each)
         kept = [c for c in configs if _entry(c) in tiles and _tile(c) not in drop
                 and c.kwargs["BLOCK_M"] * (c.kwargs["BLOCK_N"] + c.kwargs.get("BLOCK_N_TAIL", 0))
-                <= max_tile and c.kwargs["BLOCK_K"] <= max_k]
+                <= max_tile * c.num_warps / 4 and c.kwargs["BLOCK_K"] <= max_k]
         own_small_list = small and small_cin is not None
         return kept if gemm is None or own_small_list else _efficient(gemm, kept, kwargs)
 
@@ -318,12 +368,28 @@ def _wgrad_efficient(prune):
     return pruned
 
 
+# kernel -> path -> the configs behind the LIGHTNING_ALEXNET_UNVERIFIED gate: the autotuner
+# holds them only when it is set, ``aot_specs`` compiles them always (and names them so).
+CONV_UNVERIFIED = {
+    "fwd": {"mma": FWD_8WARP_CONFIGS + FWD_PERSISTENT_CONFIGS, "fma": []},
+    "dgrad": {"mma": DGRAD_8WARP_CONFIGS, "fma": []},
+    "wgrad": {"mma": WGRAD_8WARP_CONFIGS, "fma": []},
+}
+
+
+def is_unverified(kernel: str, path: str, config: triton.Config) -> bool:
+    """Whether ``config`` is one of ``kernel``'s gated configs on ``path`` (CONV_UNVERIFIED)."""
+    return _entry(config) in {_entry(c) for c in CONV_UNVERIFIED[kernel][path]}
+
+
 # kernel -> path -> (every config the autotuner holds, its pruner). dgrad's x side is its GEMM
-# N (C_in), not a gather, so it keeps one list for every shape.
+# N (C_in), not a gather, so it keeps one list for every shape. The pruner knows the gated
+# configs too, so that ``aot_specs`` prunes them as the autotuner would with the gate on.
 CONV_TUNING = {
     kernel: {
-        path: (_union(regular, small or []),
-               _make_pruner(regular, small, drop, kernel if kernel in ("fwd", "dgrad") else None))
+        path: (_union(with_unverified(regular, CONV_UNVERIFIED[kernel][path]), small or []),
+               _make_pruner(regular + CONV_UNVERIFIED[kernel][path], small, drop,
+                            kernel if kernel in ("fwd", "dgrad") else None))
         for path, regular, small, drop in lists
     }
     for kernel, lists in {
@@ -348,7 +414,8 @@ for _kernel, (_regular, _small, _drop) in {
     CONV_TUNING[_kernel]["mma_tma"] = (
         [with_boxes(c, _boxes, False) for c in CONV_TUNING[_kernel]["mma"][0]]
         + with_unverified([], TMA_CONFIGS[_kernel]),
-        _make_pruner(_regular + TMA_CONFIGS[_kernel], _small, _drop, _kernel),
+        _make_pruner(_regular + CONV_UNVERIFIED[_kernel]["mma"] + TMA_CONFIGS[_kernel], _small,
+                     _drop, _kernel),
     )
 # The interpreter runs one program at a time with numpy: one small config (tl.dot needs 16).
 CONV_INTERPRET_CONFIG = _config(32, 16, 16, 4, 1)

@@ -22,7 +22,7 @@ torch.backends.cudnn.allow_tf32 = False
 KERNEL_TEST_MODULES = {
     "test_conv2d_relu", "test_conv2d_relu_edge", "test_custom_ops", "test_lrn",
     "test_max_pool2d", "test_lrn_max_pool2d", "test_convergence", "test_lrn_pool_custom_ops",
-    "test_lrn_sweep", "test_conv2d_relu_tma",
+    "test_lrn_sweep", "test_conv2d_relu_tma", "test_conv2d_relu_persistent",
 }
 
 

@@ -573,15 +573,17 @@ def tiles(configs):
     return [tuning._tile(c) for c in configs]
 
 
-def spec_tiles(specs, kernel, layer, label, tma=False):
+def spec_tiles(specs, kernel, layer, label, tma=False, unverified=False):
     """(BM, BN, BK, warps, stages) of the specs for one kernel, layer and dtype label: the
-    pointer configs', or (``tma``) the sm_90 TMA configs'."""
+    default autotuner's pointer configs, or (``unverified``) the gated pointer ones
+    (kernels.tuning.CONV_UNVERIFIED, named so), or (``tma``) the sm_90 TMA configs'."""
     return sorted(
         (s.constexprs["BLOCK_M"], s.constexprs["BLOCK_N"], s.constexprs["BLOCK_K"], s.num_warps,
          s.num_stages)
         for s in specs
         if s.name.startswith(f"conv2d_relu_{kernel}[{layer}, ") and s.name.endswith(f", {label}]")
         and bool(s.constexprs.get("USE_TMA")) == tma
+        and (not tma and " unverified," in s.name) == unverified
     )
 
 
@@ -590,8 +592,11 @@ CONV2_SIZES = {"N": 128, "CG_IN": 48, "H": 27, "W": 27, "CG_OUT": 128, "OH": 27,
                "KH": 5, "KW": 5}
 
 
-def pruned(kernel, path, precision, sizes=CONV2_SIZES):
+def pruned(kernel, path, precision, sizes=CONV2_SIZES, gated=False):
+    """What the autotuner's pruner keeps (``gated``: with the gated configs too, as aot_specs)."""
     configs, prune = tuning.CONV_TUNING[kernel][path]
+    if gated:
+        configs = tuning._union(configs, tuning.CONV_UNVERIFIED[kernel][path])
     return prune(configs, {}, **sizes, INPUT_PRECISION=precision)
 
 
@@ -605,9 +610,9 @@ def pruned_tma(kernel, precision, sizes=CONV2_SIZES):
 def test_aot_specs_cover_every_config_and_dtype():
     specs = conv_mod.aot_specs(layers=("conv2",))
     kernels = ("fwd", "dgrad", "wgrad")
-    mma = sum(len(pruned(k, "mma", "ieee")) for k in kernels)
-    tf32 = sum(len(pruned(k, "mma", "tf32")) for k in kernels)
-    fma = sum(len(pruned(k, "fma", "ieee")) for k in kernels)
+    mma = sum(len(pruned(k, "mma", "ieee", gated=True)) for k in kernels)
+    tf32 = sum(len(pruned(k, "mma", "tf32", gated=True)) for k in kernels)
+    fma = sum(len(pruned(k, "fma", "ieee", gated=True)) for k in kernels)
     # the forward's and dgrad's TMA configs, for sm_90
     tma = sum(len(pruned_tma(k, "ieee")) for k in ("fwd", "dgrad"))
     tma_tf32 = sum(len(pruned_tma(k, "tf32")) for k in ("fwd", "dgrad"))
@@ -652,6 +657,15 @@ def test_aot_specs_cover_every_alexnet_layer_with_the_pruned_configs():
                 else:  # the autotuner keeps a choice for every shape and dtype
                     assert len(found) >= 2, (kernel, layer, label, found)
                     assert all(t[3] <= 4 for t in found), (kernel, layer, label, found)
+                # 8 warps (pytorch#173068) and persistent forwards only behind the gate, and only
+                # on conv2-5
+                gated = spec_tiles(specs, kernel, layer, label, unverified=True)
+                persistent = spec_tiles([s for s in specs if s.constexprs.get("PERSISTENT")],
+                                        kernel, layer, label, unverified=True)
+                assert all(t[3] == 8 for t in gated if t not in persistent), (
+                    kernel, layer, label, gated)
+                assert bool(gated) == (label != "fp32" and layer != "conv1"), (
+                    kernel, layer, label, gated)
     # the sm_90 TMA configs: conv2-5's forward and dgrad, not conv1 (its rows of 363 taps are
     # not 16-byte multiples)
     for layer in ("conv2", "conv3", "conv4", "conv5"):

@@ -1,0 +1,139 @@
+"""The conv forward on a persistent grid (``PERSISTENT`` > 0, behind the LIGHTNING_ALEXNET_UNVERIFIED
+gate): fewer programs than tiles, each looping over tiles in the grid's N-fastest order, against
+PyTorch in float64 and bit-identical to one program per tile (on CPU under the interpreter).
+"""
+
+import importlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+from tolerances import assert_close
+
+from kernels import tuning
+from kernels._report_model import workload
+
+conv_mod = importlib.import_module("kernels.conv2d_relu")
+args_mod = importlib.import_module("kernels._conv2d_relu_args")
+kernels_mod = importlib.import_module("kernels._conv2d_relu_kernels")
+
+# the interpreter's tile (tl.dot needs 16 on the GPU)
+TILE = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
+
+
+def inputs(x_shape, w_shape, dtype, channels_last, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, w, b = (torch.randn(shape, generator=g, dtype=torch.float64, device="cpu")
+               for shape in (x_shape, w_shape, w_shape[:1]))
+    w, b = w / (w_shape[1] * 9) ** 0.5, b * 0.5
+    # on the GPU the conftest makes CUDA the default device
+    x, w, b = (t.to(torch.get_default_device(), dtype) for t in (x, w, b))
+    if channels_last:
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    return x, w, b
+
+
+def launch(x, w, b, stride, padding, groups, programs):
+    """_conv_fwd_kernel itself on (programs, groups) programs: ``programs=None`` one per tile
+    (PERSISTENT = 0), else that many looping over the tiles (PERSISTENT = 1)."""
+    checked_stride, pads, _ = args_mod._check_args(x, w, b, stride, padding, 1, groups)
+    geo = args_mod._geometry(x, w, checked_stride, pads)
+    y = args_mod._new_output(x, geo)
+    args, consts = args_mod._fwd_args(x, w, b, y, geo)
+    tiles = (triton.cdiv(geo.n * geo.oh * geo.ow, TILE["BLOCK_M"])
+             * triton.cdiv(geo.cg_out, TILE["BLOCK_N"]))
+    grid = (tiles if programs is None else programs, groups)
+    kernels_mod._conv_fwd_kernel[grid](**args, **consts, **TILE,
+                                       PERSISTENT=0 if programs is None else 1)
+    return y, tiles
+
+
+CASES = [
+    # x shape, w shape, stride, padding, groups, layout: 2 N tiles per M tile (20 or 18
+    # channels per group), 6-8 tiles per group
+    pytest.param((1, 8, 8, 8), (40, 4, 3, 3), 1, 1, 2, True, id="groups2-pad1"),
+    pytest.param((1, 6, 13, 10), (20, 6, 3, 3), 2, 2, 1, False, id="stride2-pad2-nchw"),
+    pytest.param((2, 32, 7, 7), (36, 16, 3, 3), (2, 1), 1, 2, True, id="channels16-groups2"),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, groups, channels_last", CASES)
+def test_persistent_forward_matches_reference_and_one_program_per_tile(
+        x_shape, w_shape, stride, padding, groups, channels_last):
+    dtype = torch.float32  # exact fp32 products (conftest turns TF32 off)
+    x, w, b = inputs(x_shape, w_shape, dtype, channels_last)
+    y_ref = F.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding, 1, groups))
+    y_tiles, tiles = launch(x, w, b, stride, padding, groups, None)
+    assert tiles >= 6
+    for programs in (1, 3, tiles - 1):  # every program loops; uneven shares; one takes two
+        y = launch(x, w, b, stride, padding, groups, programs)[0]
+        assert_close(y, y_ref, dtype, reduce_dim=w_shape[1] * w_shape[2] * w_shape[3])
+        assert torch.equal(y, y_tiles), programs  # the same tiles, the same sums: bit-identical
+    assert 0.1 < (y_ref == 0).double().mean().item() < 0.9  # the ReLU mask is exercised
+
+
+def test_persistent_forward_in_float64():
+    x, w, b = inputs((1, 8, 6, 7), (24, 4, 3, 3), torch.float64, channels_last=True)
+    y_ref = F.relu(F.conv2d(x, w, b, 1, 1, 1, 2))
+    y = launch(x, w, b, 1, 1, 2, 2)[0]
+    assert_close(y, y_ref, torch.float64, reduce_dim=36)
+
+
+def test_launcher_runs_a_persistent_config_on_few_sms(monkeypatch):
+    # the public function with a persistent config and 1 SM: one program per group walks every
+    # tile (the launcher's grid, as on a GPU with PERSISTENT programs per SM)
+    persistent = triton.Config({**TILE, "PERSISTENT": 1}, num_warps=4, num_stages=1)
+    for tuner in kernels_mod._conv_fwd.values():
+        monkeypatch.setattr(tuner, "configs", [persistent])
+    monkeypatch.setattr(conv_mod, "_sm_count", lambda device: 1)
+    launched = []
+    real = args_mod._gemm_programs
+    monkeypatch.setattr(conv_mod, "_gemm_programs",
+                        lambda *a: launched.append(a) or real(*a))
+    x, w, b = inputs((2, 8, 9, 9), (40, 4, 3, 3), torch.float32, channels_last=True)
+    y = conv_mod.conv2d_relu(x, w, b, 1, 1, 1, 2)
+    assert launched == [(triton.cdiv(2 * 81, 16) * 2, 2, 1, 1)]
+    assert real(*launched[0]) == 1
+    y_ref = F.relu(F.conv2d(x.double(), w.double(), b.double(), 1, 1, 1, 2))
+    assert_close(y, y_ref, torch.float32, reduce_dim=36)
+
+
+def test_gemm_programs():
+    assert args_mod._gemm_programs(500, 2, 132, 0) == 500  # one per tile
+    assert args_mod._gemm_programs(500, 2, 132, 1) == 66  # 132 programs over 2 groups
+    assert args_mod._gemm_programs(500, 1, 132, 2) == 264
+    assert args_mod._gemm_programs(50, 1, 132, 2) == 50  # never more programs than tiles
+
+
+def test_report_models_a_persistent_forward_as_its_programs():
+    specs = {s.name: s for s in conv_mod.aot_specs(("conv3", "conv4"))}
+    for name, spec in specs.items():
+        if not name.startswith("conv2d_relu_fwd[") or "fp16" not in name:
+            continue
+        p = spec.constexprs.get("PERSISTENT", 0)
+        assert (f" p{p} " in name) == (p > 0), name
+        layer = name.split("[")[1].split(",")[0]
+        groups = conv_mod.ALEXNET_CONVS[layer][4]
+        tiles = (triton.cdiv(128 * 13 * 13, spec.constexprs["BLOCK_M"])
+                 * triton.cdiv(conv_mod.ALEXNET_CONVS[layer][1][0] // groups,
+                               spec.constexprs["BLOCK_N"]))
+        for sms in (132, 108):
+            load = workload(name, spec.constexprs, sms)
+            expected = min(tiles, triton.cdiv(sms * p, groups)) if p else tiles
+            assert load.blocks == expected * groups, (name, sms)
+            if p:  # the same MACs issued as one program per tile
+                assert load.blocks < tiles * groups
+                assert load.issued == workload(name, {**spec.constexprs, "PERSISTENT": 0}).issued
+
+
+def test_persistent_configs_are_gated_and_compiled():
+    gated = {tuning._tile(c) for c in tuning.CONV_UNVERIFIED["fwd"]["mma"]}
+    persistent = {tuning._tile(c) for c in tuning.FWD_PERSISTENT_CONFIGS}
+    assert persistent and persistent <= gated
+    names = [s.name for s in conv_mod.aot_specs(("conv3",))]
+    for c in tuning.FWD_PERSISTENT_CONFIGS:
+        k = c.kwargs
+        tag = (f"BM={k['BLOCK_M']} BN={k['BLOCK_N']} BK={k['BLOCK_K']} w{c.num_warps} "
+               f"s{c.num_stages} p{k['PERSISTENT']} unverified, fp16]")
+        assert f"conv2d_relu_fwd[conv3, {tag}" in names
