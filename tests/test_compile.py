@@ -221,6 +221,12 @@ def test_default_fit_scope_is_what_fit_runs():
     assert len(others) == 6 * 3, sorted(others)  # 3 kernels x fwd/bwd x 3 dtypes
     assert not in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]")
     assert in_default_fit("conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=32 w4 s4, fp32-tf32]")
+    # the gated configurations are not what a default fit runs: the report counts them apart
+    gated = "conv2d_relu_fwd[conv3, BM=128 BN=64 BK=32 w4 s3 tma unverified, fp16]"
+    assert compile_report.is_gated(gated) and not in_default_fit(gated)
+    assert not compile_report.is_gated("conv2d_relu_fwd[conv3, BM=128 BN=64 BK=32 w4 s3, fp16]")
+    assert all(not in_default_fit(spec.name) for _, spec in _KERNEL_SPECS
+               if "unverified" in spec.name)
 
 
 # The forward's and dgrad's TMA configs (the weight through a descriptor, kernels._conv_tma):
