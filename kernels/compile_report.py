@@ -9,7 +9,8 @@ their resources, how their loads were lowered, and a model of each at AlexNet's 
 No GPU needed: Triton compiles ahead of time, the bundled ``ptxas -v`` gives registers and spill
 bytes, and the PTX gives load widths, ``cp.async``/TMA and wait depths (see :mod:`kernels._aot`).
 Exit status 1 when any spec fails to compile, spills registers, promises tensor cores
-(``uses_dot``) without an ``mma``/``wgmma`` instruction, or issues more global loads per element
+(``uses_dot``) without an ``mma``/``wgmma`` instruction, needs more shared memory than an SM
+has (NO-FIT), or issues more global loads per element
 than its module's ``LOAD_BOUNDS`` state (the LRN backwards, see :func:`load_targets`).
 
 What a default fit runs (:func:`in_default_fit`): channels_last convolutions (the conv specs are
@@ -123,8 +124,8 @@ def hopper_targets(results: list[CompileResult], consts: dict, gated: bool = Fal
 
     def waves(r):
         load = workload(r.name, consts[r.name], GPUS[90].sms)
-        return load.blocks / (GPUS[90].sms * blocks_per_sm(GPUS[90], r.registers, r.shared,
-                                                              r.num_warps))
+        per_sm = blocks_per_sm(GPUS[90], r.registers, r.shared, r.num_warps)
+        return load.blocks / (GPUS[90].sms * per_sm) if per_sm else 0.0
 
     goals = [
         ("conv2-5 pipelined (TMA, or 16-byte cp.async with wait_group >= 1)",
@@ -149,6 +150,17 @@ def hopper_targets(results: list[CompileResult], consts: dict, gated: bool = Fal
         lines.append(f"- {goal}: {len(subset) - len(short)}/{len(subset)} specs"
                      + (f"; short: {', '.join(misses)}" if misses else ""))
     return lines
+
+
+def unlaunchable(r: CompileResult) -> bool:
+    """Whether a compiled kernel cannot be resident on an SM at all (its shared memory, with the
+    1 KB reserved per block, over the SM's: the launch would fail)."""
+    return r.ok and blocks_per_sm(GPUS[r.arch], r.registers, r.shared, r.num_warps) == 0
+
+
+def status(r: CompileResult) -> str:
+    """The compile status, or NO-FIT for a kernel that compiled but cannot launch."""
+    return "NO-FIT" if r.status == "ok" and unlaunchable(r) else r.status
 
 
 def load_bounds(modules=KERNEL_MODULES) -> dict:
@@ -216,7 +228,7 @@ def row(r: CompileResult, consts: dict | None = None) -> list[str]:
         cells += [f"{load.tile_efficiency:.0%}", str(load.blocks), str(per_sm),
                   f"{load.blocks / (gpu.sms * per_sm):.1f}" if per_sm else "0", f"{us:.0f}",
                   bound]
-    return cells + [r.status]
+    return cells + [status(r)]
 
 
 def text_table(rows: list[list[str]]) -> str:
@@ -332,8 +344,9 @@ def main(argv=None) -> int:
         except (KeyError, ValueError) as e:  # a spec outside the model (e.g. a probe kernel)
             print(f"  no workload model for {r.name}: {e}", file=sys.stderr)
             rows.append(row(r, None))
-    bad = [r for r in results if r.status != "ok"]
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "SPILL", "NO-MMA", "ERROR")}
+    bad = [r for r in results if status(r) != "ok"]
+    counts = {s: sum(status(r) == s for r in results)
+              for s in ("ok", "SPILL", "NO-MMA", "NO-FIT", "ERROR")}
     n_gated = sum(is_gated(r.name) for r in results)
     scope = ("every shipped configuration" if args.all else
              "the configurations a default fit runs") + (
@@ -357,9 +370,10 @@ def main(argv=None) -> int:
               "loads per element and channel step, over its stated bound")
     for r in bad:
         detail = r.error if args.errors else r.error.splitlines()[0][:200] if r.error else ""
-        print(f"  {r.status}: {r.name} sm_{r.arch}"
-              + (f" -- {detail}" if detail else f" -- spill {r.spill_stores}/{r.spill_loads} B"
-                 if r.status == "SPILL" else " -- no mma/wgmma in the PTX"))
+        why = {"SPILL": f"spill {r.spill_stores}/{r.spill_loads} B",
+               "NO-MMA": "no mma/wgmma in the PTX",
+               "NO-FIT": f"{r.shared} B of shared memory: no block fits on an SM"}
+        print(f"  {status(r)}: {r.name} sm_{r.arch} -- {detail or why.get(status(r), '')}")
 
     if args.markdown:
         path = Path(args.markdown)

@@ -478,6 +478,21 @@ def test_report_exit_status(tmp_path):
     assert done.returncode == 1 and "SPILL" in done.stdout, done.stdout + done.stderr
 
 
+def test_a_kernel_whose_shared_memory_fits_no_sm_is_no_fit():
+    # sm_90: 228 KB per SM, 1 KB reserved per block; a launch needing more fails on the GPU
+    from types import SimpleNamespace
+
+    def result(shared, arch=90):
+        return SimpleNamespace(ok=True, status="ok", arch=arch, registers=128, shared=shared,
+                               num_warps=8)
+
+    assert compile_report.status(result(226 * 1024)) == "ok"
+    assert compile_report.status(result(228 * 1024)) == "NO-FIT"
+    assert compile_report.status(result(164 * 1024, arch=80)) == "NO-FIT"
+    spilled = SimpleNamespace(**{**vars(result(228 * 1024)), "status": "SPILL"})
+    assert compile_report.status(spilled) == "SPILL"
+
+
 _EXACT_FP32 = "conv2d_relu_dgrad[conv3, BM=64 BN=64 BK=16 w4 s2, fp32]"
 
 
