@@ -62,6 +62,8 @@ KERNEL_SHARE = {"conv2d_relu": 0.47, "conv2d_relu-unverified": 0.08, "lrn": 0.15
 # imports neither torch nor triton): parity checks the configurations behind it too, and the
 # conv benchmark runs once more with them (bf16, Triton only) into <out>/unverified/.
 UNVERIFIED_ENV = "LIGHTNING_ALEXNET_UNVERIFIED"
+# parity jobs per precision (bench/parity.py's --precision) for these ops; one job per layer else
+PARITY_SPLIT = {"conv2d_relu": ["bf16", "fp16", "fp32", "tf32"]}
 
 # Dense peaks per device (no sparsity): TFLOP/s by precision, memory TB/s. Sources: NVIDIA's
 # datasheets as tabulated by glennklockwood.com/garden/processors/{h100,A100} (H100 SXM: FP32
@@ -137,14 +139,14 @@ def child_env(device: str) -> dict:
 
 def run_jobs(jobs: list[Job], parallel: int, logs: Path, device: str) -> dict[str, tuple]:
     """Run ``jobs``, at most ``parallel`` at a time; each is killed (with the processes it
-    started) at its timeout, and every one by the phase's end (from the start, the longest
-    timeout when all run at once, else their sum). Returns name -> (return code, or None when
-    killed; seconds)."""
+    started) at its timeout, and every one by the phase's end (from the start: the sum of the
+    timeouts when they run one at a time, else the longest). Returns name -> (return code, or
+    None when killed; seconds)."""
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, done = list(jobs), {}, {}
     env = child_env(device)
     limits = [job.timeout for job in jobs]
-    phase_end = time.monotonic() + (max(limits) if parallel >= len(jobs) else sum(limits))
+    phase_end = time.monotonic() + (sum(limits) if parallel == 1 else max(limits))
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
@@ -183,16 +185,23 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     if "tests" in args.stages:
         files = sorted({str(f.relative_to(ROOT)) for op in args.ops
                         for f in (ROOT / "tests").glob(f"test_{op}*.py")})
-        phase1.append(Job("tests", "tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        phase1.append(Job("tests", "tests", [py, "-m", "pytest", "-v", "-p", "no:cacheprovider",
                                              *files], t1))
     if "parity" in args.stages:
-        extra = ["--device", "cpu", "--quick", "--precision", "fp32"] if cpu else []
+        # one process per op x layer, and per precision for the convolutions: each of their
+        # configurations compiles anew (about 30-40 per conv layer and precision, the gated
+        # ones included), so they are spread over the cores
         for op in args.ops:
             for layer in LAYERS[op]:
-                phase1.append(Job("parity", f"parity-{layer}",
-                                  [py, str(BENCH / "parity.py"), "--op", op, "--layer", layer,
-                                   "--csv", str(out / "parity" / f"{layer}.csv"), *extra], t1,
-                                  env={UNVERIFIED_ENV: "1"}))
+                for precision in (["fp32"] if cpu else PARITY_SPLIT.get(op, [None])):
+                    name = f"{layer}-{precision}" if precision and not cpu else layer
+                    phase1.append(Job(
+                        "parity", f"parity-{name}",
+                        [py, str(BENCH / "parity.py"), "--op", op, "--layer", layer,
+                         "--csv", str(out / "parity" / f"{name}.csv"),
+                         *(["--device", "cpu", "--quick"] if cpu else []),
+                         *(["--precision", precision] if precision else [])],
+                        t1, env={UNVERIFIED_ENV: "1"}))
     if "kernels" in args.stages:
         common = (["--device", "cpu", "--quick", "--mode", "forward"] if cpu else
                   ["--batch", "128", "--burn-in", "2", "--warmup-ms", "5", "--rep-ms", "25"])

@@ -112,8 +112,15 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
     names = [job.name for phase in phases for job in phase]
     tests = next(j for p in phases for j in p if j.name == "tests")
     assert {f"tests/test_{op}.py" for op in report.KERNEL_OPS} <= set(tests.argv)
+    # one parity job per layer, and per precision for the convolutions (spread over the cores)
     assert {n for n in names if n.startswith("parity-")} == {
-        f"parity-{layer}" for layers in report.LAYERS.values() for layer in layers}
+        f"parity-{layer}" + (f"-{p}" if op == "conv2d_relu" else "")
+        for op, layers in report.LAYERS.items() for layer in layers
+        for p in ("bf16", "fp16", "fp32", "tf32")}
+    conv3_tf32 = next(j for p in phases for j in p if j.name == "parity-conv3-tf32")
+    assert conv3_tf32.argv[conv3_tf32.argv.index("--precision") + 1] == "tf32"
+    assert conv3_tf32.argv[conv3_tf32.argv.index("--csv") + 1] == "/tmp/out/parity/conv3-tf32.csv"
+    assert "--precision" not in next(j for p in phases for j in p if j.name == "parity-lrn1").argv
     assert [n for n in names if n.startswith("bench_")] == [
         "bench_conv2d_relu", "bench_conv2d_relu-unverified",
         *[f"bench_{op}" for op in report.KERNEL_OPS[1:]]]
