@@ -145,6 +145,8 @@ def hopper_targets(results: list[CompileResult], consts: dict, gated: bool = Fal
     lines = []
     for goal, applies, met in goals:
         subset = [r for r in convs if applies(r)]
+        if not subset:
+            continue
         short = [r for r in subset if not met(r)]
         misses = sorted({" ".join(layer(r)) for r in short})
         lines.append(f"- {goal}: {len(subset) - len(short)}/{len(subset)} specs"
@@ -350,8 +352,8 @@ def main(argv=None) -> int:
     n_gated = sum(is_gated(r.name) for r in results)
     scope = ("every shipped configuration" if args.all else
              "the configurations a default fit runs") + (
-        f"; {n_gated} of them behind {UNVERIFIED_ENV}=1" if n_gated else "")
-    summary = (f"{len(results)} kernels ({scope}) in {elapsed:.0f} s: "
+        f", and {n_gated} behind {UNVERIFIED_ENV}=1" if n_gated else "")
+    summary = (f"{len(results) - n_gated} kernels ({scope}) in {elapsed:.0f} s: "
                + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     print(text_table(rows))
     print(summary)
