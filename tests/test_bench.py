@@ -59,7 +59,14 @@ def test_every_bench_script_is_covered():
     assert scripts == set(SCRIPTS)
 
 
-@pytest.mark.parametrize("name", sorted(SCRIPTS))
+# The kernel scripts share bench/_common.py's machinery, which bench_conv2d_relu.py exercises
+# in the default set; the other three and the training step (5-8 s each) run with the slow ones.
+SLOW_SCRIPTS = {"bench_lrn.py", "bench_max_pool2d.py", "bench_lrn_max_pool2d.py",
+                "bench_train_step.py"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SCRIPTS
+                                  else n for n in sorted(SCRIPTS)])
 def test_bench_script_runs_to_the_end(name, tmp_path):
     args, files, rows = SCRIPTS[name]
     committed = {p: p.stat().st_mtime_ns for p in (BENCH / "results").iterdir()}
