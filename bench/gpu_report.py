@@ -56,7 +56,7 @@ STAGES = ("tests", "parity", "kernels", "train")
 # Share of --budget-s per phase (tests and parity run side by side; the timed jobs of kernels
 # and train one at a time, alone on the GPU), and within a phase
 SHARE = {"tests+parity": 0.32, "kernels": 0.40, "train": 0.28}
-KERNEL_SHARE = {"conv2d_relu": 0.47, "conv2d_relu-unverified": 0.08, "lrn": 0.15,
+KERNEL_SHARE = {"conv2d_relu": 0.42, "conv2d_relu-unverified": 0.13, "lrn": 0.15,
                 "max_pool2d": 0.15, "lrn_max_pool2d": 0.15}
 # kernels.tuning's gate (kernels.tuning.UNVERIFIED_ENV, spelled here so that --summary-only
 # imports neither torch nor triton): parity checks the configurations behind it too, and the
