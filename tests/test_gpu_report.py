@@ -145,7 +145,7 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
     # (tests and parity, side by side) or the sum of its limits (the timed ones, one at a time)
     worst = sum(max(job.timeout for job in phase) if phase[0].stage not in ("kernels", "train")
                 else sum(job.timeout for job in phase) for phase in phases)
-    assert worst <= args.budget_s < 8 * 60
+    assert worst <= args.budget_s + 1e-6 < 8 * 60  # (float sums of the shares)
 
 
 def test_run_jobs_kills_a_job_at_its_limit_and_records_the_others(report, tmp_path):
