@@ -73,8 +73,9 @@ input pixels x C_in for dgrad; their K loops decode (kh, kw, c_in) and (kh, kw, 
 gather forwards vs backwards through the stride); ``_conv_fwd_kernel`` ~ ``_conv_wgrad_kernel``
 (the same input-tap gather, taps on the GEMM columns vs the rows); ``_conv_fwd_kernel`` ~
 ``_conv_fwd_packed_kernel`` (the bias + NaN-keeping ReLU epilogue and store; the packed one
-reads unmasked rows of its packed buffer); ``_conv_fwd_kernel`` ~ ``_conv_fwd_tile`` (the
-kernel's parameters repeated: a jitted helper takes no structs).
+reads unmasked rows of its packed buffer); ``_conv_fwd_kernel`` ~ ``_conv_fwd_tile`` and
+``_conv_dgrad_kernel`` ~ ``_conv_dgrad_tile`` (the kernel's parameters repeated: a jitted helper
+takes no structs).
 """
 
 from __future__ import annotations

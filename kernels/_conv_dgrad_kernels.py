@@ -9,32 +9,21 @@ import triton.language as tl
 
 
 @triton.jit
-def _conv_dgrad_kernel(
-    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel);
-    # w_desc, wt_desc: the weight as (C_out, KH*KW*C_in/g) TMA descriptors, boxes BLOCK_N and
-    # BLOCK_N_TAIL columns wide (None, None without TMA)
+def _conv_dgrad_tile(
     g_ptr, w_ptr, dx_ptr, w_desc, wt_desc,
-    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
-    # decoding keeps conv1's C_in=3 gathers from spilling registers)
     N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides
     stride_gn, stride_gc, stride_gh, stride_gw,
     stride_wo, stride_wc, stride_wh, stride_ww,
     stride_dxn, stride_dxc, stride_dxh, stride_dxw,
-    # op parameters
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
-    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False,
+    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr,
+    # which tile: (BLOCK_M rows, BLOCK_N + BLOCK_N_TAIL columns) of group g's GEMM
+    pid_m, pid_n, g,
 ):
-    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
-    num_pid_n: tl.constexpr = (CG_IN + BLOCK_N + BLOCK_N_TAIL - 1) // (BLOCK_N + BLOCK_N_TAIL)
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
+    # one input-gradient tile of _conv_dgrad_kernel (its arguments, in its order, then the
+    # tile's indices)
     M = N * H * W
     K = KH * KW * CG_OUT
 
@@ -115,3 +104,39 @@ def _conv_dgrad_kernel(
         dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_t) * stride_dxc)[None, :]
         tl.store(dx_ptr + dx_offs, acc_t.to(dx_ptr.dtype.element_ty),
                  mask=mask_m[:, None] & mask_t[None, :])
+
+
+@triton.jit
+def _conv_dgrad_kernel(
+    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel);
+    # w_desc, wt_desc: the weight as (C_out, KH*KW*C_in/g) TMA descriptors, boxes BLOCK_N and
+    # BLOCK_N_TAIL columns wide (None, None without TMA)
+    g_ptr, w_ptr, dx_ptr, w_desc, wt_desc,
+    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
+    # decoding keeps conv1's C_in=3 gathers from spilling registers)
+    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
+    # strides
+    stride_gn, stride_gc, stride_gh, stride_gw,
+    stride_wo, stride_wc, stride_wh, stride_ww,
+    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+    # op parameters
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
+    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False,
+):
+    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    num_pid_n: tl.constexpr = (CG_IN + BLOCK_N + BLOCK_N_TAIL - 1) // (BLOCK_N + BLOCK_N_TAIL)
+    pid_m = tl.program_id(0) // num_pid_n
+    pid_n = tl.program_id(0) % num_pid_n
+    g = tl.program_id(1)
+    _conv_dgrad_tile(
+        g_ptr, w_ptr, dx_ptr, w_desc, wt_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
+        stride_gn, stride_gc, stride_gh, stride_gw, stride_wo, stride_wc, stride_wh, stride_ww,
+        stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+        KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, INPUT_PRECISION,
+        BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_N_TAIL, USE_TMA, pid_m, pid_n, g,
+    )
