@@ -17,10 +17,11 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
-  order with the whole N extent as the group. A persistent forward (config PERSISTENT > 0, not
-  yet run on a GPU: behind kernels.tuning's gate) launches about PERSISTENT programs per SM
-  instead, each taking every programs-th tile of that order; a tile's code
-  (``_conv_fwd_tile``) and so its result are the same either way.
+  order with the whole N extent as the group. A persistent forward or dgrad (config
+  PERSISTENT > 0, not yet run on a GPU: behind kernels.tuning's gate) launches about
+  PERSISTENT programs per SM instead, each taking every programs-th tile of that order; a
+  tile's code (``_conv_fwd_tile``, ``_conv_dgrad_tile``) and so its result are the same
+  either way.
 - the weight through TMA (forward and dgrad, ``USE_TMA`` configs, Hopper): B is copied from a
   host-side descriptor (``w_desc``, of the channels_last weight's (C_out, KH*KW*C_in/g) rows)
   instead of ``w_ptr``; see :mod:`kernels._conv_tma` for the boxes, what TMA needs of the

@@ -123,20 +123,37 @@ def _conv_dgrad_kernel(
     KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
     PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
-    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
+    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator); USE_TMA: the weight
+    # tiles through w_desc/wt_desc; PERSISTENT > 0: a persistent grid of about PERSISTENT
+    # programs per SM (the launcher's), each looping over tiles (0: one program per tile)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False,
+    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False, PERSISTENT: tl.constexpr = 0,
 ):
     # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
+    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring); persistent:
+    # (programs, groups), program p taking tiles p, p + programs, ... in that order
     num_pid_n: tl.constexpr = (CG_IN + BLOCK_N + BLOCK_N_TAIL - 1) // (BLOCK_N + BLOCK_N_TAIL)
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
-    _conv_dgrad_tile(
-        g_ptr, w_ptr, dx_ptr, w_desc, wt_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
-        stride_gn, stride_gc, stride_gh, stride_gw, stride_wo, stride_wc, stride_wh, stride_ww,
-        stride_dxn, stride_dxc, stride_dxh, stride_dxw,
-        KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, INPUT_PRECISION,
-        BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_N_TAIL, USE_TMA, pid_m, pid_n, g,
-    )
+    if PERSISTENT > 0:
+        g = tl.program_id(1)
+        num_tiles = tl.cdiv(N * H * W, BLOCK_M) * num_pid_n
+        for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
+            _conv_dgrad_tile(
+                g_ptr, w_ptr, dx_ptr, w_desc, wt_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
+                stride_gn, stride_gc, stride_gh, stride_gw,
+                stride_wo, stride_wc, stride_wh, stride_ww,
+                stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+                KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, INPUT_PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_N_TAIL, USE_TMA,
+                tile // num_pid_n, tile % num_pid_n, g,
+            )
+    else:
+        pid_m = tl.program_id(0) // num_pid_n
+        pid_n = tl.program_id(0) % num_pid_n
+        g = tl.program_id(1)
+        _conv_dgrad_tile(
+            g_ptr, w_ptr, dx_ptr, w_desc, wt_desc, N, CG_IN, H, W, CG_OUT, OH, OW,
+            stride_gn, stride_gc, stride_gh, stride_gw, stride_wo, stride_wc, stride_wh, stride_ww,
+            stride_dxn, stride_dxc, stride_dxh, stride_dxw,
+            KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, INPUT_PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_N_TAIL, USE_TMA, pid_m, pid_n, g,
+        )
