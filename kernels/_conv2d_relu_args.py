@@ -411,7 +411,7 @@ def _cuda_sm_count(index: int) -> int:
 
 def _gemm_programs(tiles: int, groups: int, sms: int, persistent: int) -> int:
     """Grid axis 0 of the forward and dgrad GEMMs (axis 1: the groups): one program per tile,
-    or for a persistent forward (``persistent`` = its PERSISTENT > 0 programs per SM) enough
+    or for a persistent config (``persistent`` = its PERSISTENT > 0 programs per SM) enough
     programs for that many per SM over all groups, each looping over tiles."""
     if persistent <= 0:
         return tiles

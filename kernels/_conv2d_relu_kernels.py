@@ -17,10 +17,11 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   fastest, so the few N tiles of one M tile (1-6 at AlexNet's channel counts) run next to
   each other and read its A rows (the gathered activations, the large operand) from L2; the
   weight (B, at most 1.7 MB per layer) stays in L2 anyway. This is the grouped ("swizzled")
-  order with the whole N extent as the group. A persistent forward (config PERSISTENT > 0, not
-  yet run on a GPU: behind kernels.tuning's gate) launches about PERSISTENT programs per SM
-  instead, each taking every programs-th tile of that order; a tile's code
-  (``_conv_fwd_tile``) and so its result are the same either way.
+  order with the whole N extent as the group. A persistent forward or dgrad (config
+  PERSISTENT > 0, not yet run on a GPU: behind kernels.tuning's gate) launches about
+  PERSISTENT programs per SM instead, each taking every programs-th tile of that order; a
+  tile's code (``_conv_fwd_tile``, ``_conv_dgrad_tile``) and so its result are the same
+  either way.
 - the weight through TMA (forward and dgrad, ``USE_TMA`` configs, Hopper): B is copied from a
   host-side descriptor (``w_desc``, of the channels_last weight's (C_out, KH*KW*C_in/g) rows)
   instead of ``w_ptr``; see :mod:`kernels._conv_tma` for the boxes, what TMA needs of the
@@ -49,7 +50,8 @@ Kernels, all implicit GEMMs with an fp32 accumulator (fp64 for fp64; groups on g
   the split-sum kernel. Both GEMMs below read g alone, never the output. The mask is torch's
   ``threshold_backward``: the gradient is dropped where ``y <= 0`` and kept where y is NaN (not
   ``grad * (y > 0)``).
-- input gradient (dgrad): M = N*H*W, N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
+- input gradient (dgrad, in :mod:`kernels._conv_dgrad_kernels`, re-exported here): M = N*H*W,
+  N = C_in/g, K = KH*KW*C_out/g, a gather: for input pixel h
   and tap kh the output row is (h + pad - kh) / stride when that divides evenly and is in range.
   No atomics, no zero-inserted copy of the gradient. Skipped when the input needs no gradient
   (conv1's image). A program computes BLOCK_N + BLOCK_N_TAIL columns: with a tail, two
@@ -72,8 +74,9 @@ input pixels x C_in for dgrad; their K loops decode (kh, kw, c_in) and (kh, kw, 
 gather forwards vs backwards through the stride); ``_conv_fwd_kernel`` ~ ``_conv_wgrad_kernel``
 (the same input-tap gather, taps on the GEMM columns vs the rows); ``_conv_fwd_kernel`` ~
 ``_conv_fwd_packed_kernel`` (the bias + NaN-keeping ReLU epilogue and store; the packed one
-reads unmasked rows of its packed buffer); ``_conv_fwd_kernel`` ~ ``_conv_fwd_tile`` (the
-kernel's parameters repeated: a jitted helper takes no structs).
+reads unmasked rows of its packed buffer); ``_conv_fwd_kernel`` ~ ``_conv_fwd_tile`` and
+``_conv_dgrad_kernel`` ~ ``_conv_dgrad_tile`` (the kernel's parameters repeated: a jitted helper
+takes no structs).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import INTERPRET
+from kernels._conv_dgrad_kernels import _conv_dgrad_kernel
 from kernels.tuning import (
     CONV_INTERPRET_CONFIG,
     CONV_TUNING,
@@ -218,115 +222,6 @@ def _conv_fwd_kernel(
             KH, KW, STRIDE_H, STRIDE_W, PAD_H, PAD_W, HAS_BIAS, INPUT_PRECISION,
             BLOCK_M, BLOCK_N, BLOCK_K, USE_TMA, pid_m, pid_n, g,
         )
-
-
-@triton.jit
-def _conv_dgrad_kernel(
-    # pointers (g: the output gradient already masked by the ReLU, see _relu_grad_kernel);
-    # w_desc, wt_desc: the weight as (C_out, KH*KW*C_in/g) TMA descriptors, boxes BLOCK_N and
-    # BLOCK_N_TAIL columns wide (None, None without TMA)
-    g_ptr, w_ptr, dx_ptr, w_desc, wt_desc,
-    # sizes; channels per group are constexpr (fixed per layer, and folding them into the K
-    # decoding keeps conv1's C_in=3 gathers from spilling registers)
-    N, CG_IN: tl.constexpr, H, W, CG_OUT: tl.constexpr, OH, OW,
-    # strides
-    stride_gn, stride_gc, stride_gh, stride_gw,
-    stride_wo, stride_wc, stride_wh, stride_ww,
-    stride_dxn, stride_dxc, stride_dxh, stride_dxw,
-    # op parameters
-    KH: tl.constexpr, KW: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_H: tl.constexpr, PAD_W: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    # tiling: a program computes BLOCK_N + BLOCK_N_TAIL columns (input channels) in two
-    # accumulators sharing each A tile (BLOCK_N_TAIL = 0: one accumulator)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_N_TAIL: tl.constexpr, USE_TMA: tl.constexpr = False,
-):
-    # masked dy (N, C_out, OH, OW) x weight -> dx (N, C_in, H, W)
-    # grid (M tiles x N tiles, groups), N tiles fastest (see the module docstring)
-    num_pid_n: tl.constexpr = (CG_IN + BLOCK_N + BLOCK_N_TAIL - 1) // (BLOCK_N + BLOCK_N_TAIL)
-    pid_m = tl.program_id(0) // num_pid_n
-    pid_n = tl.program_id(0) % num_pid_n
-    g = tl.program_id(1)
-    M = N * H * W
-    K = KH * KW * CG_OUT
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * (BLOCK_N + BLOCK_N_TAIL) + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < CG_IN
-    # GEMM row -> input pixel (n, h, w)
-    iw = offs_m % W
-    ih = (offs_m // W) % H
-    n = offs_m // (W * H)
-    g_rows = n * stride_gn + g * CG_OUT * stride_gc
-    dx_rows = n * stride_dxn + ih * stride_dxh + iw * stride_dxw
-
-    acc_dtype = tl.float64 if g_ptr.dtype.element_ty == tl.float64 else tl.float32
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
-    if BLOCK_N_TAIL > 0:  # the tail columns right after offs_n
-        offs_t = pid_n * (BLOCK_N + BLOCK_N_TAIL) + BLOCK_N + tl.arange(0, BLOCK_N_TAIL)
-        mask_t = offs_t < CG_IN
-        acc_t = tl.zeros((BLOCK_M, BLOCK_N_TAIL), dtype=acc_dtype)
-    for k0 in range(0, K, BLOCK_K):
-        # GEMM column -> tap (kh, kw, co), output channel fastest
-        if CG_OUT % BLOCK_K == 0:
-            # the block lies in one tap (conv2-5): kh, kw are scalars, so the bounds test
-            # below is one per row (BLOCK_M), not one per element, and no K mask is needed
-            kh = k0 // (CG_OUT * KW)
-            kw = (k0 // CG_OUT) % KW
-            co = k0 % CG_OUT + tl.arange(0, BLOCK_K)
-            mask_k = tl.full((BLOCK_K,), 1, tl.int1)
-            oh_s = (ih + PAD_H)[:, None] - kh  # (BLOCK_M, 1)
-            ow_s = (iw + PAD_W)[:, None] - kw
-        else:
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < K
-            co = offs_k % CG_OUT
-            kw = (offs_k // CG_OUT) % KW
-            kh = offs_k // (CG_OUT * KW)
-            oh_s = (ih + PAD_H)[:, None] - kh[None, :]  # (BLOCK_M, BLOCK_K)
-            ow_s = (iw + PAD_W)[:, None] - kw[None, :]
-        # the tap reaches output row oh iff ih + pad - kh == oh * stride with 0 <= oh < OH
-        oh = oh_s // STRIDE_H
-        ow = ow_s // STRIDE_W
-        tap_ok = mask_m[:, None] & (oh_s >= 0) & (ow_s >= 0) & (oh < OH) & (ow < OW)
-        if STRIDE_H > 1:
-            tap_ok = tap_ok & (oh_s % STRIDE_H == 0)
-        if STRIDE_W > 1:
-            tap_ok = tap_ok & (ow_s % STRIDE_W == 0)
-        a_mask = tap_ok & mask_k[None, :]
-        a_offs = g_rows[:, None] + co[None, :] * stride_gc + oh * stride_gh + ow * stride_gw
-        a = tl.load(g_ptr + a_offs, mask=a_mask, other=0.0)
-        if USE_TMA:
-            # a [BLOCK_K, BLOCK_N] box: the K block's output channels (one tap's: the pruner
-            # keeps TMA where CG_OUT % BLOCK_K == 0) x input channels from the tap's first;
-            # columns past the tap's C_in/g read the next tap's (or TMA's zeros past the row):
-            # they only reach output columns the store masks
-            tl.static_assert(CG_OUT % BLOCK_K == 0, "TMA dgrad needs K blocks within a tap")
-            w_row = g * CG_OUT + k0 % CG_OUT
-            w_col = (kh * KW + kw) * CG_IN + pid_n * (BLOCK_N + BLOCK_N_TAIL)
-            b = w_desc.load([w_row, w_col])
-        else:
-            # weight rows of this K block; its channels count within the group
-            w_rows = (g * CG_OUT + co) * stride_wo + kh * stride_wh + kw * stride_ww
-            b = tl.load(w_ptr + w_rows[:, None] + (offs_n * stride_wc)[None, :],
-                        mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        if BLOCK_N_TAIL > 0:  # the same A tile against the tail columns
-            if USE_TMA:
-                b_t = wt_desc.load([w_row, w_col + BLOCK_N])
-            else:
-                b_t = tl.load(w_ptr + w_rows[:, None] + (offs_t * stride_wc)[None, :],
-                              mask=mask_k[:, None] & mask_t[None, :], other=0.0)
-            acc_t = tl.dot(a, b_t, acc_t, input_precision=INPUT_PRECISION)
-
-    dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_n) * stride_dxc)[None, :]
-    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty),
-             mask=mask_m[:, None] & mask_n[None, :])
-    if BLOCK_N_TAIL > 0:
-        dx_offs = dx_rows[:, None] + ((g * CG_IN + offs_t) * stride_dxc)[None, :]
-        tl.store(dx_ptr + dx_offs, acc_t.to(dx_ptr.dtype.element_ty),
-                 mask=mask_m[:, None] & mask_t[None, :])
 
 
 @triton.jit

@@ -117,7 +117,7 @@ def _conv_workload(kernel: str, layer: str, dtype: str, consts: dict, sms: int) 
         gemm = kernel.removeprefix("conv2d_relu_")
         gm, gn = (pix, cg_out) if gemm == "fwd" else (n * h * w, cg_in)
         # as the kernel issues and the pruner models it (dgrad: BLOCK_N + BLOCK_N_TAIL columns);
-        # a persistent forward launches fewer programs, each looping over tiles
+        # a persistent config launches fewer programs, each looping over tiles
         tiles = _cdiv(gm, bm) * _cdiv(gn, bn + consts.get("BLOCK_N_TAIL", 0))
         blocks = conv._gemm_programs(tiles, groups, sms, consts.get("PERSISTENT", 0)) * groups
         issued = tuning.conv_gemm_macs(gemm, geo.sizes() | geo.op_params(), consts)[1] * groups

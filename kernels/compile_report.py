@@ -296,7 +296,7 @@ rest read from the PTX (static instruction counts, not executions) and modelled 
 - *tile eff*: useful multiply-adds / multiply-adds the tiles issue for this layer (padding of M,
   N and K to the tile; for dgrad also taps masked at the borders, and BN=32+16 is a program of
   two accumulators, 48 columns); elements / lanes for the elementwise kernels.
-- *blocks*: programs in the grid at batch 128 (a persistent forward, `pN` in its config: its
+- *blocks*: programs in the grid at batch 128 (a persistent grid, `pN` in its config: its
   programs, about N per SM, each looping over tiles); *per SM*: resident blocks per SM by registers,
   shared memory and threads; *waves*: blocks / (SMs x per SM). sm_90 rows are modelled on an
   {h100}, sm_80 rows on an {a100}.

@@ -198,7 +198,7 @@ def _launch_gemm(tuners: dict, x, args_consts, rows: int, cols: int, groups: int
     path = "mma_tma" if args["w_desc"] is not None else _path(x.dtype)
     sms = _sm_count(x.device)
 
-    def grid(meta):  # a persistent forward (PERSISTENT > 0) launches fewer programs
+    def grid(meta):  # a persistent config (PERSISTENT > 0) launches fewer programs
         per_program = meta["BLOCK_N"] + meta.get("BLOCK_N_TAIL", 0)
         tiles = triton.cdiv(rows, meta["BLOCK_M"]) * triton.cdiv(cols, per_program)
         return (_gemm_programs(tiles, groups, sms, meta.get("PERSISTENT", 0)), groups)

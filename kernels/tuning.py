@@ -160,22 +160,25 @@ FWD_TF32_DROP += ((256, 64, 64, 8, 3),)
 DGRAD_TF32_DROP += ((256, 64, 64, 8, 3), (256, 32, 64, 8, 3, 16))
 
 
-def _persistent(programs_per_sm: int, *tiles: tuple[int, int, int, int, int]
-                ) -> list[triton.Config]:
-    """Forward configs on a persistent grid: about ``programs_per_sm`` programs per SM (the
-    kernel's PERSISTENT), each looping over tiles, from (BLOCK_M, BLOCK_N, BLOCK_K, warps,
-    stages) tuples."""
+def _persistent(programs_per_sm: int, configs: list[triton.Config]) -> list[triton.Config]:
+    """``configs`` (forward or dgrad tiles) on a persistent grid: about ``programs_per_sm``
+    programs per SM (the kernel's PERSISTENT), each looping over tiles."""
     return [triton.Config({**c.kwargs, "PERSISTENT": programs_per_sm}, num_warps=c.num_warps,
-                          num_stages=c.num_stages) for c in _configs(*tiles)]
+                          num_stages=c.num_stages) for c in configs]
 
 
-# The forward on a persistent grid (issue 13), also behind the gate: min(tiles, SMs x
+# The forward and dgrad on a persistent grid (issue 13), also behind the gate: min(tiles, SMs x
 # PERSISTENT / groups) programs per group, each taking every programs-th tile in the grid's N-fastest
 # order (bit-identical to one program per tile). PERSISTENT is at most the programs an SM holds
 # at once in the compile report (1-2 for the 8-warp tiles, 2-4 for 4-warp 128x64x32), so the
-# grid is one wave and no SM waits on a second.
-FWD_PERSISTENT_CONFIGS = (_persistent(1, (128, 128, 64, 8, 3), (256, 64, 32, 8, 3))
-                          + _persistent(2, (128, 64, 32, 4, 3)))
+# grid is one wave and no SM waits on a second. dgrad: conv3-5 take the 64-wide tiles (BLOCK_N
+# = 64 divides 256 and 192 input channels per group), conv2 the 256 x (32 + 16) one.
+FWD_PERSISTENT_CONFIGS = (_persistent(1, _configs((128, 128, 64, 8, 3), (256, 64, 32, 8, 3)))
+                          + _persistent(2, _configs((128, 64, 32, 4, 3))))
+DGRAD_PERSISTENT_CONFIGS = (
+    _persistent(1, _dgrad_configs((256, 64, 32, 8, 3), (256, 32, 32, 8, 3, 16)))
+    + _persistent(2, _dgrad_configs((128, 64, 32, 4, 3)))
+)
 
 # Exact fp32 (input_precision="ieee") has no tensor-core instruction: tl.dot becomes FMAs with the
 # accumulator and operands in registers, so the tiles are smaller (the tensor-core lists spill
@@ -248,7 +251,7 @@ PACKED_TUNING = {
 
 def _tile(c: triton.Config) -> tuple:
     """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), and BLOCK_N_TAIL when there is one, and
-    ("persistent", PERSISTENT) for a persistent forward."""
+    ("persistent", PERSISTENT) for a persistent grid."""
     tail = c.kwargs.get("BLOCK_N_TAIL", 0)
     persistent = c.kwargs.get("PERSISTENT", 0)
     return (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
@@ -372,7 +375,7 @@ def _wgrad_efficient(prune):
 # holds them only when it is set, ``aot_specs`` compiles them always (and names them so).
 CONV_UNVERIFIED = {
     "fwd": {"mma": FWD_8WARP_CONFIGS + FWD_PERSISTENT_CONFIGS, "fma": []},
-    "dgrad": {"mma": DGRAD_8WARP_CONFIGS, "fma": []},
+    "dgrad": {"mma": DGRAD_8WARP_CONFIGS + DGRAD_PERSISTENT_CONFIGS, "fma": []},
     "wgrad": {"mma": WGRAD_8WARP_CONFIGS, "fma": []},
 }
 

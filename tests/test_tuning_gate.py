@@ -64,6 +64,11 @@ def test_autotuners_hold_the_gated_configs_only_when_the_gate_is_set(gate):
         # the verified configs are there either way, at most 4 warps
         verified = held - gated
         assert verified and all(t[3] <= 4 for t in verified), (kernel, verified)
+    for kernel in ("fwd", "dgrad"):  # the weight-descriptor autotuner holds the same pointer
+        # configs: the persistent ones too, with the gate only
+        persistent = {t for t in gated_tiles(kernel) if "persistent" in t}
+        held = {tuple(t) for t in out["held"][kernel]["mma_tma"] if "persistent" in t}
+        assert persistent and held == (persistent if gate == "1" else set()), kernel
 
 
 def test_a_bad_gate_value_is_a_clear_error(monkeypatch):
@@ -93,7 +98,7 @@ def test_with_unverified_follows_the_gate(monkeypatch):
 
 def never_run(c) -> bool:
     """8 warps (pytorch#173068: Inductor's conv template with its flattened tap loop
-    miscompiled with 8) or the forward's persistent grid: not yet run on a GPU."""
+    miscompiled with 8) or a persistent grid (forward, dgrad): not yet run on a GPU."""
     return c.num_warps > 4 or c.kwargs.get("PERSISTENT", 0) > 0
 
 
@@ -104,7 +109,8 @@ def test_the_gated_configs_are_the_8_warp_and_persistent_ones():
             every = tuning._union(configs, tuning.CONV_UNVERIFIED[kernel][path])
             assert {tuning._tile(c) for c in every if never_run(c)} == gated_tiles(kernel, path)
             assert all(tuning.is_unverified(kernel, path, c) == never_run(c) for c in every)
-    assert any(c.kwargs.get("PERSISTENT") for c in tuning.CONV_UNVERIFIED["fwd"]["mma"])
+    for kernel in ("fwd", "dgrad"):
+        assert any(c.kwargs.get("PERSISTENT") for c in tuning.CONV_UNVERIFIED[kernel]["mma"])
 
 
 def test_aot_specs_compile_every_gated_config_and_name_it():
@@ -160,3 +166,21 @@ def test_gate_on_the_pruner_keeps_8_warps_where_the_tile_fits(monkeypatch, layer
         for kernel in ("fwd", "dgrad"):
             assert all(t[1] == 64 for t in pruned_with_the_gate(kernel, layer, precision))
 
+
+
+@pytest.mark.parametrize("path", ["mma", "mma_tma"])
+@pytest.mark.parametrize("precision", ["ieee", "tf32"])
+def test_gate_on_both_pruners_keep_the_persistent_dgrad_tiles_where_efficient(path, precision):
+    # conv2's 48 input channels per group: the 256 x (32 + 16) one; conv3-5 (256, 192, 192):
+    # the 64-wide ones (the "mma_tma" autotuner prunes its pointer configs alike)
+    every = tuning.CONV_TUNING["dgrad"]["mma"][0] + tuning.CONV_UNVERIFIED["dgrad"]["mma"]
+    prune = tuning.CONV_TUNING["dgrad"][path][1]
+    for layer in ("conv2", "conv3", "conv4", "conv5"):
+        kept = {tuning._tile(c) for c in prune(every, {}, **layer_sizes(layer),
+                                                INPUT_PRECISION=precision)
+                if c.kwargs.get("PERSISTENT")}
+        if layer == "conv2":
+            assert kept == {(256, 32, 32, 8, 3, 16, "persistent", 1)}, kept
+        else:
+            assert kept == {(256, 64, 32, 8, 3, "persistent", 1),
+                            (128, 64, 32, 4, 3, "persistent", 2)}, (layer, kept)
