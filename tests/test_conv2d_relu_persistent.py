@@ -81,17 +81,23 @@ def test_persistent_forward_in_float64():
     assert_close(y, y_ref, torch.float64, reduce_dim=36)
 
 
+def _on_one_sm(monkeypatch, tuners: dict, config: triton.Config):
+    """Every autotuner in ``tuners`` holds ``config`` alone and the GPU has 1 SM; returns the
+    list the launcher's ``_gemm_programs`` calls are recorded in, and the real function."""
+    for tuner in tuners.values():
+        monkeypatch.setattr(tuner, "configs", [config])
+    monkeypatch.setattr(conv_mod, "_sm_count", lambda device: 1)
+    launched = []
+    real = args_mod._gemm_programs
+    monkeypatch.setattr(conv_mod, "_gemm_programs", lambda *a: launched.append(a) or real(*a))
+    return launched, real
+
+
 def test_launcher_runs_a_persistent_config_on_few_sms(monkeypatch):
     # the public function with a persistent config and 1 SM: one program per group walks every
     # tile (the launcher's grid, as on a GPU with PERSISTENT programs per SM)
     persistent = triton.Config({**TILE, "PERSISTENT": 1}, num_warps=4, num_stages=1)
-    for tuner in kernels_mod._conv_fwd.values():
-        monkeypatch.setattr(tuner, "configs", [persistent])
-    monkeypatch.setattr(conv_mod, "_sm_count", lambda device: 1)
-    launched = []
-    real = args_mod._gemm_programs
-    monkeypatch.setattr(conv_mod, "_gemm_programs",
-                        lambda *a: launched.append(a) or real(*a))
+    launched, real = _on_one_sm(monkeypatch, kernels_mod._conv_fwd, persistent)
     x, w, b = inputs((2, 8, 9, 9), (40, 4, 3, 3), torch.float32, channels_last=True)
     y = conv_mod.conv2d_relu(x, w, b, 1, 1, 1, 2)
     assert launched == [(triton.cdiv(2 * 81, 16) * 2, 2, 1, 1)]
@@ -209,13 +215,7 @@ def test_launcher_runs_a_persistent_dgrad_config_on_few_sms(monkeypatch):
     # SM: one program per group walks every dgrad tile
     persistent = triton.Config({**TILE, "BLOCK_N_TAIL": 16, "PERSISTENT": 1}, num_warps=4,
                                num_stages=1)
-    for tuner in kernels_mod._conv_dgrad.values():
-        monkeypatch.setattr(tuner, "configs", [persistent])
-    monkeypatch.setattr(conv_mod, "_sm_count", lambda device: 1)
-    launched = []
-    real = args_mod._gemm_programs
-    monkeypatch.setattr(conv_mod, "_gemm_programs",
-                        lambda *a: launched.append(a) or real(*a))
+    launched, real = _on_one_sm(monkeypatch, kernels_mod._conv_dgrad, persistent)
     x, w, b = inputs((1, 80, 6, 6), (40, 40, 3, 3), torch.float32, channels_last=True)
     dy = torch.randn((1, 40, 6, 6), generator=torch.Generator().manual_seed(3),
                      dtype=torch.float64)
