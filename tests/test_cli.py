@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_image_tree
+from conftest import make_image_tree, run_cli
 
 from lightning_alexnet.cli import main
 
@@ -86,16 +86,16 @@ def test_help_explains_options():
     assert "the paper's two towers" in out  # docstrings become help text
 
 
-def test_print_config_round_trips(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", "paper",
-                          "--print_config"], capture_output=True, text=True, check=True).stdout
+def test_print_config_round_trips(tmp_path, capsys):
+    # through main([...]) as typed (the subprocess path is tested by the exit-code tests)
+    code, out, err = run_cli(capsys, "fit", "--config", "paper", "--print_config")
+    assert code == 0, err
     assert yaml.safe_load(out)["model"]["network"]["fc_features"] == [4096, 4096]
     assert "batch_size: 128" in out
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(out)
-    again = subprocess.run([sys.executable, "-m", "lightning_alexnet", "fit", "--config", str(cfg),
-                            "--print_config"], capture_output=True, text=True, check=True).stdout
-    assert again == out
+    code, again, err = run_cli(capsys, "fit", "--config", str(cfg), "--print_config")
+    assert code == 0 and again == out, err
 
 
 def test_impossible_network_is_named(tmp_path, capsys):

@@ -55,7 +55,8 @@ CASES = [
     # channels per group), 6-8 tiles per group
     pytest.param((1, 8, 8, 8), (40, 4, 3, 3), 1, 1, 2, True, id="groups2-pad1"),
     pytest.param((1, 6, 13, 10), (20, 6, 3, 3), 2, 2, 1, False, id="stride2-pad2-nchw"),
-    pytest.param((2, 32, 7, 7), (36, 16, 3, 3), (2, 1), 1, 2, True, id="channels16-groups2"),
+    pytest.param((2, 32, 7, 7), (36, 16, 3, 3), (2, 1), 1, 2, True, id="channels16-groups2",
+                 marks=pytest.mark.slow),  # 7 s under the interpreter
 ]
 
 
@@ -165,13 +166,17 @@ def dgrad_launch(g, w, x_like, stride, padding, groups, programs, tail=0):
     return dx, tiles
 
 
+# (the default set keeps the tail case, which has groups, a stride and masked columns; the two
+# others, 8-10 s each under the interpreter, run with the slow tests)
 DGRAD_CASES = [
     # x shape, w shape, stride, padding, groups, layout, BLOCK_N_TAIL
     # conv1-like: 3 channels, stride 4, 5x5 taps (12 output channels: K blocks span taps),
     # NCHW strides
-    pytest.param((1, 3, 11, 11), (12, 3, 5, 5), 4, 2, 1, False, 0, id="stride4-pad2-nchw"),
+    pytest.param((1, 3, 11, 11), (12, 3, 5, 5), 4, 2, 1, False, 0, id="stride4-pad2-nchw",
+                 marks=pytest.mark.slow),  # 10 s
     # conv2-like: 5x5 pad 2, groups 2 (16 output channels per group: a K block in one tap)
-    pytest.param((1, 40, 6, 5), (32, 20, 5, 5), 1, 2, 2, True, 0, id="5x5-pad2-groups2"),
+    pytest.param((1, 40, 6, 5), (32, 20, 5, 5), 1, 2, 2, True, 0, id="5x5-pad2-groups2",
+                 marks=pytest.mark.slow),  # 8.5 s
     # two accumulators, 16 + 16 columns over 56 channels per group: the second program's tail
     # is partly masked; stride (2, 1)
     pytest.param((1, 112, 6, 5), (32, 56, 3, 3), (2, 1), 1, 2, True, 16, id="tail-groups2"),
