@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: fit test test-slow lint bench-data compile-report gpu-report clean
+.PHONY: fit test test-slow lint bench-data compile-report gpu-carry gpu-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench-data: $(STAMP)
 
 compile-report: $(STAMP)
 	$(PY) -m kernels.compile_report
+
+# The Triton this project pins, packed for a GPU machine that has another and no network
+# (bench/triton_carry.py): .gpu/triton-<version>-cp312.tar.xz, which gpu-report runs with there.
+gpu-carry: $(STAMP)
+	$(PY) bench/triton_carry.py pack $(ARGS)
 
 # The GPU report (bench/gpu_report.py, < 8 min on one H100/H200). No install step: the checkout
 # on PYTHONPATH, with .venv's python when there is one, else $(PYTHON) (a bare GPU machine's

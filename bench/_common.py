@@ -22,6 +22,7 @@ by the caller (the interpreter is for tests: expect seconds per call at ``--quic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import os
@@ -106,6 +107,24 @@ def triton_version() -> str:
         return triton.__version__
     except ImportError:
         return "none"
+
+
+# kernels.tuning.UNVERIFIED_ENV (spelled here: importing kernels is what fails on a bad value)
+UNVERIFIED_ENV = "LIGHTNING_ALEXNET_UNVERIFIED"
+
+
+@contextlib.contextmanager
+def gate_checked():
+    """Around the first import of the Triton kernels: a bad LIGHTNING_ALEXNET_UNVERIFIED, which
+    kernels.tuning refuses on import (lightning_alexnet.ops passes the same text on), ends the
+    script with that message in one line and exit status 2 instead of a traceback."""
+    try:
+        yield
+    except ValueError as e:
+        if not str(e).startswith(f"{UNVERIFIED_ENV}="):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def interpreting() -> bool:
@@ -238,7 +257,8 @@ def run(op: Op, argv=None) -> list[dict]:
     print(f"{op.name} on {label}, batch {args.batch}{' (quick shapes)' if args.quick else ''}")
     rows, failures = [], []
     csv_path = args.results / f"{op.name}.csv"
-    fns = {p: _provider_fn(op, p) for p in args.provider}
+    with gate_checked():
+        fns = {p: _provider_fn(op, p) for p in args.provider}
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     for case in cases:
         for dname in args.dtype:

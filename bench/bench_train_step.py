@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, append_csv, device_name, git_revision
+from _common import RESULTS, append_csv, device_name, gate_checked, git_revision, triton_version
 
 from lightning_alexnet import AlexNet, AlexNetConfig
 from lightning_alexnet.model import channels_last_on
 
-FIELDS = ["date", "git", "device", "torch", "preset", "towers", "lrn", "batch", "provider",
-          "precision", "ms_median", "ms_p20", "ms_p80", "images_per_s", "peak_mem_mb"]
+FIELDS = ["date", "git", "device", "torch", "triton", "preset", "towers", "lrn", "batch",
+          "provider", "precision", "ms_median", "ms_p20", "ms_p80", "images_per_s", "peak_mem_mb"]
 PROVIDERS = ("eager", "auto", "triton", "compile")
 PRECISIONS = ("32-true", "bf16-mixed")
 
@@ -141,13 +141,15 @@ def main(argv=None) -> list[dict]:
     if args.no_tf32:  # else PyTorch's defaults, as in `fit`: TF32 convolutions, fp32 matmuls
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     stamp = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "git": git_revision(),
-             "device": device_name(device), "torch": torch.__version__, "preset": args.preset,
+             "device": device_name(device), "torch": torch.__version__,
+             "triton": triton_version(), "preset": args.preset,
              "towers": args.towers, "lrn": args.lrn, "batch": args.batch}
     csv_path = args.results / "train_step.csv"
     rows = []
     for precision in args.precision:
         for provider in args.providers:
-            times, peak = time_steps(provider, precision, args, device)
+            with gate_checked():
+                times, peak = time_steps(provider, precision, args, device)
             rows.append(row_of(stamp, provider, precision, times, peak))
             append_csv(csv_path, FIELDS, rows[-1:])  # kept even if a later provider fails
             mem = f"  {rows[-1]['peak_mem_mb']} MB peak" if peak is not None else ""

@@ -14,13 +14,19 @@ processes with a time limit (a stage that fails or runs out of time is recorded,
    against eager PyTorch in float64, including those not yet run on a GPU (8 warps, TMA: the
    autotuners leave them out unless LIGHTNING_ALEXNET_UNVERIFIED=1, see kernels.tuning);
 3. ``kernels``: ``bench/bench_<op>.py`` at batch 128 for conv2d_relu (conv1-5; bf16, tf32 and
-   exact fp32), LRN, max-pool and LRN + max-pool (bf16, fp32): triton vs eager (cuDNN) vs
-   ``torch.compile``, forward / backward / full; then conv2d_relu in bf16 once more with
-   LIGHTNING_ALEXNET_UNVERIFIED=1 (into ``unverified/``), to show what those configurations gain;
+   exact fp32), LRN, max-pool and LRN + max-pool (bf16, fp32): triton vs eager (cuDNN),
+   forward / backward / full, then ``torch.compile`` in a job of its own (into ``compile/``);
+   then conv2d_relu in bf16 once more with LIGHTNING_ALEXNET_UNVERIFIED=1 (into
+   ``unverified/``), to show what those configurations gain;
 4. ``train``: ``bench/bench_train_step.py``, the paper model at batch 128, ``eager`` / ``triton``
-   / ``compile`` in 32-true and bf16-mixed: images/s and peak memory.
+   then ``compile`` (into ``compile/``) in 32-true and bf16-mixed: images/s and peak memory.
 
 The timed jobs (3 and 4) run one at a time, each alone on the GPU.
+
+The pinned Triton: when ``.gpu/`` holds the archive ``bench/triton_carry.py pack`` writes (the
+GPU machine this project borrows has Triton 3.6 and no network), it is unpacked and every job
+but the ``torch.compile`` ones runs with it (``--triton``); ``torch.compile`` keeps the Triton
+its torch was built with. Which Triton each row ran with is in the CSVs' ``triton`` column.
 
 Everything lands in ``bench/results/<gpu name>/`` (``--out``): the scripts' CSV / markdown / PNG,
 ``parity.csv``, ``stages.csv``, ``logs/``, and ``report.md``; a one-screen summary with the ratios
@@ -39,9 +45,12 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import triton_carry
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -54,10 +63,16 @@ LAYERS = {  # as in the bench scripts' tables; parity runs one process per (op, 
 }
 STAGES = ("tests", "parity", "kernels", "train")
 # Share of --budget-s per phase (tests and parity run side by side; the timed jobs of kernels
-# and train one at a time, alone on the GPU), and within a phase
+# and train one at a time, alone on the GPU), and within a phase; of an op's kernel share, the
+# torch.compile job gets COMPILE_SHARE (it compiles a graph per layer, dtype and mode)
 SHARE = {"tests+parity": 0.32, "kernels": 0.40, "train": 0.28}
 KERNEL_SHARE = {"conv2d_relu": 0.42, "conv2d_relu-unverified": 0.13, "lrn": 0.15,
                 "max_pool2d": 0.15, "lrn_max_pool2d": 0.15}
+COMPILE_SHARE = 0.35
+# torch.compile's timings (eager code compiled by Inductor, with the Triton torch was built
+# with) land here, apart from the jobs that may run a carried Triton
+COMPILE_DIR = "compile"
+CARRY_NOTE = "triton.txt"  # which Triton the jobs ran with, when one was carried
 # kernels.tuning's gate (kernels.tuning.UNVERIFIED_ENV, spelled here so that --summary-only
 # imports neither torch nor triton): parity checks the configurations behind it too, and the
 # conv benchmark runs once more with them (bf16, Triton only) into <out>/unverified/.
@@ -126,32 +141,41 @@ class Job:
     argv: list[str]
     timeout: float
     env: dict = field(default_factory=dict)  # set in its environment, over child_env's
+    carried: bool = True  # runs with the carried Triton, when there is one (not torch.compile)
 
 
-def child_env(device: str) -> dict:
+def child_env(device: str, site: Path | None = None) -> dict:
+    """The jobs' environment: the checkout on PYTHONPATH, after ``site`` (an unpacked carried
+    Triton, whose in-tree NVIDIA backend is then the only one loaded) when given."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]]
-                                                       if env.get("PYTHONPATH") else []))
+    paths = ([str(site)] if site else []) + [str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]]
+                                                 if env.get("PYTHONPATH") else []))
+    if site:
+        env["TRITON_BACKENDS_IN_TREE"] = "1"
     if device == "cuda":
         env.pop("TRITON_INTERPRET", None)  # compiled kernels
     return env
 
 
-def run_jobs(jobs: list[Job], parallel: int, logs: Path, device: str) -> dict[str, tuple]:
+def run_jobs(jobs: list[Job], parallel: int, logs: Path, device: str,
+             site: Path | None = None) -> dict[str, tuple]:
     """Run ``jobs``, at most ``parallel`` at a time; each is killed (with the processes it
     started) at its timeout, and every one by the phase's end (from the start: the sum of the
-    timeouts when they run one at a time, else the longest). Returns name -> (return code, or
-    None when killed; seconds)."""
+    timeouts when they run one at a time, else the longest). Jobs marked ``carried`` run with
+    the Triton unpacked in ``site`` when given. Returns name -> (return code, or None when
+    killed; seconds)."""
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, done = list(jobs), {}, {}
-    env = child_env(device)
+    envs = {True: child_env(device, site), False: child_env(device)}
     limits = [job.timeout for job in jobs]
     phase_end = time.monotonic() + (sum(limits) if parallel == 1 else max(limits))
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
             log = (logs / f"{job.name}.log").open("w")
-            proc = subprocess.Popen(job.argv, cwd=ROOT, env={**env, **job.env}, stdout=log,
+            proc = subprocess.Popen(job.argv, cwd=ROOT, env={**envs[job.carried], **job.env},
+                                    stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             start = time.monotonic()
             running[job.name] = (job, proc, log, start, min(start + job.timeout, phase_end))
@@ -205,15 +229,20 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     if "kernels" in args.stages:
         common = (["--device", "cpu", "--quick", "--mode", "forward"] if cpu else
                   ["--batch", "128", "--burn-in", "2", "--warmup-ms", "5", "--rep-ms", "25"])
-        providers = ["--provider", "eager", "--provider", "triton"] if cpu else []
         for op in args.ops:
             dtypes = ["fp32"] if cpu else (["bf16", "tf32", "fp32"] if op == "conv2d_relu"
                                            else ["bf16", "fp32"])
+            share = budget * SHARE["kernels"] * KERNEL_SHARE[op]
+            script = [py, str(BENCH / f"bench_{op}.py"), *common,
+                      *[a for d in dtypes for a in ("--dtype", d)]]
             kernels.append(Job("kernels", f"bench_{op}",
-                               [py, str(BENCH / f"bench_{op}.py"), *common, *providers,
-                                *[a for d in dtypes for a in ("--dtype", d)],
-                                "--results", str(out)],
-                               budget * SHARE["kernels"] * KERNEL_SHARE[op]))
+                               [*script, "--provider", "triton", "--provider", "eager",
+                                "--results", str(out)], share * (1 - COMPILE_SHARE)))
+            if not cpu:  # torch.compile with the Triton its torch was built with
+                kernels.append(Job("kernels", f"bench_{op}-compile",
+                                   [*script, "--provider", "compile",
+                                    "--results", str(out / COMPILE_DIR)],
+                                   share * COMPILE_SHARE, carried=False))
             if op == "conv2d_relu":  # the gated configurations too: Triton alone, one dtype
                 kernels.append(Job("kernels", f"bench_{op}-unverified",
                                    [py, str(BENCH / f"bench_{op}.py"), *common,
@@ -226,10 +255,12 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
         runs = ([("eager,auto", 1.0)] if cpu else [("eager,triton", 0.45), ("compile", 0.55)])
         for providers, share in runs:
             extra = ["--device", "cpu", "--quick"] if cpu else ["--batch", "128"]
+            compiled = providers == "compile"
             train.append(Job("train", f"train-{providers.replace(',', '-')}",
                              [py, str(BENCH / "bench_train_step.py"), *extra, "--providers",
                               providers, "--precision", "32-true,bf16-mixed",
-                              "--results", str(out)], t * share))
+                              "--results", str(out / COMPILE_DIR if compiled else out)],
+                             t * share, carried=not compiled))
     return [phase for phase in (phase1, kernels, train) if phase]
 
 
@@ -341,8 +372,9 @@ def build_report(out: Path) -> tuple[str, str]:
     """(report.md text, one-screen summary) from the CSVs recorded in ``out``."""
     stages = read_csv(out / "stages.csv")
     parity = read_csv(out / "parity.csv")
-    kernels = [r for op in KERNEL_OPS for r in read_csv(out / f"{op}.csv")]
-    train = read_csv(out / "train_step.csv")
+    kernels = [r for op in KERNEL_OPS for d in (out, out / COMPILE_DIR)
+               for r in read_csv(d / f"{op}.csv")]
+    train = read_csv(out / "train_step.csv") + read_csv(out / COMPILE_DIR / "train_step.csv")
     gated = unverified_table(read_csv(out / "conv2d_relu.csv"),
                              read_csv(out / "unverified" / "conv2d_relu.csv"))
     device = next((r["device"] for r in kernels + train if r.get("device")),
@@ -356,9 +388,12 @@ def build_report(out: Path) -> tuple[str, str]:
     parity_line = (f"parity: {len(parity)} checks (configuration x tensor), {len(bad)} failed"
                    if parity else "parity: no results")
     full = kernel_table(kernels, ("full",))
-    version = next((r["triton"] for r in kernels + train if r.get("triton")), "")
+    # the Triton the kernels ran with (torch.compile's rows may name another)
+    version = next((r["triton"] for r in kernels + train
+                    if r.get("triton") and r["provider"] == "triton"), "")
     version_line = triton_note(version)
-    peak_line += f"\n{version_line}" if version_line else ""
+    carry = (out / CARRY_NOTE).read_text().strip() if (out / CARRY_NOTE).exists() else ""
+    peak_line += "".join(f"\n{line}" for line in (carry, version_line) if line)
     summary = [f"GPU report: {device}", peak_line, "", *plain(["stage", "job", "status", "s"],
                                                            stage_rows), "", parity_line]
     summary += [f"  FAILED {r['op']} {r['layer']} {r['precision']} {r.get('autotuner', '')} "
@@ -423,6 +458,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(testing only)")
     p.add_argument("--summary-only", type=Path, metavar="DIR",
                    help="rebuild report.md and the summary from the CSVs in DIR; no GPU needed")
+    p.add_argument("--triton", metavar="ARCHIVE",
+                   help="a Triton archive from bench/triton_carry.py pack to run the kernels "
+                        "with, or 'machine' for the installed one (default: the archive in "
+                        ".gpu/ when there is one)")
     args = p.parse_args(argv)
     for name, values, allowed in (("--stages", args.stages, STAGES),
                                   ("--ops", args.ops, KERNEL_OPS)):
@@ -441,7 +480,36 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--device cpu needs --out (its numbers are not measurements: keep them out "
                     "of bench/results)")
         args.stages = [s for s in args.stages if s != "tests"]  # pytest inside pytest: no
+        if args.triton not in (None, "machine"):
+            p.error("--triton: the carried Triton is for --device cuda (the CPU run uses the "
+                    "installed one's interpreter)")
+        args.triton = "machine"
+    if args.triton is None:
+        found = triton_carry.find_archive()
+        args.triton = str(found) if found else "machine"
+    if args.triton != "machine" and not Path(args.triton).is_file():
+        p.error(f"--triton {args.triton}: no such file (make one with `python "
+                "bench/triton_carry.py pack`, or pass --triton machine)")
     return args
+
+
+def carried_triton(archive: Path) -> tuple[Path | None, str]:
+    """Unpack ``archive`` and check that its Triton imports beside this torch: (the folder to
+    put first on the jobs' PYTHONPATH, a line for the report). On failure (None, why): the
+    report then runs with the machine's Triton and says so."""
+    site = Path(tempfile.gettempdir()) / "lightning_alexnet-triton"
+    try:
+        version = triton_carry.unpack(archive, site)
+    except (OSError, EOFError, ValueError, SystemExit) as e:  # tarfile/lzma errors are these
+        return None, f"carried Triton NOT used: {archive} could not be unpacked ({e})"
+    probe = "import triton, triton.backends.nvidia.driver; print(triton.__version__)"
+    check = subprocess.run([sys.executable, "-c", probe], env=child_env("cuda", site),
+                           check=False, capture_output=True, text=True, cwd=ROOT)
+    if check.returncode or check.stdout.strip() != version:
+        why = (check.stderr.strip().splitlines() or [check.stdout.strip()])[-1][:300]
+        return None, f"carried Triton NOT used: {archive.name} did not import ({why})"
+    return site, (f"Triton {version} carried from {archive.name} ran every job but "
+                  f"torch.compile's (see {COMPILE_DIR}/)")
 
 
 def main(argv=None) -> int:
@@ -466,10 +534,16 @@ def main(argv=None) -> int:
     print(f"GPU report on {device} -> {out} (budget {args.budget_s:.0f} s)", flush=True)
     stages_csv = out / "stages.csv"
     stages_csv.unlink(missing_ok=True)
+    (out / CARRY_NOTE).unlink(missing_ok=True)
+    site = None
+    if args.triton != "machine":
+        site, note = carried_triton(Path(args.triton))
+        (out / CARRY_NOTE).write_text(note + "\n")
+        print(note, flush=True)
     failed = False
     for phase in plan(args, out):
         timed = phase[0].stage in ("kernels", "train")  # alone on the GPU, one at a time
-        results = run_jobs(phase, 1 if timed else args.jobs, out / "logs", args.device)
+        results = run_jobs(phase, 1 if timed else args.jobs, out / "logs", args.device, site)
         rows = []
         for job in phase:
             rc, seconds = results[job.name]

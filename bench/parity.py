@@ -34,7 +34,7 @@ import bench_lrn
 import bench_lrn_max_pool2d
 import bench_max_pool2d
 import torch
-from _common import allow_tf32, append_csv
+from _common import allow_tf32, append_csv, gate_checked
 
 OPS = {m.OP.name: m.OP for m in (bench_conv2d_relu, bench_lrn, bench_max_pool2d,
                                   bench_lrn_max_pool2d)}
@@ -208,7 +208,8 @@ def main(argv=None) -> int:
 
     for op_name in args.op or list(OPS):
         op = OPS[op_name]
-        module = importlib.import_module(f"kernels.{op_name}")
+        with gate_checked():
+            module = importlib.import_module(f"kernels.{op_name}")
         for case in op.cases(args):
             if args.layer and case.layer not in args.layer:
                 continue

@@ -159,14 +159,24 @@ class AlexNetModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
                       ) -> torch.Tensor | None:
         x, y = self._unpack(batch)
-        if not len(x):  # every file of the batch was unreadable: Lightning skips the step on None
-            return None
+        if not len(x):  # every file of the batch was unreadable
+            if self.trainer.world_size == 1:
+                return None  # Lightning skips the step
+            return self._zero_loss()
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_metrics.update(logits.detach(), y)
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0, reaching every trainable parameter: with several processes Lightning cannot skip
+        one process's step, and the others' gradient all-reduce waits for every parameter's
+        gradient. This process's gradients are zeros, so the step averages the others' (the
+        optimizer still steps here, in step with them: momentum and weight decay apply)."""
+        return sum((p.to_local() if hasattr(p, "to_local") else p).sum() * 0.0  # DTensor: local
+                   for p in self.parameters() if p.requires_grad)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = self._unpack(batch)

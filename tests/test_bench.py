@@ -31,8 +31,9 @@ SCRIPTS = {
     "parity.py": (["--device", "cpu", "--quick", "--precision", "fp32", "--op", "max_pool2d",
                    "--layer", "pool5", "--csv", "OUT/parity.csv"], ["parity.csv"], 4),
 }
-# bench/gpu_report.py needs a GPU: tests/test_gpu_report.py covers its CPU paths
-NOT_HERE = {"_common.py", "gpu_report.py"}
+# bench/gpu_report.py needs a GPU and triton_carry.py a package index: tests/test_gpu_report.py
+# covers their CPU paths
+NOT_HERE = {"_common.py", "gpu_report.py", "triton_carry.py"}
 
 
 def run_script(name: str, args: list[str], out: Path) -> subprocess.CompletedProcess:
@@ -105,6 +106,30 @@ def test_kernel_bench_refuses_triton_on_cpu_without_the_interpreter(monkeypatch,
         bench_module("_common").parse_args(bench_module("bench_lrn").OP,
                                            ["--device", "cpu", "--provider", "triton"])
     assert "needs the Triton interpreter: run with TRITON_INTERPRET=1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [
+    "parity.py",
+    pytest.param("bench_conv2d_relu.py", marks=pytest.mark.slow),  # same helper, other caller
+    pytest.param("bench_train_step.py", marks=pytest.mark.slow),  # the text passed on by ops
+])
+def test_a_bad_gate_value_is_one_line_and_exit_2(name, tmp_path):
+    args = {"bench_conv2d_relu.py": ["--device", "cpu", "--quick", "--provider", "triton",
+                                     "--dtype", "fp32", "--results", "OUT"],
+            "bench_train_step.py": ["--device", "cpu", "--quick", "--providers", "triton",
+                                    "--results", "OUT"]}.get(name, SCRIPTS[name][0])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1",
+           "LIGHTNING_ALEXNET_UNVERIFIED": "yes"}
+    proc = subprocess.run([sys.executable, str(BENCH / name),
+                           *[a.replace("OUT", str(tmp_path)) for a in args]], cwd=ROOT,
+                          env=env, check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: LIGHTNING_ALEXNET_UNVERIFIED='yes': set it to 1")
+    assert "Traceback" not in proc.stderr
+    from kernels.tuning import UNVERIFIED_ENV
+
+    assert bench_module("_common").UNVERIFIED_ENV == UNVERIFIED_ENV
 
 
 def test_append_csv_keeps_old_rows_when_columns_are_added(tmp_path):

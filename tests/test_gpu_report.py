@@ -122,12 +122,23 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
     assert conv3_tf32.argv[conv3_tf32.argv.index("--csv") + 1] == "/tmp/out/parity/conv3-tf32.csv"
     assert "--precision" not in next(j for p in phases for j in p if j.name == "parity-lrn1").argv
     assert [n for n in names if n.startswith("bench_")] == [
-        "bench_conv2d_relu", "bench_conv2d_relu-unverified",
-        *[f"bench_{op}" for op in report.KERNEL_OPS[1:]]]
+        "bench_conv2d_relu", "bench_conv2d_relu-compile", "bench_conv2d_relu-unverified",
+        *[f"bench_{op}{part}" for op in report.KERNEL_OPS[1:] for part in ("", "-compile")]]
     conv = next(j for p in phases for j in p if j.name == "bench_conv2d_relu")
     assert conv.argv[conv.argv.index("--batch") + 1] == "128"
     assert [conv.argv[i + 1] for i, a in enumerate(conv.argv) if a == "--dtype"] == [
         "bf16", "tf32", "fp32"]
+    # torch.compile in jobs of their own, into compile/, with the machine's Triton
+    by_name = {j.name: j for p in phases for j in p}
+    own = {n for n, j in by_name.items() if not j.carried}
+    assert own == {f"bench_{op}-compile" for op in report.KERNEL_OPS} | {"train-compile"}
+    for name in own:
+        argv = by_name[name].argv
+        assert argv[argv.index("--results") + 1] == "/tmp/out/compile"
+        assert "triton" not in argv[argv.index("--provider" if "--provider" in argv
+                                               else "--providers") + 1]
+    assert [conv.argv[i + 1] for i, a in enumerate(conv.argv) if a == "--provider"] == [
+        "triton", "eager"]
     # the gated configurations: parity checks them, one conv run times them, nothing else sees them
     gate = {"LIGHTNING_ALEXNET_UNVERIFIED": "1"}
     from kernels.tuning import UNVERIFIED_ENV
@@ -173,6 +184,116 @@ def test_run_jobs_one_at_a_time_gives_each_its_own_limit_and_environment(report,
     assert (tmp_path / "plain.log").read_text().strip() in ("unset", "0")
 
 
+def test_run_jobs_puts_the_carried_triton_first_except_for_torch_compile(report, tmp_path):
+    py = sys.executable
+    show = ("import os; print(os.environ['PYTHONPATH'].split(os.pathsep)[0], "
+            "os.environ.get('TRITON_BACKENDS_IN_TREE', 'unset'))")
+    site = tmp_path / "site"
+    jobs = [report.Job("x", "kernels", [py, "-c", show], 30.0),
+            report.Job("x", "compile", [py, "-c", show], 30.0, carried=False)]
+    report.run_jobs(jobs, 2, tmp_path, "cpu", site)
+    assert (tmp_path / "kernels.log").read_text().split() == [str(site), "1"]
+    assert (tmp_path / "compile.log").read_text().split() == [str(report.ROOT), "unset"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The pinned Triton carried to a GPU machine that has another (bench/triton_carry.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def fake_wheel(path: Path, version: str, driver: str = "") -> Path:
+    """A wheel laid out as Triton's: what the GPU needs, and what pack leaves out."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr("triton/__init__.py", f"__version__ = '{version}'\n")
+        whl.writestr("triton/backends/__init__.py", "")
+        whl.writestr("triton/backends/nvidia/__init__.py", "")
+        whl.writestr("triton/backends/nvidia/driver.py", driver)
+        ptxas = zipfile.ZipInfo("triton/backends/nvidia/bin/ptxas")
+        ptxas.external_attr = 0o755 << 16
+        whl.writestr(ptxas, "#!/bin/sh\n")
+        whl.writestr("triton/_C/libtriton.so", "x" * 1000)
+        for left_out in ("triton/backends/amd/lib/libtriton_amd_codegen.so",
+                         "triton/backends/nvidia/lib/cupti/libcupti.so",
+                         "triton/_C/libproton.so"):
+            whl.writestr(left_out, "never carried")
+    return path
+
+
+@pytest.fixture
+def carry(monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    try:
+        module = importlib.import_module("triton_carry")
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def packed(carry, monkeypatch, tmp_path, version="9.1.0", driver=""):
+    monkeypatch.setattr(carry, "download_wheel",
+                        lambda v, py, into: fake_wheel(into / f"triton-{v}-x.whl", v, driver))
+    monkeypatch.setattr(carry, "strip", lambda data, workdir: data[:10])  # binutils' job
+    return carry.pack(version, "3.12", tmp_path / "carry")
+
+
+def test_pack_keeps_what_cuda_needs_strips_libtriton_and_unpack_names_the_version(
+        carry, monkeypatch, tmp_path):
+    import tarfile
+
+    archive = packed(carry, monkeypatch, tmp_path)
+    assert archive.name == "triton-9.1.0-cp312.tar.xz"
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert set(members) == {"triton/__init__.py", "triton/_C/libtriton.so",
+                                "triton/backends/__init__.py",
+                                "triton/backends/nvidia/__init__.py",
+                                "triton/backends/nvidia/bin/ptxas",
+                                "triton/backends/nvidia/driver.py"}
+        assert members["triton/_C/libtriton.so"].size == 10  # stripped
+        assert members["triton/backends/nvidia/bin/ptxas"].mode == 0o755
+    assert carry.unpack(archive, tmp_path / "site") == "9.1.0"
+    assert os.access(tmp_path / "site/triton/backends/nvidia/bin/ptxas", os.X_OK)
+    assert carry.find_archive(archive.parent) == archive
+    packed(carry, monkeypatch, tmp_path, version="9.2.0")  # replaces the older archive
+    assert [p.name for p in archive.parent.iterdir()] == ["triton-9.2.0-cp312.tar.xz"]
+
+
+def test_pack_refuses_an_archive_too_big_to_carry(carry, monkeypatch, tmp_path):
+    monkeypatch.setattr(carry, "LIMIT_MB", 0)
+    with pytest.raises(SystemExit, match=r"over the 0 MiB the device tool can carry"):
+        packed(carry, monkeypatch, tmp_path)
+
+
+def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, monkeypatch,
+                                                               tmp_path):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(report.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    good = packed(carry, monkeypatch, tmp_path)
+    site, note = report.carried_triton(good)
+    assert site == tmp_path / "tmp" / "lightning_alexnet-triton"
+    assert note.startswith("Triton 9.1.0 carried from triton-9.1.0-cp312.tar.xz ran every job")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    broken = packed(carry, monkeypatch, bad, version="9.3.0", driver="raise ImportError('gone')")
+    site, note = report.carried_triton(broken)
+    assert site is None
+    assert note == ("carried Triton NOT used: triton-9.3.0-cp312.tar.xz did not import "
+                    "(ImportError: gone)")
+
+
+def test_the_triton_option_is_checked(report, capsys, monkeypatch, tmp_path):
+    with pytest.raises(SystemExit):
+        report.parse_args(["--triton", str(tmp_path / "nope.tar.xz")])
+    assert "nope.tar.xz: no such file (make one with" in capsys.readouterr().err
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(SystemExit):
+        report.parse_args(["--device", "cpu", "--out", "x", "--triton", "a.tar.xz"])
+    assert "the carried Triton is for --device cuda" in capsys.readouterr().err
+    assert report.parse_args(["--triton", "machine"]).triton == "machine"
+
+
 # ----------------------------------------------------------------------------------------------
 # The report from recorded CSVs
 # ----------------------------------------------------------------------------------------------
@@ -214,9 +335,11 @@ def recorded(tmp_path):
     write_csv(tmp_path / "conv2d_relu.csv", [
         kernel_row("triton", "full", "2.0", "494.7"),  # half the H100's dense bf16 peak
         kernel_row("eager", "full", "1.0", "989.4"),
-        kernel_row("compile", "full", "1.5", "660"),
         kernel_row("triton", "forward", "0.5", "300"),
     ])
+    # torch.compile's job writes apart (it runs with the machine's Triton)
+    write_csv(tmp_path / "compile" / "conv2d_relu.csv", [kernel_row("compile", "full", "1.5", "660")])
+    (tmp_path / "triton.txt").write_text("Triton 3.6 carried from t.tar.xz ran every job\n")
     write_csv(tmp_path / "unverified" / "conv2d_relu.csv", [
         kernel_row("triton", "full", "1.6", "618")])
     write_csv(tmp_path / "train_step.csv", [
@@ -237,6 +360,7 @@ def test_summary_only_builds_the_report_from_recorded_csvs(recorded):
     assert full.split()[4:] == ["2.000", "1.000", "1.500", "0.50x", "0.75x", "50%"]
     assert "timed out" in out and "exit 1" in out
     assert "note: Triton 3.6 is outside the range the compile report was checked with" in out
+    assert "Triton 3.6 carried from t.tar.xz ran every job" in out
     gated = next(line for line in out.splitlines() if line.startswith("conv2  bf16"))
     assert gated.split() == ["conv2", "bf16", "full", "2.000", "1.600", "1.25x"]
     triton = next(line for line in out.splitlines() if line.startswith("32-true     triton"))

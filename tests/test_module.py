@@ -120,3 +120,23 @@ def test_ensemble_missing_checkpoint_is_named(tmp_path):
     module = tiny_module(ensemble=[str(tmp_path / "nope.ckpt")])
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         module.setup("test")
+
+
+def test_an_empty_batch_with_several_processes_steps_with_zero_gradients():
+    """With several processes Lightning cannot skip one process's step: the empty batch's loss
+    is 0 and reaches every parameter, so the gradient all-reduce gets a (zero) gradient for
+    each; with one process the step is skipped (None)."""
+    from types import SimpleNamespace
+
+    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=4, image_size=64))
+    empty = (torch.zeros(0, 3, 64, 64), torch.zeros(0, dtype=torch.long))
+    module._trainer = SimpleNamespace(world_size=1)
+    assert module.training_step(empty, 0) is None
+    module._trainer = SimpleNamespace(world_size=2)
+    with torch.no_grad():
+        next(module.parameters()).fill_(float("inf"))  # 0 * inf: the gradient stays 0
+    loss = module.training_step(empty, 0)
+    loss.backward()
+    params = list(module.parameters())
+    assert loss.ndim == 0 and len(params) == 16
+    assert all(p.grad is not None and not p.grad.any() for p in params)

@@ -270,14 +270,17 @@ def make_data(root: Path) -> Path:
     return make_tree(root, classes=("disc", "bar", "ring", "dot"), per_class=(4, 2))
 
 
-def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None) -> Path:
-    """``python -m lightning_alexnet ARGS`` in ``cwd`` (or under ``launcher``); its last.ckpt."""
+def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None,
+            expect: tuple[str, ...] = ()) -> Path:
+    """``python -m lightning_alexnet ARGS`` in ``cwd`` (or under ``launcher``), whose output
+    holds ``expect``; its last.ckpt."""
     cmd = [*(launcher or [sys.executable]), "-m", "lightning_alexnet", *map(str, args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Starting with 2 processes" in done.stdout + done.stderr
+    for text in ("Starting with 2 processes", *expect):
+        assert text in done.stdout + done.stderr, text
     (last,) = cwd.glob("runs/lightning_logs/version_*/checkpoints/last.ckpt")
     return last
 
@@ -351,3 +354,20 @@ def test_one_device_checkpoint_resumes_on_two_processes(one_device, tmp_path):
     # the resumed epoch did move the weights (so matching them tests the restored momentum)
     before = load(one_ckpt)["state_dict"]["model.features.conv3.weight"]
     assert not torch.allclose(two["state_dict"]["model.features.conv3.weight"], before, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "towers"])
+def test_two_processes_step_over_a_batch_of_only_unreadable_files(strategy, tmp_path):
+    """One image a batch, one of them unreadable: a process's batch is empty. Lightning cannot
+    skip the step on one process only (it stops the run: "Skipping the `training_step` by
+    returning None in distributed training is not supported"), so that process steps with zero
+    gradients and the run goes on."""
+    root = make_data(tmp_path / "data")
+    (root / "train" / "disc" / "0_bad.jpg").write_text("not a JPEG")
+    last = run_cli(["fit", *FIT, "--data.batch_size", "1", "--data.root", root,
+                    "--trainer.max_epochs", "1", "--trainer.devices", "2",
+                    "--trainer.strategy", strategy], tmp_path,
+                   expect=("train: skipped 1 unreadable image file(s) in this pass",))
+    # ddp: 17 files over 2 processes, 9 steps each; towers: both processes see every batch
+    assert load(last)["global_step"] == {"ddp": 9, "towers": 17}[strategy]

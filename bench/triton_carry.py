@@ -1,0 +1,156 @@
+"""Take the pinned Triton to a GPU machine that has another one and no network.
+
+    python bench/triton_carry.py pack                # here: .gpu/triton-<version>-cp312.tar.xz
+    python bench/triton_carry.py unpack ARCHIVE DIR  # there (gpu_report.py does it itself)
+
+The borrowed GPU machine has Triton 3.6 and cannot install anything, while the kernels are
+tuned and checked (``python -m kernels.compile_report``) with the version pyproject.toml pins:
+under 3.8 the same tree spills 29 of 500 kernels and pipelines 91 of 142 conv loops, so another
+Triton's figures would not be these kernels'. ``pack`` downloads the pinned version's wheel for
+the GPU machine's Python (3.12 by default) from the package index and keeps what compiling and
+launching CUDA kernels needs: the Python package, ``libtriton.so`` with its debug sections
+stripped (500 MB -> 190 MB), the NVIDIA backend with its ``ptxas``, headers and libdevice. Left
+out: the AMD backend, CUPTI and the profiler's library, Blackwell's ``ptxas``, test plugins.
+The archive (about 50 MB, xz) goes in ``.gpu/``, which git ignores and the device tool carries
+(``carry: [".gpu"]``); the device machine's file limit is 64 MiB with the checkout.
+
+``bench/gpu_report.py`` unpacks ``.gpu/triton-*.tar.xz`` when there is one (``--triton``) and
+runs the kernel tests, parity, the Triton and eager timings with it (``TRITON_BACKENDS_IN_TREE=1``
+so that only its own NVIDIA backend is loaded); ``torch.compile``'s timings keep the machine's
+Triton, the one its torch was built with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CARRY_DIR = ROOT / ".gpu"
+LIMIT_MB = 60  # the device tool carries 64 MiB, the checkout included
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64")
+# wheel paths (prefixes) not needed to compile and launch on an NVIDIA GPU
+LEFT_OUT = ("triton/backends/amd/", "triton/backends/nvidia/lib/cupti",
+            "triton/backends/nvidia/bin/ptxas-blackwell", "triton/_C/libproton.so",
+            "triton/instrumentation/", "triton/plugins/", "triton/FileCheck")
+STRIPPED = ("triton/_C/libtriton.so",)
+
+
+def archive_name(version: str, python: str) -> str:
+    return f"triton-{version}-cp{python.replace('.', '')}.tar.xz"
+
+
+def download_wheel(version: str, python: str, into: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--python-version", python, "--implementation", "cp", "-d", str(into),
+           *[a for p in PLATFORMS for a in ("--platform", p)], f"triton=={version}"]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    wheels = sorted(into.glob(f"triton-{version}-*.whl"))
+    if done.returncode or not wheels:
+        raise SystemExit(f"error: pip could not download triton=={version} for Python {python}:"
+                         f"\n{done.stderr.strip()[-600:]}")
+    return wheels[0]
+
+
+def strip(data: bytes, workdir: Path) -> bytes:
+    path = workdir / "lib.so"
+    path.write_bytes(data)
+    try:
+        subprocess.run(["strip", "--strip-unneeded", str(path)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"error: `strip` (binutils) failed on libtriton.so: {e}; install "
+                         "binutils, the archive would not fit the device tool's 64 MiB") from e
+    return path.read_bytes()
+
+
+def pack(version: str, python: str, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / archive_name(version, python)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        wheel = download_wheel(version, python, tmp)
+        print(f"packing {wheel.name} -> {out} (xz, a few minutes) ...", flush=True)
+        partial = out.with_suffix(".partial")
+        with zipfile.ZipFile(wheel) as whl, tarfile.open(partial, "w:xz", preset=9) as tar:
+            for info in whl.infolist():
+                name = info.filename
+                if info.is_dir() or name.startswith(LEFT_OUT):
+                    continue
+                data = whl.read(info)
+                if name in STRIPPED:
+                    data = strip(data, tmp)
+                entry = tarfile.TarInfo(name)
+                entry.size = len(data)
+                # executables (ptxas) keep their mode: the wheel records it in external_attr
+                entry.mode = (info.external_attr >> 16) & 0o777 or 0o644
+                tar.addfile(entry, io.BytesIO(data))
+        partial.replace(out)
+    for old in out_dir.glob("triton-*.tar.xz"):  # one archive: gpu_report.py takes the only one
+        if old != out:
+            old.unlink()
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.1f} MiB)")
+    if size > LIMIT_MB:
+        raise SystemExit(f"error: {out} is {size:.1f} MiB, over the {LIMIT_MB} MiB the device "
+                         "tool can carry beside the checkout")
+    return out
+
+
+def unpack(archive: Path, into: Path) -> str:
+    """Extract ``archive`` into ``into``, a folder of its own (emptied first, unless it already
+    holds this archive), and return the Triton version it holds."""
+    marker = into / f".{archive.name}.done"
+    if not marker.exists():
+        shutil.rmtree(into, ignore_errors=True)  # no files of another version stay beside it
+        into.mkdir(parents=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="tar")
+        marker.touch()
+    init = (into / "triton" / "__init__.py").read_text()
+    for line in init.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("'\"")
+    raise SystemExit(f"error: {archive} holds no triton/__init__.py with a __version__")
+
+
+def find_archive(folder: Path = CARRY_DIR) -> Path | None:
+    """The one ``triton-*.tar.xz`` in ``folder``, or None."""
+    found = sorted(folder.glob("triton-*.tar.xz"))
+    if len(found) > 1:
+        raise SystemExit(f"error: several Triton archives in {folder}: "
+                         f"{', '.join(p.name for p in found)}; keep one")
+    return found[0] if found else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pk = sub.add_parser("pack", help="download the pinned Triton's wheel, write .gpu/*.tar.xz")
+    pk.add_argument("--version", help="Triton version (default: the one installed here)")
+    pk.add_argument("--python", default="3.12", help="the GPU machine's Python (default 3.12)")
+    pk.add_argument("--out", type=Path, default=CARRY_DIR)
+    up = sub.add_parser("unpack", help="extract an archive; prints the Triton version")
+    up.add_argument("archive", type=Path)
+    up.add_argument("into", type=Path)
+    args = p.parse_args(argv)
+    if args.command == "pack":
+        version = args.version or importlib.metadata.version("triton")
+        pack(version, args.python, args.out)
+    else:
+        if not args.archive.is_file():
+            p.error(f"{args.archive}: no such file")
+        print(unpack(args.archive, args.into))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
