@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import re
 import signal
@@ -200,6 +201,10 @@ def run_jobs(jobs: list[Job], parallel: int, logs: Path, device: str,
     return done
 
 
+def has_xdist() -> bool:
+    return importlib.util.find_spec("xdist") is not None
+
+
 def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     """Phases of jobs: phase 1 (tests, parity) in parallel, then kernels, then train."""
     py, cpu = sys.executable, args.device == "cpu"
@@ -209,7 +214,12 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     if "tests" in args.stages:
         files = sorted({str(f.relative_to(ROOT)) for op in args.ops
                         for f in (ROOT / "tests").glob(f"test_{op}*.py")})
+        # every test shape compiles its kernels anew (channel counts and kernel sizes are
+        # constexprs): with pytest-xdist (on the borrowed GPU machine) a quarter of the cores
+        # compile side by side, beside parity's processes
+        workers = args.jobs // 4 if has_xdist() else 1
         phase1.append(Job("tests", "tests", [py, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                                             *(["-n", str(workers)] if workers > 1 else []),
                                              *files], t1))
     if "parity" in args.stages:
         # one process per op x layer, and per precision for the convolutions: each of their

@@ -159,6 +159,16 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
     assert worst <= args.budget_s + 1e-6 < 8 * 60  # (float sums of the shares)
 
 
+@pytest.mark.parametrize("xdist, jobs, workers", [(True, 16, "4"), (True, 7, None),
+                                                  (False, 16, None)])
+def test_the_tests_stage_spreads_over_a_quarter_of_the_cores_with_xdist(
+        report, monkeypatch, xdist, jobs, workers):
+    monkeypatch.setattr(report, "has_xdist", lambda: xdist)
+    args = report.parse_args(["--stages", "tests", "--jobs", str(jobs)])
+    (tests,), = report.plan(args, Path("/tmp/out"))
+    assert (tests.argv[tests.argv.index("-n") + 1] if "-n" in tests.argv else None) == workers
+
+
 def test_run_jobs_kills_a_job_at_its_limit_and_records_the_others(report, tmp_path):
     py = sys.executable
     jobs = [report.Job("x", "slow", [py, "-c", "import time; time.sleep(60)"], 1.0),
