@@ -504,20 +504,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def carried_triton(archive: Path) -> tuple[Path | None, str]:
-    """Unpack ``archive`` and check that its Triton imports beside this torch: (the folder to
-    put first on the jobs' PYTHONPATH, a line for the report). On failure (None, why): the
-    report then runs with the machine's Triton and says so."""
+    """Unpack ``archive`` and check that its Triton imports beside this torch and runs a kernel
+    (``triton_carry.py probe``): (the folder to put first on the jobs' PYTHONPATH, a line for
+    the report). On failure (None, why): the report then runs with the machine's Triton and
+    says so."""
     site = Path(tempfile.gettempdir()) / "lightning_alexnet-triton"
     try:
         version = triton_carry.unpack(archive, site)
     except (OSError, EOFError, ValueError, SystemExit) as e:  # tarfile/lzma errors are these
         return None, f"carried Triton NOT used: {archive} could not be unpacked ({e})"
-    probe = "import triton, triton.backends.nvidia.driver; print(triton.__version__)"
-    check = subprocess.run([sys.executable, "-c", probe], env=child_env("cuda", site),
-                           check=False, capture_output=True, text=True, cwd=ROOT)
+    check = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "probe"],
+                           env=child_env("cuda", site), check=False, capture_output=True,
+                           text=True, cwd=ROOT)
     if check.returncode or check.stdout.strip() != version:
         why = (check.stderr.strip().splitlines() or [check.stdout.strip()])[-1][:300]
-        return None, f"carried Triton NOT used: {archive.name} did not import ({why})"
+        return None, f"carried Triton NOT used: {archive.name} failed its probe ({why})"
     return site, (f"Triton {version} carried from {archive.name} ran every job but "
                   f"torch.compile's (see {COMPILE_DIR}/)")
 

@@ -1,7 +1,8 @@
 """Take the pinned Triton to a GPU machine that has another one and no network.
 
-    python bench/triton_carry.py pack                # here: .gpu/triton-<version>-cp312.tar.xz
+    python bench/triton_carry.py pack                # here: .gpu/triton-<version>-cp312-sm90.tar.xz
     python bench/triton_carry.py unpack ARCHIVE DIR  # there (gpu_report.py does it itself)
+    PYTHONPATH=DIR python bench/triton_carry.py probe  # its version, after one kernel on the GPU
 
 The borrowed GPU machine has Triton 3.6 and cannot install anything, while the kernels are
 tuned and checked (``python -m kernels.compile_report``) with the version pyproject.toml pins:
@@ -9,9 +10,10 @@ under 3.8 the same tree spills 29 of 500 kernels and pipelines 91 of 142 conv lo
 Triton's figures would not be these kernels'. ``pack`` downloads the pinned version's wheel for
 the GPU machine's Python (3.12 by default) from the package index and keeps what compiling and
 launching CUDA kernels needs: the Python package, ``libtriton.so`` with its debug sections
-stripped (500 MB -> 190 MB), the NVIDIA backend with its ``ptxas``, headers and libdevice. Left
-out: the AMD backend, CUPTI and the profiler's library, Blackwell's ``ptxas``, test plugins.
-The archive (about 50 MB, xz) goes in ``.gpu/``, which git ignores and the device tool carries
+stripped (500 MB -> 190 MB), the NVIDIA backend with the ``ptxas`` Triton uses for the GPU's
+architecture (``--arch``), headers and libdevice. Left out: the AMD backend, CUPTI and the
+profiler's library, the other ``ptxas``, test plugins. The archive (about 53 MiB, xz) goes in
+``.gpu/``, which git ignores and the device tool carries
 (``carry: [".gpu"]``); the device machine's file limit is 64 MiB with the checkout.
 
 ``bench/gpu_report.py`` unpacks ``.gpu/triton-*.tar.xz`` when there is one (``--triton``) and
@@ -39,14 +41,16 @@ LIMIT_MB = 60  # the device tool carries 64 MiB, the checkout included
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64")
 # wheel paths (prefixes) not needed to compile and launch on an NVIDIA GPU
-LEFT_OUT = ("triton/backends/amd/", "triton/backends/nvidia/lib/cupti",
-            "triton/backends/nvidia/bin/ptxas-blackwell", "triton/_C/libproton.so",
+LEFT_OUT = ("triton/backends/amd/", "triton/backends/nvidia/lib/cupti", "triton/_C/libproton.so",
             "triton/instrumentation/", "triton/plugins/", "triton/FileCheck")
 STRIPPED = ("triton/_C/libtriton.so",)
+# Triton compiles sm_90 and later with its CUDA 13 ptxas ("ptxas-blackwell", despite the name)
+# and older GPUs with the other: the archive holds the one its GPU needs (both would not fit)
+PTXAS = {80: "triton/backends/nvidia/bin/ptxas", 90: "triton/backends/nvidia/bin/ptxas-blackwell"}
 
 
-def archive_name(version: str, python: str) -> str:
-    return f"triton-{version}-cp{python.replace('.', '')}.tar.xz"
+def archive_name(version: str, python: str, arch: int) -> str:
+    return f"triton-{version}-cp{python.replace('.', '')}-sm{arch}.tar.xz"
 
 
 def download_wheel(version: str, python: str, into: Path) -> Path:
@@ -72,9 +76,10 @@ def strip(data: bytes, workdir: Path) -> bytes:
     return path.read_bytes()
 
 
-def pack(version: str, python: str, out_dir: Path) -> Path:
+def pack(version: str, python: str, out_dir: Path, arch: int = 90) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / archive_name(version, python)
+    out = out_dir / archive_name(version, python, arch)
+    other_ptxas = {path for a, path in PTXAS.items() if a != arch}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wheel = download_wheel(version, python, tmp)
@@ -83,7 +88,7 @@ def pack(version: str, python: str, out_dir: Path) -> Path:
         with zipfile.ZipFile(wheel) as whl, tarfile.open(partial, "w:xz", preset=9) as tar:
             for info in whl.infolist():
                 name = info.filename
-                if info.is_dir() or name.startswith(LEFT_OUT):
+                if info.is_dir() or name.startswith(LEFT_OUT) or name in other_ptxas:
                     continue
                 data = whl.read(info)
                 if name in STRIPPED:
@@ -122,6 +127,29 @@ def unpack(archive: Path, into: Path) -> str:
     raise SystemExit(f"error: {archive} holds no triton/__init__.py with a __version__")
 
 
+def probe() -> str:
+    """The Triton version this process imports; with a GPU, after compiling and running one
+    small kernel with it (what a carried Triton must do beside the machine's torch)."""
+    import torch
+    import triton
+    import triton.backends.nvidia.driver  # the backend gpu_report's jobs load
+
+    if torch.cuda.is_available():
+        import triton.language as tl
+
+        @triton.jit
+        def add_one(x_ptr, n: tl.constexpr):
+            offs = tl.arange(0, n)
+            tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
+
+        x = torch.zeros(64, device="cuda")
+        add_one[(1,)](x, 64)
+        if x.sum().item() != 64:
+            raise SystemExit(f"error: Triton {triton.__version__}'s test kernel wrote "
+                             f"{x.sum().item()}, not 64")
+    return triton.__version__
+
+
 def find_archive(folder: Path = CARRY_DIR) -> Path | None:
     """The one ``triton-*.tar.xz`` in ``folder``, or None."""
     found = sorted(folder.glob("triton-*.tar.xz"))
@@ -137,14 +165,21 @@ def main(argv=None) -> int:
     pk = sub.add_parser("pack", help="download the pinned Triton's wheel, write .gpu/*.tar.xz")
     pk.add_argument("--version", help="Triton version (default: the one installed here)")
     pk.add_argument("--python", default="3.12", help="the GPU machine's Python (default 3.12)")
+    pk.add_argument("--arch", type=int, choices=sorted(PTXAS), default=90,
+                    help="the GPU: 90 for sm_90 and later (H100/H200, the default), 80 for "
+                         "A100-class (each needs its own ptxas)")
     pk.add_argument("--out", type=Path, default=CARRY_DIR)
     up = sub.add_parser("unpack", help="extract an archive; prints the Triton version")
     up.add_argument("archive", type=Path)
     up.add_argument("into", type=Path)
+    sub.add_parser("probe", help="print the Triton version imported here, after running one "
+                   "kernel with it when there is a GPU")
     args = p.parse_args(argv)
-    if args.command == "pack":
+    if args.command == "probe":
+        print(probe())
+    elif args.command == "pack":
         version = args.version or importlib.metadata.version("triton")
-        pack(version, args.python, args.out)
+        pack(version, args.python, args.out, args.arch)
     else:
         if not args.archive.is_file():
             p.error(f"{args.archive}: no such file")

@@ -220,9 +220,10 @@ def fake_wheel(path: Path, version: str, driver: str = "") -> Path:
         whl.writestr("triton/backends/__init__.py", "")
         whl.writestr("triton/backends/nvidia/__init__.py", "")
         whl.writestr("triton/backends/nvidia/driver.py", driver)
-        ptxas = zipfile.ZipInfo("triton/backends/nvidia/bin/ptxas")
-        ptxas.external_attr = 0o755 << 16
-        whl.writestr(ptxas, "#!/bin/sh\n")
+        for name in ("ptxas", "ptxas-blackwell"):
+            ptxas = zipfile.ZipInfo(f"triton/backends/nvidia/bin/{name}")
+            ptxas.external_attr = 0o755 << 16
+            whl.writestr(ptxas, "#!/bin/sh\n")
         whl.writestr("triton/_C/libtriton.so", "x" * 1000)
         for left_out in ("triton/backends/amd/lib/libtriton_amd_codegen.so",
                          "triton/backends/nvidia/lib/cupti/libcupti.so",
@@ -241,11 +242,11 @@ def carry(monkeypatch):
         sys.path.remove(str(BENCH))
 
 
-def packed(carry, monkeypatch, tmp_path, version="9.1.0", driver=""):
+def packed(carry, monkeypatch, tmp_path, version="9.1.0", driver="", arch=90):
     monkeypatch.setattr(carry, "download_wheel",
                         lambda v, py, into: fake_wheel(into / f"triton-{v}-x.whl", v, driver))
     monkeypatch.setattr(carry, "strip", lambda data, workdir: data[:10])  # binutils' job
-    return carry.pack(version, "3.12", tmp_path / "carry")
+    return carry.pack(version, "3.12", tmp_path / "carry", arch)
 
 
 def test_pack_keeps_what_cuda_needs_strips_libtriton_and_unpack_names_the_version(
@@ -253,21 +254,24 @@ def test_pack_keeps_what_cuda_needs_strips_libtriton_and_unpack_names_the_versio
     import tarfile
 
     archive = packed(carry, monkeypatch, tmp_path)
-    assert archive.name == "triton-9.1.0-cp312.tar.xz"
+    assert archive.name == "triton-9.1.0-cp312-sm90.tar.xz"
     with tarfile.open(archive) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert set(members) == {"triton/__init__.py", "triton/_C/libtriton.so",
                                 "triton/backends/__init__.py",
                                 "triton/backends/nvidia/__init__.py",
-                                "triton/backends/nvidia/bin/ptxas",
+                                "triton/backends/nvidia/bin/ptxas-blackwell",  # sm_90's
                                 "triton/backends/nvidia/driver.py"}
         assert members["triton/_C/libtriton.so"].size == 10  # stripped
-        assert members["triton/backends/nvidia/bin/ptxas"].mode == 0o755
+        assert members["triton/backends/nvidia/bin/ptxas-blackwell"].mode == 0o755
     assert carry.unpack(archive, tmp_path / "site") == "9.1.0"
-    assert os.access(tmp_path / "site/triton/backends/nvidia/bin/ptxas", os.X_OK)
+    assert os.access(tmp_path / "site/triton/backends/nvidia/bin/ptxas-blackwell", os.X_OK)
     assert carry.find_archive(archive.parent) == archive
-    packed(carry, monkeypatch, tmp_path, version="9.2.0")  # replaces the older archive
-    assert [p.name for p in archive.parent.iterdir()] == ["triton-9.2.0-cp312.tar.xz"]
+    older = packed(carry, monkeypatch, tmp_path, version="9.2.0", arch=80)  # replaces it
+    assert [p.name for p in archive.parent.iterdir()] == ["triton-9.2.0-cp312-sm80.tar.xz"]
+    with tarfile.open(older) as tar:
+        assert {m.name for m in tar.getmembers() if "/bin/" in m.name} == {
+            "triton/backends/nvidia/bin/ptxas"}
 
 
 def test_pack_refuses_an_archive_too_big_to_carry(carry, monkeypatch, tmp_path):
@@ -283,13 +287,13 @@ def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, mo
     good = packed(carry, monkeypatch, tmp_path)
     site, note = report.carried_triton(good)
     assert site == tmp_path / "tmp" / "lightning_alexnet-triton"
-    assert note.startswith("Triton 9.1.0 carried from triton-9.1.0-cp312.tar.xz ran every job")
+    assert note.startswith("Triton 9.1.0 carried from triton-9.1.0-cp312-sm90.tar.xz ran every")
     bad = tmp_path / "bad"
     bad.mkdir()
     broken = packed(carry, monkeypatch, bad, version="9.3.0", driver="raise ImportError('gone')")
     site, note = report.carried_triton(broken)
     assert site is None
-    assert note == ("carried Triton NOT used: triton-9.3.0-cp312.tar.xz did not import "
+    assert note == ("carried Triton NOT used: triton-9.3.0-cp312-sm90.tar.xz failed its probe "
                     "(ImportError: gone)")
 
 
