@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -129,12 +130,16 @@ def unpack(archive: Path, into: Path) -> str:
 
 def probe() -> str:
     """The Triton version this process imports; with a GPU, after compiling and running one
-    small kernel with it (what a carried Triton must do beside the machine's torch)."""
+    small kernel with it, and one of this project's ops (a custom operator, as torch dispatches
+    it) against PyTorch: what a carried Triton must do beside the machine's torch."""
     import torch
     import triton
     import triton.backends.nvidia.driver  # the backend gpu_report's jobs load
 
-    if torch.cuda.is_available():
+    # the GPU; on a CPU the same checks under the interpreter (tests), else the imports only
+    device = ("cuda" if torch.cuda.is_available() else
+              "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None)
+    if device:
         import triton.language as tl
 
         @triton.jit
@@ -142,11 +147,17 @@ def probe() -> str:
             offs = tl.arange(0, n)
             tl.store(x_ptr + offs, tl.load(x_ptr + offs) + 1.0)
 
-        x = torch.zeros(64, device="cuda")
+        x = torch.zeros(64, device=device)
         add_one[(1,)](x, 64)
         if x.sum().item() != 64:
             raise SystemExit(f"error: Triton {triton.__version__}'s test kernel wrote "
                              f"{x.sum().item()}, not 64")
+        from kernels import max_pool2d
+
+        x = torch.randn(2, 8, 13, 13, device=device)
+        if not torch.equal(max_pool2d(x, 3, 2), torch.nn.functional.max_pool2d(x, 3, 2)):
+            raise SystemExit(f"error: kernels.max_pool2d under Triton {triton.__version__} "
+                             "differs from PyTorch's")
     return triton.__version__
 
 

@@ -297,6 +297,16 @@ def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, mo
                     "(ImportError: gone)")
 
 
+def test_the_probe_runs_a_kernel_and_an_op_of_this_project():
+    # the GPU's checks, under the interpreter here: a Triton that imports but cannot run fails
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "probe"], cwd=ROOT,
+                          env=env, check=False, capture_output=True, text=True, timeout=300)
+    import triton
+
+    assert proc.returncode == 0 and proc.stdout.strip() == triton.__version__, proc.stderr
+
+
 def test_the_triton_option_is_checked(report, capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         report.parse_args(["--triton", str(tmp_path / "nope.tar.xz")])
