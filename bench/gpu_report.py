@@ -74,6 +74,7 @@ COMPILE_SHARE = 0.35
 # with) land here, apart from the jobs that may run a carried Triton
 COMPILE_DIR = "compile"
 CARRY_NOTE = "triton.txt"  # which Triton the jobs ran with, when one was carried
+PROBE_TIMEOUT_S = 180  # import, one small kernel and one op of this project, compiled
 # kernels.tuning's gate (kernels.tuning.UNVERIFIED_ENV, spelled here so that --summary-only
 # imports neither torch nor triton): parity checks the configurations behind it too, and the
 # conv benchmark runs once more with them (bf16, Triton only) into <out>/unverified/.
@@ -513,14 +514,27 @@ def carried_triton(archive: Path) -> tuple[Path | None, str]:
         version = triton_carry.unpack(archive, site)
     except (OSError, EOFError, ValueError, SystemExit) as e:  # tarfile/lzma errors are these
         return None, f"carried Triton NOT used: {archive} could not be unpacked ({e})"
-    check = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "probe"],
-                           env=child_env("cuda", site), check=False, capture_output=True,
-                           text=True, cwd=ROOT)
-    if check.returncode or check.stdout.strip() != version:
-        why = (check.stderr.strip().splitlines() or [check.stdout.strip()])[-1][:300]
+    try:
+        check = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "probe"],
+                               env=child_env("cuda", site), check=False, capture_output=True,
+                               text=True, cwd=ROOT, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, (f"carried Triton NOT used: {archive.name} failed its probe (no answer in "
+                      f"{PROBE_TIMEOUT_S} s)")
+    printed = check.stdout.strip().splitlines()
+    if check.returncode or not printed or printed[-1] != version:
+        why = (check.stderr.strip().splitlines() or printed or ["no output"])[-1][:300]
         return None, f"carried Triton NOT used: {archive.name} failed its probe ({why})"
     return site, (f"Triton {version} carried from {archive.name} ran every job but "
                   f"torch.compile's (see {COMPILE_DIR}/)")
+
+
+def append_stage_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if f.tell() == 0:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def main(argv=None) -> int:
@@ -546,12 +560,16 @@ def main(argv=None) -> int:
     stages_csv = out / "stages.csv"
     stages_csv.unlink(missing_ok=True)
     (out / CARRY_NOTE).unlink(missing_ok=True)
-    site = None
-    if args.triton != "machine":
+    site, failed = None, False
+    if args.triton != "machine":  # a row of the stage table, failed when it could not be used
+        start = time.monotonic()
         site, note = carried_triton(Path(args.triton))
         (out / CARRY_NOTE).write_text(note + "\n")
         print(note, flush=True)
-    failed = False
+        failed = site is None
+        append_stage_rows(stages_csv, [{"device": device, "stage": "setup", "job": "triton-carry",
+                                        "status": "failed" if failed else "ok",
+                                        "seconds": f"{time.monotonic() - start:.0f}"}])
     for phase in plan(args, out):
         timed = phase[0].stage in ("kernels", "train")  # alone on the GPU, one at a time
         results = run_jobs(phase, 1 if timed else args.jobs, out / "logs", args.device, site)
@@ -562,11 +580,7 @@ def main(argv=None) -> int:
             failed |= rc != 0
             rows.append({"device": device, "stage": job.stage, "job": job.name,
                          "status": status, "seconds": f"{seconds:.0f}"})
-        with stages_csv.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if f.tell() == 0:
-                writer.writeheader()
-            writer.writerows(rows)
+        append_stage_rows(stages_csv, rows)
     print()
     print(write_report(out))
     print(f"\nwrote {out / 'report.md'}; logs in {out / 'logs'}")

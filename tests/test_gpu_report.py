@@ -297,6 +297,27 @@ def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, mo
                     "(ImportError: gone)")
 
 
+@pytest.mark.parametrize("usable", [True, False])
+def test_the_carry_is_a_row_of_the_stage_table_and_fails_the_run_when_unusable(
+        report, monkeypatch, tmp_path, usable):
+    import torch
+
+    archive = tmp_path / "triton-9.1.0-cp312-sm90.tar.xz"
+    archive.write_bytes(b"")
+    note = "Triton 9.1.0 carried" if usable else "carried Triton NOT used: bad"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    monkeypatch.setattr(report, "carried_triton",
+                        lambda path: (tmp_path if usable else None, note))
+    monkeypatch.setattr(report, "plan", lambda args, out: [])  # no stages: the set-up alone
+    assert report.main(["--triton", str(archive), "--out", str(tmp_path / "r")]) == (
+        0 if usable else 1)
+    (row,) = report.read_csv(tmp_path / "r" / "stages.csv")
+    assert (row["stage"], row["job"], row["status"]) == (
+        "setup", "triton-carry", "ok" if usable else "failed")
+    assert note in (tmp_path / "r" / "summary.txt").read_text()
+
+
 def test_the_probe_runs_a_kernel_and_an_op_of_this_project():
     # the GPU's checks, under the interpreter here: a Triton that imports but cannot run fails
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "1"}
