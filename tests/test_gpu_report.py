@@ -274,6 +274,25 @@ def test_pack_keeps_what_cuda_needs_strips_libtriton_and_unpack_names_the_versio
             "triton/backends/nvidia/bin/ptxas"}
 
 
+def test_make_gpu_carry_names_a_version_it_cannot_download(tmp_path):
+    # through make, as the README shows it; a version that does not exist fails at pip
+    proc = subprocess.run(["make", "--no-print-directory", "gpu-carry", f"PY={sys.executable}",
+                           f"ARGS=--version 0.0.0 --out {tmp_path}"], cwd=ROOT, check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "error: pip could not download triton==0.0.0 for Python 3.12" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_unpack_from_the_command_line_prints_the_version(carry, monkeypatch, tmp_path):
+    archive = packed(carry, monkeypatch, tmp_path)
+    proc = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "unpack",
+                           str(archive), str(tmp_path / "site")], cwd=ROOT, check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "9.1.0", proc.stderr
+    assert (tmp_path / "site" / "triton" / "_C" / "libtriton.so").exists()
+
+
 def test_pack_refuses_an_archive_too_big_to_carry(carry, monkeypatch, tmp_path):
     monkeypatch.setattr(carry, "LIMIT_MB", 0)
     with pytest.raises(SystemExit, match=r"over the 0 MiB the device tool can carry"):
