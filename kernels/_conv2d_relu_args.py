@@ -47,10 +47,14 @@ from kernels.tuning import (
 # programs an SM holds at once for every kept 4-warp tensor-core wgrad config (by registers and
 # shared memory, in the compile report: fp16/bf16 3-6 on sm_90, 3-5 on sm_80; TF32 2-4 and 2-3),
 # so each gets >= WGRAD_WAVES waves whatever its occupancy; each split is at least
-# WGRAD_MIN_SPLIT_PIXELS long. kernels.conv2d_relu.WGRAD_SPLITS, when set, asks for a split
-# count instead.
+# WGRAD_MIN_SPLIT_PIXELS long. Those configs' tiles are at most WGRAD_RESIDENT_TILE; a larger
+# one (the gated 8-warp 128x128 and 256x64) holds more accumulator in more threads, so fewer of
+# its programs fit an SM: the count scales down with the tile's area (half for those), which the
+# grid function can see where it cannot see num_warps. kernels.conv2d_relu.WGRAD_SPLITS, when
+# set, asks for a split count instead.
 WGRAD_WAVES = 2
 WGRAD_RESIDENT = {2: 6, 4: 4}
+WGRAD_RESIDENT_TILE = 128 * 64
 WGRAD_MIN_SPLIT_PIXELS = 256
 # SMs assumed where none is queried: the interpreter, and the AOT specs (an H100 SXM's 132).
 ASSUMED_SMS = 132
@@ -429,7 +433,8 @@ def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k:
                   elem_bytes: int, requested: int | None = None) -> int:
     """How many splits of the output pixels the wgrad grid of one BLOCK_M x BLOCK_N x BLOCK_K
     config with ``elem_bytes`` operands launches (its axis 1): enough programs for WGRAD_WAVES
-    waves of ``sms`` SMs holding WGRAD_RESIDENT programs each, or ``requested``
+    waves of ``sms`` SMs holding WGRAD_RESIDENT programs each (fewer for tiles over
+    WGRAD_RESIDENT_TILE, in proportion), or ``requested``
     (WGRAD_SPLITS), then lowered to the count whose splits are all non-empty under the
     kernel's split length. At batch 128 on 132 SMs in fp16/bf16 (conv1-5): 64x64 tiles 132, 21,
     8, 10, 15 splits; 128x64 tiles 264, 40, 15, 19, 29; 64x128 tiles 264, 42, 15, 15, 30 (each
@@ -439,7 +444,8 @@ def _wgrad_splits(geo: _Geometry, sms: int, block_m: int, block_n: int, block_k:
     if requested is None:
         tiles = (triton.cdiv(geo.kh * geo.kw * geo.cg_in, block_m)
                  * triton.cdiv(geo.cg_out, block_n) * geo.groups)
-        resident = WGRAD_RESIDENT[min(elem_bytes, 4)]
+        area = max(WGRAD_RESIDENT_TILE, block_m * block_n)
+        resident = max(1, WGRAD_RESIDENT[min(elem_bytes, 4)] * WGRAD_RESIDENT_TILE // area)
         requested = min(triton.cdiv(WGRAD_WAVES * resident * sms, tiles),
                         max(1, pixels // WGRAD_MIN_SPLIT_PIXELS))
     # with q = the split length for ``requested`` (<= it) splits, cdiv(pixels, q) splits have

@@ -399,6 +399,21 @@ def test_wgrad_fills_two_waves_of_an_h100_at_batch_128():
     assert [splits[layer, 64, 64, 4] for layer in layers] == [88, 14, 5, 7, 10]
 
 
+def test_wgrad_tiles_over_128x64_fill_the_waves_with_fewer_programs():
+    # the gated 8-warp tiles (128x128, 256x64) hold twice a 128x64 tile's accumulator in twice
+    # the threads: half as many of their programs fit an SM, so half as many fill two waves
+    # (fewer fp32 partials than the 4-warp count would write)
+    assert args_mod.WGRAD_RESIDENT_TILE == 128 * 64
+    for layer in ("conv2", "conv3", "conv4", "conv5"):  # conv1's wgrad is the packed kernel's
+        geo = alexnet_geometry(layer)
+        for c in tuning.WGRAD_8WARP_CONFIGS:
+            bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+            tiles = -(-geo.kh * geo.kw * geo.cg_in // bm) * -(-geo.cg_out // bn) * geo.groups
+            for elem_bytes, resident in args_mod.WGRAD_RESIDENT.items():
+                programs = args_mod._wgrad_splits(geo, 132, bm, bn, bk, elem_bytes) * tiles
+                assert 2 * 132 * resident // 2 <= programs < 2 * 132 * resident, (layer, bm, bn)
+
+
 def test_wgrad_partials_hold_the_most_splits_any_config_launches(monkeypatch):
     # the autotuner may pick any config: the buffer has a row for each split of the largest
     # count, and the sum reads only the rows the launched grid wrote
