@@ -162,6 +162,7 @@ class AlexNetModule(pl.LightningModule):
         if not len(x):  # every file of the batch was unreadable
             if self.trainer.world_size == 1:
                 return None  # Lightning skips the step
+            self._log_empty_batch(metrics=self.train_metrics, on_step=False, on_epoch=True)
             return self._zero_loss()
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -178,9 +179,24 @@ class AlexNetModule(pl.LightningModule):
         return sum((p.to_local() if hasattr(p, "to_local") else p).sum() * 0.0  # DTensor: local
                    for p in self.parameters() if p.requires_grad)
 
+    def _log_empty_batch(self, loss: str | None = None, metrics: MetricCollection | None = None,
+                         **options) -> None:
+        """With several processes, what a step logs, for a batch of only unreadable files, with
+        no weight: the ``loss`` key as 0 over a batch of 0 (its mean over the processes is then
+        the others') and the ``metrics`` without an update. So every process takes part in
+        their epoch-end syncs, where one that never logged them would leave the others waiting
+        (a shard of only unreadable files). One process needs none of it."""
+        if self.trainer.world_size == 1:
+            return
+        if loss is not None:
+            self.log(loss, torch.zeros((), device=self.device), sync_dist=True, batch_size=0)
+        if metrics is not None:
+            self.log_dict(metrics, **options)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = self._unpack(batch)
         if not len(x):  # every file of the batch was unreadable
+            self._log_empty_batch("val/loss", self.val_metrics, prog_bar=True)
             return
         logits = self(x)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
@@ -236,6 +252,9 @@ class AlexNetModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = self._unpack(batch)
         if not len(x):  # every file of the batch was unreadable
+            if x.dim() == 5:
+                self._log_empty_batch(metrics=self.test_metrics_10crop)
+            self._log_empty_batch("test/loss", self.test_metrics)
             return
         if x.dim() == 5:  # (N, 10, 3, S, S): four corners + centre, then their mirrors
             n, crops = x.shape[:2]

@@ -133,6 +133,7 @@ def test_an_empty_batch_with_several_processes_steps_with_zero_gradients():
     module._trainer = SimpleNamespace(world_size=1)
     assert module.training_step(empty, 0) is None
     module._trainer = SimpleNamespace(world_size=2)
+    module.log_dict = lambda *args, **kwargs: None  # (what it logs: the next test)
     with torch.no_grad():
         next(module.parameters()).fill_(float("inf"))  # 0 * inf: the gradient stays 0
     loss = module.training_step(empty, 0)
@@ -140,3 +141,29 @@ def test_an_empty_batch_with_several_processes_steps_with_zero_gradients():
     params = list(module.parameters())
     assert loss.ndim == 0 and len(params) == 16
     assert all(p.grad is not None and not p.grad.any() for p in params)
+
+
+def test_an_empty_batch_with_several_processes_logs_what_a_batch_logs_with_no_weight():
+    """So that every process takes part in the epoch-end syncs of val/loss, test/loss and the
+    metrics (a process that never logged them would leave the others waiting)."""
+    from types import SimpleNamespace
+
+    module = AlexNetModule(AlexNetConfig.from_name("tiny", num_classes=4, image_size=64))
+    logged = []
+    module.log = lambda name, value, **kw: logged.append((name, float(value), kw))
+    module.log_dict = lambda metrics, **kw: logged.append((sorted(metrics.keys()), kw))
+    no_target = torch.zeros(0, dtype=torch.long)
+    for world, expected in ((1, 0), (2, 1)):
+        module._trainer = SimpleNamespace(world_size=world)
+        logged.clear()
+        module.validation_step((torch.zeros(0, 3, 64, 64), no_target), 0)
+        assert len(logged) == 2 * expected
+    assert logged[0] == ("val/loss", 0.0, {"sync_dist": True, "batch_size": 0})
+    assert logged[1] == (sorted(module.val_metrics.keys()), {"prog_bar": True})
+    logged.clear()
+    module.test_step((torch.zeros(0, 10, 3, 64, 64), no_target), 0)  # ten crops
+    assert [entry[0] for entry in logged] == [sorted(module.test_metrics_10crop.keys()),
+                                              "test/loss", sorted(module.test_metrics.keys())]
+    logged.clear()
+    assert module.training_step((torch.zeros(0, 3, 64, 64), no_target), 0) is not None
+    assert logged == [(sorted(module.train_metrics.keys()), {"on_step": False, "on_epoch": True})]

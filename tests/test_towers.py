@@ -271,9 +271,9 @@ def make_data(root: Path) -> Path:
 
 
 def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None,
-            expect: tuple[str, ...] = ()) -> Path:
+            expect: tuple[str, ...] = (), ckpt: bool = True) -> Path | None:
     """``python -m lightning_alexnet ARGS`` in ``cwd`` (or under ``launcher``), whose output
-    holds ``expect``; its last.ckpt."""
+    holds ``expect``; its last.ckpt (when ``ckpt``)."""
     cmd = [*(launcher or [sys.executable]), "-m", "lightning_alexnet", *map(str, args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
@@ -281,6 +281,8 @@ def run_cli(args: list[str], cwd: Path, launcher: list[str] | None = None,
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for text in ("Starting with 2 processes", *expect):
         assert text in done.stdout + done.stderr, text
+    if not ckpt:
+        return None
     (last,) = cwd.glob("runs/lightning_logs/version_*/checkpoints/last.ckpt")
     return last
 
@@ -371,3 +373,24 @@ def test_two_processes_step_over_a_batch_of_only_unreadable_files(strategy, tmp_
                    expect=("train: skipped 1 unreadable image file(s) in this pass",))
     # ddp: 17 files over 2 processes, 9 steps each; towers: both processes see every batch
     assert load(last)["global_step"] == {"ddp": 9, "towers": 17}[strategy]
+
+
+@pytest.mark.slow
+def test_a_process_whose_validation_files_are_all_unreadable_stays_in_step(tmp_path):
+    """ddp's validation sampler gives process 1 every second file (classes and files in
+    order): make those unreadable and process 1's every validation batch is empty. It still
+    logs val/loss (weight 0) and the metrics, so the epoch-end syncs (the sanity check's
+    too) do not wait for it forever; then `test` on two processes, whose test split is the same
+    folder, likewise."""
+    root = make_data(tmp_path / "data")
+    for folder in sorted((root / "val").iterdir()):
+        sorted(folder.iterdir())[1].write_text("not a JPEG")  # the second file of each class
+    two = ["--data.batch_size", "1", "--data.root", root, "--trainer.devices", "2",
+           "--trainer.strategy", "ddp"]
+    last = run_cli(["fit", *FIT, *two, "--trainer.max_epochs", "1"], tmp_path,
+                   expect=("val: skipped 4 unreadable image file(s) in this pass",))
+    logged = float(next(v for k, v in load(last)["callbacks"].items()
+                        if k.startswith("Checkpoint"))["best_model_score"])
+    assert 0.0 <= logged <= 1.0  # val/top1_error over the 4 readable images
+    run_cli(["test", *FIT, *two, "--ckpt_path", last], tmp_path,
+            expect=("test: skipped 4 unreadable image file(s) in this pass",), ckpt=False)
