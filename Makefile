@@ -35,7 +35,8 @@ compile-report: $(STAMP)
 	$(PY) -m kernels.compile_report
 
 # The Triton this project pins, packed for a GPU machine that has another and no network
-# (bench/triton_carry.py): .gpu/triton-<version>-cp312.tar.xz, which gpu-report runs with there.
+# (bench/triton_carry.py): .gpu/triton-<version>-cp312-sm90.tar.xz, which gpu-report runs with
+# there.
 gpu-carry: $(STAMP)
 	$(PY) bench/triton_carry.py pack $(ARGS)
 

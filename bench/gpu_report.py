@@ -383,9 +383,13 @@ def build_report(out: Path) -> tuple[str, str]:
     """(report.md text, one-screen summary) from the CSVs recorded in ``out``."""
     stages = read_csv(out / "stages.csv")
     parity = read_csv(out / "parity.csv")
-    kernels = [r for op in KERNEL_OPS for d in (out, out / COMPILE_DIR)
-               for r in read_csv(d / f"{op}.csv")]
-    train = read_csv(out / "train_step.csv") + read_csv(out / COMPILE_DIR / "train_step.csv")
+    # in time order ("YYYY-MM-DD HH:MM..."), so the latest measurement of each cell wins
+    # whichever file holds it (torch.compile's moved to compile/; older runs' stayed beside)
+    kernels = sorted((r for op in KERNEL_OPS for d in (out, out / COMPILE_DIR)
+                      for r in read_csv(d / f"{op}.csv")), key=lambda r: r.get("date", ""))
+    train = sorted(read_csv(out / "train_step.csv")
+                   + read_csv(out / COMPILE_DIR / "train_step.csv"),
+                   key=lambda r: r.get("date", ""))
     gated = unverified_table(read_csv(out / "conv2d_relu.csv"),
                              read_csv(out / "unverified" / "conv2d_relu.csv"))
     device = next((r["device"] for r in kernels + train if r.get("device")),
@@ -399,8 +403,8 @@ def build_report(out: Path) -> tuple[str, str]:
     parity_line = (f"parity: {len(parity)} checks (configuration x tensor), {len(bad)} failed"
                    if parity else "parity: no results")
     full = kernel_table(kernels, ("full",))
-    # the Triton the kernels ran with (torch.compile's rows may name another)
-    version = next((r["triton"] for r in kernels + train
+    # the Triton the kernels ran with last (torch.compile's rows may name another)
+    version = next((r["triton"] for r in reversed(kernels + train)
                     if r.get("triton") and r["provider"] == "triton"), "")
     version_line = triton_note(version)
     carry = (out / CARRY_NOTE).read_text().strip() if (out / CARRY_NOTE).exists() else ""
@@ -495,9 +499,13 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--triton: the carried Triton is for --device cuda (the CPU run uses the "
                     "installed one's interpreter)")
         args.triton = "machine"
-    if args.triton is None:
-        found = triton_carry.find_archive()
+    if args.triton is None and args.summary_only is None:
+        try:
+            found = triton_carry.find_archive()
+        except ValueError as e:
+            p.error(f"{e} (or pass --triton ARCHIVE / --triton machine)")
         args.triton = str(found) if found else "machine"
+    args.triton = args.triton or "machine"  # (--summary-only runs nothing)
     if args.triton != "machine" and not Path(args.triton).is_file():
         p.error(f"--triton {args.triton}: no such file (make one with `python "
                 "bench/triton_carry.py pack`, or pass --triton machine)")
@@ -509,11 +517,11 @@ def carried_triton(archive: Path) -> tuple[Path | None, str]:
     (``triton_carry.py probe``): (the folder to put first on the jobs' PYTHONPATH, a line for
     the report). On failure (None, why): the report then runs with the machine's Triton and
     says so."""
-    site = Path(tempfile.gettempdir()) / "lightning_alexnet-triton"
+    site = Path(tempfile.gettempdir()) / f"lightning_alexnet-triton-{os.getuid()}"
     try:
-        version = triton_carry.unpack(archive, site)
-    except (OSError, EOFError, ValueError, SystemExit) as e:  # tarfile/lzma errors are these
-        return None, f"carried Triton NOT used: {archive} could not be unpacked ({e})"
+        version = triton_carry.unpack(archive, site)  # says why in a SystemExit
+    except SystemExit as e:
+        return None, f"carried Triton NOT used: {str(e).removeprefix('error: ')}"
     try:
         check = subprocess.run([sys.executable, str(BENCH / "triton_carry.py"), "probe"],
                                env=child_env("cuda", site), check=False, capture_output=True,

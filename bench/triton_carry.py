@@ -6,14 +6,15 @@
 
 The borrowed GPU machine has Triton 3.6 and cannot install anything, while the kernels are
 tuned and checked (``python -m kernels.compile_report``) with the version pyproject.toml pins:
-under 3.8 the same tree spills 29 of 500 kernels and pipelines 91 of 142 conv loops, so another
-Triton's figures would not be these kernels'. ``pack`` downloads the pinned version's wheel for
-the GPU machine's Python (3.12 by default) from the package index and keeps what compiling and
-launching CUDA kernels needs: the Python package, ``libtriton.so`` with its debug sections
-stripped (500 MB -> 190 MB), the NVIDIA backend with the ``ptxas`` Triton uses for the GPU's
-architecture (``--arch``), headers and libdevice. Left out: the AMD backend, CUPTI and the
-profiler's library, the other ``ptxas``, test plugins. The archive (about 53 MiB, xz) goes in
-``.gpu/``, which git ignores and the device tool carries
+under 3.6 the same tree spills 10 of its 250 default sm_90 kernels and pipelines 91 of 142 conv
+loops (bench/results/compile_report-triton-3.6.0-sm_90.md), so its figures would not be these
+kernels'. ``pack`` downloads the wheel of the Triton installed here (the pinned one, after
+``make fit`` / ``make test``) for the GPU machine's Python (3.12 by default) from the package
+index and keeps what compiling and launching CUDA kernels needs: the Python package,
+``libtriton.so`` with its debug sections stripped (500 MB -> 190 MB), the NVIDIA backend with the
+``ptxas`` Triton uses for the GPU's architecture (``--arch``), headers and libdevice. Left out:
+the AMD backend, CUPTI and the profiler's library, the other ``ptxas``, test plugins. The
+archive (53 MiB, xz) goes in ``.gpu/``, which git ignores and the device tool carries
 (``carry: [".gpu"]``); the device machine's file limit is 64 MiB with the checkout.
 
 ``bench/gpu_report.py`` unpacks ``.gpu/triton-*.tar.xz`` when there is one (``--triton``) and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import io
+import lzma
 import os
 import shutil
 import subprocess
@@ -99,30 +101,46 @@ def pack(version: str, python: str, out_dir: Path, arch: int = 90) -> Path:
                 # executables (ptxas) keep their mode: the wheel records it in external_attr
                 entry.mode = (info.external_attr >> 16) & 0o777 or 0o644
                 tar.addfile(entry, io.BytesIO(data))
+        size = partial.stat().st_size / 2**20
+        if size > LIMIT_MB:  # the archives already there stay as they were
+            partial.unlink()
+            raise SystemExit(f"error: the archive would be {size:.1f} MiB, over the {LIMIT_MB} "
+                             "MiB the device tool can carry beside the checkout")
         partial.replace(out)
     for old in out_dir.glob("triton-*.tar.xz"):  # one archive: gpu_report.py takes the only one
         if old != out:
             old.unlink()
-    size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MiB)")
-    if size > LIMIT_MB:
-        raise SystemExit(f"error: {out} is {size:.1f} MiB, over the {LIMIT_MB} MiB the device "
-                         "tool can carry beside the checkout")
     return out
 
 
+MARKER = ".triton-carry"  # in a folder unpack made: which archive it holds
+
+
 def unpack(archive: Path, into: Path) -> str:
-    """Extract ``archive`` into ``into``, a folder of its own (emptied first, unless it already
-    holds this archive), and return the Triton version it holds."""
-    marker = into / f".{archive.name}.done"
-    if not marker.exists():
+    """Extract ``archive`` into ``into`` and return the Triton version it holds. ``into`` is
+    the tool's own: new or empty, or made by an earlier unpack (its MARKER names the archive,
+    size and time; a folder holding another is emptied first, one holding this one is kept).
+    Any other folder is refused, as is an archive that does not read."""
+    stat = archive.stat()
+    identity = f"{archive.resolve()} {stat.st_size} {stat.st_mtime_ns}\n"
+    marker = into / MARKER
+    if not (marker.exists() and marker.read_text() == identity):
+        if into.exists() and any(into.iterdir()) and not marker.exists():
+            raise SystemExit(f"error: {into} holds files that unpack did not write; give an "
+                             "empty or new folder")
         shutil.rmtree(into, ignore_errors=True)  # no files of another version stay beside it
         into.mkdir(parents=True)
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="tar")
-        marker.touch()
-    init = (into / "triton" / "__init__.py").read_text()
-    for line in init.splitlines():
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(into, filter="data")
+        except (tarfile.TarError, lzma.LZMAError, EOFError, OSError) as e:
+            why = " ".join(str(e).split())[:200]  # tarfile's says why per method, in lines
+            raise SystemExit(f"error: {archive} does not read as a .tar.xz ({why}); make it "
+                             "again with `python bench/triton_carry.py pack`") from None
+        marker.write_text(identity)
+    init = into / "triton" / "__init__.py"
+    for line in (init.read_text().splitlines() if init.exists() else []):
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("'\"")
     raise SystemExit(f"error: {archive} holds no triton/__init__.py with a __version__")
@@ -162,10 +180,10 @@ def probe() -> str:
 
 
 def find_archive(folder: Path = CARRY_DIR) -> Path | None:
-    """The one ``triton-*.tar.xz`` in ``folder``, or None."""
+    """The one ``triton-*.tar.xz`` in ``folder``, or None; several: ValueError naming them."""
     found = sorted(folder.glob("triton-*.tar.xz"))
     if len(found) > 1:
-        raise SystemExit(f"error: several Triton archives in {folder}: "
+        raise ValueError(f"several Triton archives in {folder}: "
                          f"{', '.join(p.name for p in found)}; keep one")
     return found[0] if found else None
 

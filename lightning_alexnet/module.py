@@ -160,7 +160,7 @@ class AlexNetModule(pl.LightningModule):
                       ) -> torch.Tensor | None:
         x, y = self._unpack(batch)
         if not len(x):  # every file of the batch was unreadable
-            if self.trainer.world_size == 1:
+            if not self._several_processes():
                 return None  # Lightning skips the step
             self._log_empty_batch(metrics=self.train_metrics, on_step=False, on_epoch=True)
             return self._zero_loss()
@@ -171,11 +171,15 @@ class AlexNetModule(pl.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
+    def _several_processes(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def _zero_loss(self) -> torch.Tensor:
         """0, reaching every trainable parameter: with several processes Lightning cannot skip
         one process's step, and the others' gradient all-reduce waits for every parameter's
-        gradient. This process's gradients are zeros, so the step averages the others' (the
-        optimizer still steps here, in step with them: momentum and weight decay apply)."""
+        gradient. This process adds zeros to the sum the all-reduce divides by the number of
+        processes, so that step's gradient is the others' scaled by their share of the
+        processes; the optimizer steps here in step with them (momentum, weight decay)."""
         return sum((p.to_local() if hasattr(p, "to_local") else p).sum() * 0.0  # DTensor: local
                    for p in self.parameters() if p.requires_grad)
 
@@ -186,7 +190,7 @@ class AlexNetModule(pl.LightningModule):
         the others') and the ``metrics`` without an update. So every process takes part in
         their epoch-end syncs, where one that never logged them would leave the others waiting
         (a shard of only unreadable files). One process needs none of it."""
-        if self.trainer.world_size == 1:
+        if not self._several_processes():
             return
         if loss is not None:
             self.log(loss, torch.zeros((), device=self.device), sync_dist=True, batch_size=0)

@@ -276,8 +276,10 @@ def test_pack_keeps_what_cuda_needs_strips_libtriton_and_unpack_names_the_versio
 
 def test_make_gpu_carry_names_a_version_it_cannot_download(tmp_path):
     # through make, as the README shows it; a version that does not exist fails at pip
-    proc = subprocess.run(["make", "--no-print-directory", "gpu-carry", f"PY={sys.executable}",
-                           f"ARGS=--version 0.0.0 --out {tmp_path}"], cwd=ROOT, check=False,
+    # (-o: the venv stamp counts as up to date: the test installs nothing)
+    proc = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "gpu-carry",
+                           f"PY={sys.executable}", f"ARGS=--version 0.0.0 --out {tmp_path}"],
+                          cwd=ROOT, check=False,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "error: pip could not download triton==0.0.0 for Python 3.12" in proc.stderr
@@ -293,10 +295,40 @@ def test_unpack_from_the_command_line_prints_the_version(carry, monkeypatch, tmp
     assert (tmp_path / "site" / "triton" / "_C" / "libtriton.so").exists()
 
 
-def test_pack_refuses_an_archive_too_big_to_carry(carry, monkeypatch, tmp_path):
+def test_pack_refuses_an_archive_too_big_to_carry_and_keeps_the_one_there(carry, monkeypatch,
+                                                                          tmp_path):
+    good = packed(carry, monkeypatch, tmp_path)
     monkeypatch.setattr(carry, "LIMIT_MB", 0)
-    with pytest.raises(SystemExit, match=r"over the 0 MiB the device tool can carry"):
-        packed(carry, monkeypatch, tmp_path)
+    with pytest.raises(SystemExit, match=r"would be 0.0 MiB, over the 0 MiB the device tool"):
+        packed(carry, monkeypatch, tmp_path, version="9.2.0")
+    assert list(good.parent.iterdir()) == [good]
+
+
+def test_unpack_refuses_a_folder_it_did_not_make_and_an_archive_that_does_not_read(
+        carry, monkeypatch, tmp_path):
+    archive = packed(carry, monkeypatch, tmp_path)
+    mine = tmp_path / "home"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds files that unpack did not write"):
+        carry.unpack(archive, mine)
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    broken = tmp_path / "triton-9.9.9-cp312-sm90.tar.xz"
+    broken.write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"does not read as a \.tar\.xz .*make it again"):
+        carry.unpack(broken, tmp_path / "site")
+
+
+def test_unpack_extracts_again_an_archive_made_again_under_the_same_name(carry, monkeypatch,
+                                                                         tmp_path):
+    archive = packed(carry, monkeypatch, tmp_path)
+    site = tmp_path / "site"
+    carry.unpack(archive, site)
+    (site / "triton" / "stale.py").write_text("")  # as if the earlier archive had held it
+    assert carry.unpack(archive, site) == "9.1.0" and (site / "triton" / "stale.py").exists()
+    os.utime(archive, ns=(1, 1))  # packed again: same name, another time
+    assert carry.unpack(archive, site) == "9.1.0"
+    assert not (site / "triton" / "stale.py").exists()
 
 
 def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, monkeypatch,
@@ -305,7 +337,7 @@ def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, mo
     monkeypatch.setattr(report.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     good = packed(carry, monkeypatch, tmp_path)
     site, note = report.carried_triton(good)
-    assert site == tmp_path / "tmp" / "lightning_alexnet-triton"
+    assert site == tmp_path / "tmp" / f"lightning_alexnet-triton-{os.getuid()}"
     assert note.startswith("Triton 9.1.0 carried from triton-9.1.0-cp312-sm90.tar.xz ran every")
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -314,6 +346,10 @@ def test_the_report_uses_a_carried_triton_only_when_it_imports(report, carry, mo
     assert site is None
     assert note == ("carried Triton NOT used: triton-9.3.0-cp312-sm90.tar.xz failed its probe "
                     "(ImportError: gone)")
+    corrupt = tmp_path / "corrupt.tar.xz"
+    corrupt.write_bytes(b"not xz")
+    site, note = report.carried_triton(corrupt)  # a report line, not a crash
+    assert site is None and note.startswith(f"carried Triton NOT used: {corrupt} does not read")
 
 
 @pytest.mark.parametrize("usable", [True, False])
@@ -356,6 +392,15 @@ def test_the_triton_option_is_checked(report, capsys, monkeypatch, tmp_path):
         report.parse_args(["--device", "cpu", "--out", "x", "--triton", "a.tar.xz"])
     assert "the carried Triton is for --device cuda" in capsys.readouterr().err
     assert report.parse_args(["--triton", "machine"]).triton == "machine"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    two = [tmp_path / f"triton-9.{v}.0-cp312-sm90.tar.xz" for v in (1, 2)]
+    for archive in two:
+        archive.write_bytes(b"")
+    monkeypatch.setattr(report.triton_carry.find_archive, "__defaults__", (tmp_path,))
+    with pytest.raises(SystemExit) as e:
+        report.parse_args([])
+    assert e.value.code == 2 and "several Triton archives in" in capsys.readouterr().err
+    assert report.parse_args(["--summary-only", str(tmp_path)]).triton == "machine"
 
 
 # ----------------------------------------------------------------------------------------------
