@@ -81,6 +81,7 @@ PROBE_TIMEOUT_S = 180  # import, one small kernel and one op of this project, co
 UNVERIFIED_ENV = "LIGHTNING_ALEXNET_UNVERIFIED"
 # parity jobs per precision (bench/parity.py's --precision) for these ops; one job per layer else
 PARITY_SPLIT = {"conv2d_relu": ["bf16", "fp16", "fp32", "tf32"]}
+PARITY_ORDER = ["bf16", None, "tf32", "fp16", "fp32"]  # None: one job for every precision
 
 # Dense peaks per device (no sparsity): TFLOP/s by precision, memory TB/s. Sources: NVIDIA's
 # datasheets as tabulated by glennklockwood.com/garden/processors/{h100,A100} (H100 SXM: FP32
@@ -225,18 +226,20 @@ def plan(args: argparse.Namespace, out: Path) -> list[list[Job]]:
     if "parity" in args.stages:
         # one process per op x layer, and per precision for the convolutions: each of their
         # configurations compiles anew (about 30-40 per conv layer and precision, the gated
-        # ones included), so they are spread over the cores
-        for op in args.ops:
-            for layer in LAYERS[op]:
-                for precision in (["fp32"] if cpu else PARITY_SPLIT.get(op, [None])):
-                    name = f"{layer}-{precision}" if precision and not cpu else layer
-                    phase1.append(Job(
-                        "parity", f"parity-{name}",
-                        [py, str(BENCH / "parity.py"), "--op", op, "--layer", layer,
-                         "--csv", str(out / "parity" / f"{name}.csv"),
-                         *(["--device", "cpu", "--quick"] if cpu else []),
-                         *(["--precision", precision] if precision else [])],
-                        t1, env={UNVERIFIED_ENV: "1"}))
+        # ones included), so they are spread over the cores. Started in PARITY_ORDER (the
+        # later ones have less of the phase left): the convolutions in bf16, the quick LRN
+        # and pooling jobs, then the convolutions' other precisions
+        jobs = [(op, layer, precision) for op in args.ops for layer in LAYERS[op]
+                for precision in (["fp32"] if cpu else PARITY_SPLIT.get(op, [None]))]
+        for op, layer, precision in sorted(jobs, key=lambda j: PARITY_ORDER.index(j[2])):
+            name = f"{layer}-{precision}" if precision and not cpu else layer
+            phase1.append(Job(
+                "parity", f"parity-{name}",
+                [py, str(BENCH / "parity.py"), "--op", op, "--layer", layer,
+                 "--csv", str(out / "parity" / f"{name}.csv"),
+                 *(["--device", "cpu", "--quick"] if cpu else []),
+                 *(["--precision", precision] if precision else [])],
+                t1, env={UNVERIFIED_ENV: "1"}))
     if "kernels" in args.stages:
         common = (["--device", "cpu", "--quick", "--mode", "forward"] if cpu else
                   ["--batch", "128", "--burn-in", "2", "--warmup-ms", "5", "--rep-ms", "25"])

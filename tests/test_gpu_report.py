@@ -117,6 +117,11 @@ def test_the_plan_fits_the_budget_and_covers_every_layer(report):
         f"parity-{layer}" + (f"-{p}" if op == "conv2d_relu" else "")
         for op, layers in report.LAYERS.items() for layer in layers
         for p in ("bf16", "fp16", "fp32", "tf32")}
+    # started most relevant first: conv in bf16, the quick LRN / pool jobs, conv's others
+    parity = [n.removeprefix("parity-") for n in names if n.startswith("parity-")]
+    assert parity[:12] == ["conv1-bf16", "conv2-bf16", "conv3-bf16", "conv4-bf16", "conv5-bf16",
+                           "lrn1", "lrn2", "pool1", "pool2", "pool5", "lrn_pool1", "lrn_pool2"]
+    assert [n.split("-")[1] for n in parity[12:]] == ["tf32"] * 5 + ["fp16"] * 5 + ["fp32"] * 5
     conv3_tf32 = next(j for p in phases for j in p if j.name == "parity-conv3-tf32")
     assert conv3_tf32.argv[conv3_tf32.argv.index("--precision") + 1] == "tf32"
     assert conv3_tf32.argv[conv3_tf32.argv.index("--csv") + 1] == "/tmp/out/parity/conv3-tf32.csv"
