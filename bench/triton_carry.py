@@ -63,8 +63,9 @@ def download_wheel(version: str, python: str, into: Path) -> Path:
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     wheels = sorted(into.glob(f"triton-{version}-*.whl"))
     if done.returncode or not wheels:
-        raise SystemExit(f"error: pip could not download triton=={version} for Python {python}:"
-                         f"\n{done.stderr.strip()[-600:]}")
+        said = (done.stderr.strip().splitlines() or ["no wheel written"])[-1]  # pip's reason
+        raise SystemExit(f"error: pip could not download triton=={version} for Python {python} "
+                         f"({said}); name another with --version / --python")
     return wheels[0]
 
 

@@ -384,7 +384,8 @@ def main(argv=None) -> int:
                   f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} "
                   f"by `python -m kernels.compile_report{' --all' if args.all else ''}` at git "
                   f"{git_revision()}, **Triton {triton.__version__}**, ptxas "
-                  f"{'; '.join(f'sm_{a}: {ptxas_version(a)}' for a in archs)} (no GPU).\n\n{summary}.\n\n"
+                  f"{'; '.join(f'sm_{a}: {ptxas_version(a)}' for a in archs)} (no GPU).\n\n"
+                  f"{summary}.\n\n"
                   + MARKDOWN_NOTES.format(h100=GPUS[90].name, a100=GPUS[80].name,
                                           peaks=_peaks()) + "\n")
         if targets:
